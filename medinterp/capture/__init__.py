@@ -1,0 +1,7 @@
+"""Activation capture: hooks, token reductions, batched capture and the on-disk activation cache."""
+from medinterp.capture.residual import capture, capture_batch, readout_modules
+from medinterp.capture.hooks import StopForward, forward_hooks, output_tensor
+from medinterp.capture.tokens import REDUCTIONS, TokenBatch, encode, reduce_tokens
+
+__all__ = ["REDUCTIONS", "StopForward", "TokenBatch", "capture", "capture_batch", "encode", "forward_hooks",
+           "output_tensor", "readout_modules", "reduce_tokens"]

@@ -1,0 +1,82 @@
+"""Capture the residual stream, layer by layer, with forward hooks.
+
+Read-out point ``l`` (0..n_layers) is the residual stream after ``l`` blocks: ``l = 0`` is the output of
+the embedding module, ``l ≥ 1`` the raw output of block ``l-1``. This equals transformers'
+``hidden_states[l]`` for every ``l`` except the last: transformers applies the final norm to the last
+entry, while we store the raw block output (the residual stream itself, comparable across layers).
+
+The LM head is never computed: we call the adapter's backbone (no unembedding) and stop the forward
+pass right after the last requested layer. Each hook reduces its (B, T, D) output to (B, D) at once,
+so memory is bounded by one batch, not by the number of prompts.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medinterp.capture.hooks import StopForward, forward_hooks, output_tensor
+from medinterp.capture.tokens import TokenBatch, encode, reduce_tokens
+from medinterp.errors import MedinterpError
+from medinterp.models import BoundModel, ModelHandle
+
+
+def readout_modules(parts: BoundModel) -> list[torch.nn.Module]:
+    """Modules whose outputs are the residual stream at read-out points 0..n_layers."""
+    return [parts.embed, *parts.layers]
+
+
+@torch.inference_mode()
+def capture_batch(handle: ModelHandle, batch: TokenBatch, layers: Sequence[int], reduction: str | None) -> list[torch.Tensor]:
+    """Residual stream at ``layers`` for one batch: a list of (B, D) tensors, or (B, T, D) if ``reduction`` is None."""
+    modules = readout_modules(handle.parts)
+    stop_at = max(layers)
+    captured: dict[int, torch.Tensor] = {}
+
+    def make_hook(layer: int):
+        def hook(_module, _inputs, output):
+            hidden = output_tensor(output)
+            captured[layer] = hidden if reduction is None else reduce_tokens(hidden, batch, reduction)
+            if layer == stop_at:
+                raise StopForward
+        return hook
+
+    batch = batch.to(handle.device)
+    with forward_hooks([(modules[layer], make_hook(layer)) for layer in layers]):
+        handle.parts.backbone(**batch.model_inputs(), use_cache=False)
+    return [captured[layer] for layer in layers]
+
+
+def capture(handle: ModelHandle, texts: Sequence[str], reduction: str = "last", batch_size: int = 32,
+            term_spans: Sequence[tuple[int, int]] | None = None, layers: Sequence[int] | None = None,
+            out: np.ndarray | None = None, desc: str = "capture") -> np.ndarray:
+    """Reduced residual stream for every prompt: an array (n_readouts, n_prompts, d_model), float32.
+
+    Prompts are batched in order of token length (less padding), and written back in input order. Pass
+    ``out`` (e.g. a ``numpy`` memmap) to stream results to disk instead of holding them in memory.
+    """
+    layers = list(range(handle.n_layers + 1)) if layers is None else list(layers)
+    bad = [layer for layer in layers if not 0 <= layer <= handle.n_layers]
+    if bad:
+        raise MedinterpError(f"layer(s) {bad} out of range for {handle.name}; valid: 0..{handle.n_layers}")
+    if batch_size < 1:
+        raise MedinterpError(f"batch_size must be a positive int; got {batch_size}")
+    shape = (len(layers), len(texts), handle.d_model)
+    out = np.zeros(shape, dtype=np.float32) if out is None else out
+    assert out.shape == shape, (out.shape, shape)
+    lengths = [len(ids) for ids in handle.tokenizer(list(texts))["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+        idx = order[start:start + batch_size]
+        spans = [term_spans[i] for i in idx] if term_spans is not None else None
+        batch = encode(handle.tokenizer, [texts[i] for i in idx], reduction, spans)
+        try:
+            acts = capture_batch(handle, batch, layers, reduction)
+        except (torch.OutOfMemoryError, MemoryError) as err:
+            raise MedinterpError(f"out of memory at batch_size={batch_size} on {handle.device} ({type(err).__name__}); "
+                                 f"retry with a smaller batch_size, e.g. batch_size={max(1, batch_size // 4)}") from None
+        for j, act in enumerate(acts):
+            out[j, idx] = act.float().cpu().numpy()
+    return out

@@ -1,0 +1,32 @@
+"""Gemma 3 family (text-only ``gemma3_text`` and the multimodal ``gemma3`` wrapper).
+
+Quirks, versus Llama:
+- the embedding module (``Gemma3TextScaledWordEmbedding``) multiplies by sqrt(hidden_size) inside its
+  forward, so its hooked output already equals ``hidden_states[0]``;
+- four norms per block (input, post-attention, pre-/post-feed-forward) and RMSNorm weights stored as
+  ``1 + w``;
+- local sliding-window and global attention layers alternate; the hooks do not care;
+- Gemma-3-4B/12B/27B checkpoints are ``Gemma3ForConditionalGeneration``: the language model sits under
+  ``model.language_model`` (MedGemma-27B-text is text-only and uses the plain layout).
+"""
+from dataclasses import replace
+
+from medinterp.models.arch.base import ArchAdapter, register
+
+GEMMA3_TEXT = register(ArchAdapter(
+    family="gemma3",
+    model_types=("gemma3_text", "gemma2", "gemma"),
+    architectures=("Gemma3ForCausalLM", "Gemma2ForCausalLM", "GemmaForCausalLM"),
+))
+
+# The multimodal twin: same blocks, one level deeper.
+GEMMA3_MULTIMODAL = register(replace(
+    GEMMA3_TEXT,
+    family="gemma3_multimodal",
+    model_types=("gemma3",),
+    architectures=("Gemma3ForConditionalGeneration",),
+    embed="model.language_model.embed_tokens",
+    layers="model.language_model.layers",
+    final_norm="model.language_model.norm",
+    backbone="model.language_model",
+))

@@ -1,0 +1,13 @@
+"""Llama family (Llama 2/3, SmolLM2, Mistral): the reference layout every other adapter is compared with.
+
+Quirks: RMSNorm without bias; no biases in attention or MLP; rotary embeddings live in
+``model.rotary_emb`` (not a layer); the LM head may be tied to the embedding (SmolLM2). Blocks return a
+plain tensor in transformers 5.x (a tuple in 4.x; the hooks accept both).
+"""
+from medinterp.models.arch.base import ArchAdapter, register
+
+LLAMA = register(ArchAdapter(
+    family="llama",
+    model_types=("llama", "mistral"),
+    architectures=("LlamaForCausalLM", "MistralForCausalLM"),
+))

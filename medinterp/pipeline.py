@@ -1,0 +1,97 @@
+"""One cell of the map: capture a domain's activations and run a method on them, into a run folder.
+
+This is the library half of ``runners/map.py``: it takes built objects (a loaded model, a prompt set, a
+method instance, a writer) and returns the summary; the runner only composes config and builds them.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medinterp.capture.cache import cached_activations, model_key
+from medinterp.methods import MethodResult, Points, stack_activations, stack_points
+from medinterp.models import ModelHandle
+from medinterp.plots import metric_curves, umap_grid
+from medinterp.prompts import PromptSet
+from medinterp.results import RunWriter
+
+log = logging.getLogger(__name__)
+
+CURVE_METRICS = {
+    "numeric": ("anisotropy", "r2_raw", "r2_umap", "discontinuity"),
+    "categorical": ("silhouette_umap", "silhouette_raw"),
+}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a result depends on (for summary.json)."""
+    out = {"python": platform.python_version()}
+    for dist in ("medinterp", "torch", "transformers", "umap-learn", "scikit-learn", "numpy", "hydra-core"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: RunWriter, templates: Sequence[str],
+             labelings: Sequence[str] | None = None, reduction: str = "last", batch_size: int = 32,
+             cache_dir: Path | None = None, plots: bool = True) -> dict[str, Any]:
+    """Capture (or load) activations for ``templates``, run ``method``, write rows, figures and summary."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    acts = stack_activations([cached_activations(handle, prompt_set, t, reduction, batch_size, cache_dir)
+                              for t in templates])
+    points = stack_points(prompt_set, templates)
+    timings["capture_s"] = time.perf_counter() - t0
+    log.info("%s/%s: %d points × %d read-outs × d=%d; running %s", handle.name, prompt_set.domain, len(points),
+             acts.shape[0], acts.shape[2], method.name)
+    t0 = time.perf_counter()
+    result: MethodResult = method.run(acts, points, labelings)
+    timings["method_s"] = time.perf_counter() - t0
+    rows = result.rows(handle.name, prompt_set.domain, method.name)
+    writer.add_rows(rows)
+    t0 = time.perf_counter()
+    if plots:
+        draw(writer, result, rows, points, labelings or list(points.labels), f"{handle.name} · {prompt_set.domain}")
+    timings["plots_s"] = time.perf_counter() - t0
+    summary = {
+        "model": {"name": handle.name, "source": handle.source, "key": model_key(handle), "family": handle.parts.adapter.family,
+                  "n_layers": handle.n_layers, "d_model": handle.d_model, "device": str(handle.device)},
+        "domain": prompt_set.domain, "prompt_set": {"key": prompt_set.key, "version": prompt_set.version,
+                                                    "sha256": prompt_set.sha256, "source": prompt_set.source},
+        "method": method.name, "templates": list(templates), "reduction": reduction, "n_points": len(points),
+        "label_counts": label_counts(points, labelings), "timings": timings, "versions": versions(),
+    }
+    return summary
+
+
+def label_counts(points: Points, labelings: Sequence[str] | None) -> dict[str, dict[str, int]]:
+    """Points per class of each categorical/ordinal labeling (reviewers asked for data statistics)."""
+    out = {}
+    for name in labelings or points.labels:
+        if points.kinds[name] != "numeric":
+            values, counts = np.unique(points.labels[name].astype(str), return_counts=True)
+            out[name] = dict(zip(values.tolist(), counts.tolist()))
+    return out
+
+
+def draw(writer: RunWriter, result: MethodResult, rows, points: Points, labelings: Sequence[str], title: str) -> None:
+    """UMAP grids (one per labeling) and metric curves, saved into the run folder."""
+    emb = result.artifacts.get("embedding_2d")
+    for name in labelings:
+        numeric = points.kinds[name] != "categorical"
+        if emb is not None:
+            writer.add_figure(f"umap_grid_{name}", umap_grid(emb, points.labels[name], f"{title} by {name}", numeric))
+    kinds = {"numeric" if points.kinds[n] == "numeric" else "categorical" for n in labelings}
+    for kind in sorted(kinds):
+        metrics = CURVE_METRICS[kind]
+        if any(r.metric in metrics for r in rows):
+            writer.add_figure(f"curves_{kind}", metric_curves(rows, metrics, title))

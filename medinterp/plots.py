@@ -1,0 +1,92 @@
+"""Figures: UMAP scatter grids (layers as panels) and per-layer metric curves with CI bands.
+
+Functions take arrays/rows and return a matplotlib ``Figure``; saving is the results writer's job.
+The Agg backend is used, so nothing needs a display.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from medinterp.results import Row  # noqa: E402
+
+
+def umap_grid(embeddings: Sequence[np.ndarray], labels: np.ndarray, title: str, numeric: bool = False,
+              panel_size: float = 2.2) -> Figure:
+    """One 2-D scatter per layer (panel ``l`` = read-out layer ``l``), coloured by ``labels``."""
+    n = len(embeddings)
+    cols = min(6, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_size * cols, panel_size * rows + 0.6), squeeze=False)
+    if numeric:
+        colors = np.asarray(labels, dtype=float)
+        kw = dict(c=colors, cmap="viridis", vmin=np.nanmin(colors), vmax=np.nanmax(colors))
+    else:
+        classes = sorted(set(labels.tolist()))
+        palette = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
+        index = {c: i for i, c in enumerate(classes)}
+        kw = dict(c=[palette(index[c] % palette.N) for c in labels])
+    for layer, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if layer >= n:
+            ax.axis("off")
+            continue
+        emb = embeddings[layer]
+        sc = ax.scatter(emb[:, 0], emb[:, 1], s=6, linewidths=0, **kw)
+        ax.set_title(f"layer {layer}", fontsize=8)
+    if numeric:
+        fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.6, label=title.split(" by ")[-1])
+    else:
+        handles = [plt.Line2D([], [], marker="o", ls="", color=palette(index[c] % palette.N), label=str(c)) for c in classes]
+        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(classes)), fontsize=7, frameon=False,
+                   bbox_to_anchor=(0.5, -0.02 - 0.025 * math.ceil(len(classes) / 6)))
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def metric_curves(rows: Sequence[Row], metrics: Sequence[str], title: str) -> Figure:
+    """Per-layer curves of ``metrics`` (one panel each), a line per labeling with its CI band.
+
+    Layer-independent baselines (``layer == -1``) are drawn as dashed horizontal lines; a metric named
+    ``<m>_null`` is drawn in grey in the panel of ``<m>``.
+    """
+    panels = [m for m in metrics if any(r.metric == m for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.4), squeeze=False)
+    for ax, metric in zip(axes.flat, panels):
+        series: dict[tuple[str, str], list[Row]] = defaultdict(list)
+        for r in rows:
+            if r.metric in (metric, f"{metric}_null") or (metric.startswith("silhouette") and r.metric == "silhouette_surface"):
+                series[(r.labeling, r.metric)].append(r)
+        colors = {}
+        for (labeling, m), rs in sorted(series.items()):
+            rs = sorted(rs, key=lambda r: r.layer)
+            color = colors.setdefault(labeling, f"C{len(colors) % 10}")
+            if rs[0].layer < 0:  # a baseline: one value for all layers
+                ax.axhline(rs[0].value, color=color, ls="--", lw=1, alpha=0.8)
+                continue
+            x = np.array([r.layer for r in rs])
+            y = np.array([r.value for r in rs])
+            lo = np.array([r.ci_low for r in rs])
+            hi = np.array([r.ci_high for r in rs])
+            null = m.endswith("_null")
+            ax.plot(x, y, color="0.55" if null else color, lw=1 if null else 1.6, ls=":" if null else "-",
+                    label=None if null else labeling)
+            if np.isfinite(lo).all() and np.isfinite(hi).all():
+                ax.fill_between(x, lo, hi, color="0.8" if null else color, alpha=0.25, lw=0)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+        if colors:
+            ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(title + "  (dotted grey: shuffled null; dashed: layer-independent baseline)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,29 @@
+"""Versioned, schema-validated, labelled prompt sets for the six medical domains.
+
+Load a packaged set by name (``load_prompt_set("drugs")``) or any YAML file by path; see
+``docs/prompt-sets.md`` for the schema and the per-domain contents.
+"""
+from __future__ import annotations
+
+from medinterp.prompts.load import available_prompt_sets, load_prompt_set
+from medinterp.prompts.schema import (
+    ContrastPair,
+    Item,
+    Labeling,
+    Prompt,
+    PromptSet,
+    PromptSetError,
+    Template,
+)
+
+__all__ = [
+    "ContrastPair",
+    "Item",
+    "Labeling",
+    "Prompt",
+    "PromptSet",
+    "PromptSetError",
+    "Template",
+    "available_prompt_sets",
+    "load_prompt_set",
+]

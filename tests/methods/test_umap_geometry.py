@@ -1,0 +1,93 @@
+"""The UMAP geometry method on synthetic activations whose structure is known layer by layer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import silhouette_score
+
+from medinterp.errors import MedinterpError
+from medinterp.methods import Points
+from medinterp.methods.umap_geometry import UmapGeometry, class_subsets
+
+FAST = dict(n_boot=50, n_perm=5, n_jobs=1, seed=0)
+
+
+def categorical_points(n_per=20, classes=("a", "b", "c")):
+    labels = np.repeat(np.array(classes), n_per)
+    terms = tuple(f"{c}term{i}" for c in classes for i in range(n_per))
+    return Points(item_ids=np.arange(len(labels)).astype(str), template_ids=np.array(["t"] * len(labels)), terms=terms,
+                  labels={"cls": labels}, kinds={"cls": "categorical"}, group_by={"cls": None})
+
+
+def test_silhouette_rises_where_the_classes_separate():
+    rng = np.random.default_rng(0)
+    pts = categorical_points()
+    centers = rng.normal(size=(3, 16)) * 8
+    noise = rng.normal(size=(3, len(pts), 16))
+    acts = noise.copy()
+    acts[1] += centers[np.searchsorted(["a", "b", "c"], pts.labels["cls"])]  # layer 1: well separated
+    acts[2] = acts[1] + 3 * rng.normal(size=(len(pts), 16))  # layer 2: separated, noisier
+    res = UmapGeometry(**FAST).run(acts.astype(np.float32), pts)
+    get = {(m.metric, m.layer): m.estimate for m in res.measurements}
+    assert get[("silhouette_umap", 1)].value > 0.6 > get[("silhouette_umap", 0)].value
+    assert abs(get[("silhouette_umap_null", 1)].value) < 0.1
+    # the raw-space number is exactly sklearn's cosine silhouette
+    for layer in range(3):
+        want = silhouette_score(acts[layer], pts.labels["cls"], metric="cosine")
+        assert get[("silhouette_raw", layer)].value == pytest.approx(want, abs=1e-5)
+        est = get[("silhouette_umap", layer)]
+        assert est.ci_low <= est.value <= est.ci_high and est.n == len(pts)
+    assert get[("silhouette_raw", 1)].value > get[("silhouette_raw", 2)].value > get[("silhouette_raw", 0)].value
+    # the surface-form control is one layer-independent row: terms start with their class letter
+    surface = [m for m in res.measurements if m.metric == "silhouette_surface"]
+    assert [m.layer for m in surface] == [-1] and surface[0].estimate.value > 0
+    assert len(res.artifacts["embedding_2d"]) == 3 and res.artifacts["embedding_2d"][0].shape == (len(pts), 2)
+
+
+def age_points():
+    ages = np.tile(np.arange(1, 41), 2).astype(float)
+    gender = np.repeat(np.array(["female", "male"]), 40)
+    return Points(item_ids=np.arange(80).astype(str), template_ids=np.array(["t"] * 80), terms=tuple(map(str, ages)),
+                  labels={"age": ages, "gender": gender}, kinds={"age": "numeric", "gender": "categorical"},
+                  group_by={"age": None, "gender": None})
+
+
+def test_age_metrics_find_a_linear_code_and_an_injected_jump():
+    rng = np.random.default_rng(1)
+    pts = age_points()
+    ages = pts.labels["age"]
+    direction = rng.normal(size=24)
+    smooth = np.outer(ages, direction) / 10 + 0.05 * rng.normal(size=(80, 24))
+    jump = smooth + np.outer(ages >= 18, direction) * 3  # a step 30× the typical age step at 17 → 18
+    acts = np.stack([rng.normal(size=(80, 24)), smooth, jump]).astype(np.float32)
+    res = UmapGeometry(**FAST).run(acts, pts, ["age"])
+    get = {(m.labeling, m.metric, m.layer): m.estimate.value for m in res.measurements}
+    for sub in ("age/pooled", "age/female", "age/male"):
+        assert get[(sub, "r2_raw", 1)] > 0.95 and get[(sub, "r2_raw", 0)] < 0.2
+        assert get[(sub, "r2_raw_null", 1)] < 0.2
+        assert 0.5 < get[(sub, "discontinuity", 1)] < 2.0
+        assert get[(sub, "discontinuity", 2)] > 5 and get[(sub, "discontinuity_rank", 2)] == 1.0
+        assert 0.2 < get[(sub, "anisotropy_null", -1)] < 0.6  # k is capped to the subset size here
+    assert ("gender", "silhouette_umap", 1) not in get  # only the requested labeling
+
+
+def test_nested_ordinal_labels_are_scored_within_each_group():
+    stage = np.tile(np.repeat([0, 1, 2], 4), 2).astype(float)
+    disease = np.repeat(np.array(["copd", "ckd"]), 12)
+    pts = Points(item_ids=np.arange(24).astype(str), template_ids=np.array(["t"] * 24), terms=tuple("x" * 24),
+                 labels={"stage": stage, "disease": disease}, kinds={"stage": "ordinal", "disease": "categorical"},
+                 group_by={"stage": "disease", "disease": None})
+    subsets = [(name, int(mask.sum()), sorted(set(labels))) for name, mask, labels in class_subsets(pts, "stage")]
+    assert subsets == [("stage/ckd", 12, [0.0, 1.0, 2.0]), ("stage/copd", 12, [0.0, 1.0, 2.0])]
+
+
+def test_bad_settings_and_inputs_are_named():
+    with pytest.raises(MedinterpError, match="n_neighbors must be >= 2; got 1"):
+        UmapGeometry(n_neighbors=1)
+    with pytest.raises(MedinterpError, match="min_dist must be in"):
+        UmapGeometry(min_dist=2.0)
+    pts = categorical_points(5)
+    with pytest.raises(MedinterpError, match="do not match 15 points"):
+        UmapGeometry(**FAST).run(np.zeros((2, 14, 4), np.float32), pts)
+    with pytest.raises(MedinterpError, match=r"unknown labeling\(s\) \['organ'\]; valid: cls"):
+        UmapGeometry(**FAST).run(np.zeros((2, 15, 4), np.float32), pts, ["organ"])

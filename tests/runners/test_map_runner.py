@@ -1,0 +1,80 @@
+"""The CLI end to end: one cell, a multirun, and one-line errors for bad input (real subprocesses)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+FAST = ["method.n_boot=20", "method.n_perm=3", "method.n_jobs=1", "plots=true"]
+
+
+def run_map(*args, cwd=ROOT, check=True):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "runners" / "map.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_cell_writes_the_results_format(tmp_path):
+    out = tmp_path / "run"
+    run_map("model=tiny_llama", "domain=drugs", "method=umap", f"hydra.run.dir={out}", "templates=[started,prescribed]", *FAST)
+    rows = read_csv(out / "per_layer.csv")
+    assert list(rows[0]) == ["model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n"]
+    assert {r["model"] for r in rows} == {"tiny_llama"} and {r["method"] for r in rows} == {"umap"}
+    assert {r["labeling"] for r in rows} == {"mechanism", "specialty"}
+    layers = {int(r["layer"]) for r in rows if r["metric"] == "silhouette_umap"}
+    assert layers == {0, 1, 2, 3, 4}
+    surface = [r for r in rows if r["metric"] == "silhouette_surface"]
+    assert {r["layer"] for r in surface} == {"-1"} and len(surface) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["templates"] == ["started", "prescribed"] and summary["model"]["n_layers"] == 4
+    assert sum(summary["label_counts"]["mechanism"].values()) == summary["n_points"]
+    assert {b["metric"] for b in summary["best_layers"]} >= {"silhouette_umap", "silhouette_raw"}
+    for fig in ("umap_grid_mechanism.png", "umap_grid_specialty.png", "curves_categorical.png"):
+        assert (out / fig).stat().st_size > 10_000, fig
+    assert not list(out.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_multirun_over_models_and_domains(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_map("-m", "domain=age,progression", "model=tiny_llama,tiny_qwen2", f"hydra.sweep.dir={sweep}",
+                   "templates=2", "plots=false", *FAST[:3])
+    cells = sorted(p.name for p in sweep.iterdir() if (p / "per_layer.csv").exists())
+    assert cells == ["tiny_llama-age-umap", "tiny_llama-progression-umap", "tiny_qwen2-age-umap", "tiny_qwen2-progression-umap"]
+    age = read_csv(sweep / "tiny_llama-age-umap" / "per_layer.csv")
+    assert {r["labeling"] for r in age} >= {"age/pooled", "age/female", "age/male", "gender", "band"}
+    assert {r["metric"] for r in age if r["labeling"] == "age/pooled"} >= {"anisotropy", "r2_raw", "discontinuity"}
+    prog = read_csv(sweep / "tiny_qwen2-progression-umap" / "per_layer.csv")
+    assert any(r["labeling"].startswith("stage/") for r in prog)
+    assert "results:" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=nope"], "error: unknown model 'nope'; valid: gemma3_270m, gemma3_27b"),
+    (["-m", "domain=age,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, drugs, progression, symptoms"),
+    (["method=magic"], "error: unknown method 'magic'; valid: umap"),
+    (["model=tiny_llama", "reduction=first"], "error: unknown reduction 'first'; valid: last, mean, term"),
+    (["model=tiny_llama", "templates=[nope]"], "error: unknown template for domain 'drugs': 'nope'; valid:"),
+    (["model=tiny_llama", "templates=9"], "error: templates=9: domain 'drugs' has 4 templates; use 1..4"),
+    (["model=hf", "model.path=/no/such/folder"], "error: model 'hf': cannot load '/no/such/folder'"),
+    (["model=tiny_llama", "domain.prompt_set=/no/such.yaml"], "/no/such.yaml"),
+])
+def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+    proc = run_map(*args, f"hydra.run.dir={tmp_path}/r", f"hydra.sweep.dir={tmp_path}/s", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
