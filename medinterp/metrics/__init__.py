@@ -3,7 +3,7 @@
 bootstrap      Estimate (value, ci_low, ci_high, n), bootstrap_ci, mean_with_ci
 cluster        silhouette_with_ci, shuffled_silhouette_null        (categorical domains)
 anisotropy     local_anisotropy, local_anisotropy_null             (age: local line-likeness)
-regression     ridge_r2_cv, r2_with_ci, shuffled_r2_null           (age: linear read-out R^2)
+regression     ridge_r2_cv, r2_with_ci, shuffled_r2_null, ridge_r2_with_null  (age: linear read-out R^2)
 discontinuity  adjacent_steps, discontinuity_score, discontinuity_with_ci, step_rank  (age jump at 17 -> 18)
 surface        surface_features                                    (spelling-only control for drug names)
 
@@ -15,14 +15,14 @@ from medinterp.metrics.anisotropy import local_anisotropy, local_anisotropy_null
 from medinterp.metrics.bootstrap import Estimate, bootstrap_ci, mean_with_ci
 from medinterp.metrics.cluster import shuffled_silhouette_null, silhouette_with_ci
 from medinterp.metrics.discontinuity import adjacent_steps, discontinuity_score, discontinuity_with_ci, step_rank
-from medinterp.metrics.regression import r2_with_ci, ridge_r2_cv, shuffled_r2_null
+from medinterp.metrics.regression import r2_with_ci, ridge_r2_cv, ridge_r2_with_null, shuffled_r2_null
 from medinterp.metrics.surface import surface_features
 
 __all__ = [
     "Estimate", "bootstrap_ci", "mean_with_ci",
     "silhouette_with_ci", "shuffled_silhouette_null",
     "local_anisotropy", "local_anisotropy_null",
-    "ridge_r2_cv", "r2_with_ci", "shuffled_r2_null",
+    "ridge_r2_cv", "r2_with_ci", "shuffled_r2_null", "ridge_r2_with_null",
     "adjacent_steps", "discontinuity_score", "discontinuity_with_ci", "step_rank",
     "surface_features",
 ]

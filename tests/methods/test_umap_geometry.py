@@ -31,9 +31,9 @@ def test_silhouette_rises_where_the_classes_separate():
     get = {(m.metric, m.layer): m.estimate for m in res.measurements}
     assert get[("silhouette_umap", 1)].value > 0.6 > get[("silhouette_umap", 0)].value
     assert abs(get[("silhouette_umap_null", 1)].value) < 0.1
-    # the raw-space number is exactly sklearn's cosine silhouette
+    # the raw-space number is exactly sklearn's cosine silhouette of the (template-centred) activations
     for layer in range(3):
-        want = silhouette_score(acts[layer], pts.labels["cls"], metric="cosine")
+        want = silhouette_score(acts[layer] - acts[layer].mean(0), pts.labels["cls"], metric="cosine")
         assert get[("silhouette_raw", layer)].value == pytest.approx(want, abs=1e-5)
         est = get[("silhouette_umap", layer)]
         assert est.ci_low <= est.value <= est.ci_high and est.n == len(pts)
@@ -91,3 +91,60 @@ def test_bad_settings_and_inputs_are_named():
         UmapGeometry(**FAST).run(np.zeros((2, 14, 4), np.float32), pts)
     with pytest.raises(MedinterpError, match=r"unknown labeling\(s\) \['organ'\]; valid: cls"):
         UmapGeometry(**FAST).run(np.zeros((2, 15, 4), np.float32), pts, ["organ"])
+
+
+def test_findings_rows_contrast_gender_step_circularity_and_rank():
+    rng = np.random.default_rng(3)
+    # Contrast: 'cls' is separated at layer 1, 'rnd' is not → cls − rnd > 0 with a CI above 0.
+    pts = categorical_points()
+    rnd = rng.permutation(pts.labels["cls"])
+    pts = Points(pts.item_ids, pts.template_ids, pts.terms, {"cls": pts.labels["cls"], "rnd": rnd},
+                 {"cls": "categorical", "rnd": "categorical"}, {"cls": None, "rnd": None})
+    acts = rng.normal(size=(2, len(pts), 16))
+    acts[1] += 8 * rng.normal(size=(3, 16))[np.searchsorted(["a", "b", "c"], pts.labels["cls"])]
+    res = UmapGeometry(**FAST, contrasts=[["cls", "rnd"]]).run(acts.astype(np.float32), pts)
+    get = {(m.labeling, m.metric, m.layer): m.estimate for m in res.measurements}
+    assert get[("cls-rnd", "silhouette_raw_diff", 1)].ci_low > 0.3
+    assert get[("cls-rnd", "silhouette_umap_diff", 1)].ci_low > 0.3
+    assert {layer for (lab, met, layer) in get if met == "effective_rank"} == {0, 1}
+    assert get[("all", "effective_rank", 1)].value < get[("all", "effective_rank", 0)].value  # 3 clusters dominate
+
+    # Gender: a 17→18 jump in female points only → discontinuity_diff (female − male) > 0.
+    apts = age_points()
+    ages, female = apts.labels["age"], apts.labels["gender"] == "female"
+    d = rng.normal(size=24)
+    ramp = np.outer(ages, d) / 10 + 0.02 * rng.normal(size=(80, 24))
+    acts = np.stack([ramp, ramp + np.outer((ages >= 18) & female, d) * 3]).astype(np.float32)
+    res = UmapGeometry(**FAST).run(acts, apts, ["age"])
+    diff = {m.layer: m.estimate for m in res.measurements if m.metric == "discontinuity_diff"}
+    # one point per (age, gender) here, so the within-age bootstrap is degenerate; real runs have one per template
+    assert diff[1].value > 5 and abs(diff[0].value) < 1
+
+    # Circularity: disease 'loop' walks a circle, disease 'line' a straight path.
+    T, per = 6, 4
+    angle = np.repeat(2 * np.pi * np.arange(T) / T, per)
+    loop = np.column_stack([np.cos(angle), np.sin(angle)]) @ rng.normal(size=(2, 16))
+    line = np.repeat(np.arange(T), per)[:, None] * rng.normal(size=(1, 16))
+    X = np.concatenate([loop, line]) + 0.01 * rng.normal(size=(2 * T * per, 16))
+    stage = np.tile(np.repeat(np.arange(T), per), 2).astype(float)
+    disease = np.repeat(np.array(["line", "loop"])[::-1], T * per)  # first half loop, second line
+    ppts = Points(np.arange(len(X)).astype(str), np.array(["t"] * len(X)), tuple("x" * len(X)),
+                  {"stage": stage, "disease": disease}, {"stage": "ordinal", "disease": "categorical"},
+                  {"stage": "disease", "disease": None})
+    res = UmapGeometry(**FAST).run(X[None].astype(np.float32), ppts, ["stage"])
+    get = {(m.labeling, m.metric): m.estimate for m in res.measurements}
+    assert get[("stage/loop", "circular_r2_gain")].value > get[("stage/loop", "circular_r2_gain_null")].ci_high
+    assert get[("stage/loop", "closure_ratio")].value < 1.5 < T - 1.5 < get[("stage/line", "closure_ratio")].value
+
+
+def test_template_centering_removes_template_offsets():
+    rng = np.random.default_rng(4)
+    pts = categorical_points(10)
+    pts = Points(pts.item_ids, np.repeat(np.array(["t1", "t2"]), 15), pts.terms, pts.labels, pts.kinds, pts.group_by)
+    X = rng.normal(size=(30, 8)) + np.where(pts.template_ids == "t1", 50.0, -50.0)[:, None]
+    centred = UmapGeometry(center="template").prepare(X, pts)
+    for t in ("t1", "t2"):
+        np.testing.assert_allclose(centred[pts.template_ids == t].mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(UmapGeometry(center="none").prepare(X, pts), X.astype(np.float32))
+    with pytest.raises(MedinterpError, match="unknown center for the umap method: 'item'"):
+        UmapGeometry(center="item")

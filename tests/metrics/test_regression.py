@@ -90,11 +90,11 @@ def test_mismatched_lengths_are_refused():
         ridge_r2_cv(np.ones((10, 2)), np.ones(9))
 
 
-@pytest.mark.parametrize("shape, grouped", [((120, 40), False), ((90, 200), True), ((60, 5), True)])
+@pytest.mark.parametrize("shape, grouped", [((120, 40), False), ((90, 200), True), ((60, 5), True), ((80, 30), False)])
 def test_closed_form_equals_the_sklearn_pipeline(shape, grouped):
-    """Our one-SVD-per-fold ridge equals StandardScaler + RidgeCV run through cross_val_predict."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
+    """Our SVD ridge equals scikit-learn: RidgeCV (LOO alpha) without groups; a grouped grid search with groups."""
+    from sklearn.linear_model import Ridge, RidgeCV
+    from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -103,7 +103,43 @@ def test_closed_form_equals_the_sklearn_pipeline(shape, grouped):
     X[:, 0] = 3.0  # a constant feature
     y = X[:, 1:4] @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=shape[0])
     groups = np.arange(shape[0]) // 3 if grouped else None
+    alphas = np.logspace(-3, 3, 13)
     r2, pred = ridge_r2_cv(X, y, groups=groups, seed=4)
-    cv = (GroupKFold(5, shuffle=True, random_state=4) if grouped else KFold(5, shuffle=True, random_state=4))
-    ref = cross_val_predict(make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))), X, y, cv=cv, groups=groups)
+    outer = GroupKFold(5, shuffle=True, random_state=4) if grouped else KFold(5, shuffle=True, random_state=4)
+    ref = np.empty_like(y)
+    for train, test in outer.split(X, y, groups):
+        if grouped:
+            inner = GroupKFold(3, shuffle=True, random_state=4)
+            model = GridSearchCV(make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": alphas},
+                                 cv=inner, scoring="neg_mean_squared_error")
+            model.fit(X[train], y[train], groups=groups[train])
+        else:
+            model = make_pipeline(StandardScaler(), RidgeCV(alphas=alphas)).fit(X[train], y[train])
+        ref[test] = model.predict(X[test])
     np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_grouped_null_is_not_driven_far_below_zero_by_near_duplicates():
+    """Rows in groups of near-twins: a permuted-target null stays near 0 (LOO alpha choice would over-fit)."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(60, 80))
+    X = np.repeat(base, 6, axis=0) + 0.01 * rng.normal(size=(360, 80))
+    ages = np.repeat(np.arange(60.0), 6)
+    null = shuffled_r2_null(X, ages, groups=ages, n_perm=5, seed=0)
+    assert -0.5 < null.value < 0.1
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_combined_fit_and_null_equal_the_separate_calls(grouped):
+    from medinterp.metrics import ridge_r2_with_null
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(90, 30))
+    y = np.repeat(np.arange(30.0), 3) if grouped else X[:, 0] + rng.normal(size=90)
+    groups = y if grouped else None
+    r2, pred, null = ridge_r2_with_null(X, y, groups=groups, n_perm=4, seed=2)
+    r2_ref, pred_ref = ridge_r2_cv(X, y, groups=groups, seed=2)
+    null_ref = shuffled_r2_null(X, y, groups=groups, n_perm=4, seed=2)
+    assert r2 == pytest.approx(r2_ref, abs=1e-10)
+    np.testing.assert_allclose(pred, pred_ref, atol=1e-10)
+    assert (null.value, null.ci_low, null.ci_high) == pytest.approx((null_ref.value, null_ref.ci_low, null_ref.ci_high), abs=1e-10)

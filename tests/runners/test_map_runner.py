@@ -34,7 +34,7 @@ def test_one_cell_writes_the_results_format(tmp_path):
     rows = read_csv(out / "per_layer.csv")
     assert list(rows[0]) == ["model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n"]
     assert {r["model"] for r in rows} == {"tiny_llama"} and {r["method"] for r in rows} == {"umap"}
-    assert {r["labeling"] for r in rows} == {"mechanism", "specialty"}
+    assert {r["labeling"] for r in rows} == {"mechanism", "specialty", "specialty-mechanism", "all"}
     layers = {int(r["layer"]) for r in rows if r["metric"] == "silhouette_umap"}
     assert layers == {0, 1, 2, 3, 4}
     surface = [r for r in rows if r["metric"] == "silhouette_surface"]
@@ -65,7 +65,8 @@ def test_multirun_over_models_and_domains(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["model=nope"], "error: unknown model 'nope'; valid: gemma3_270m, gemma3_27b"),
     (["-m", "domain=age,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, drugs, progression, symptoms"),
-    (["method=magic"], "error: unknown method 'magic'; valid: umap"),
+    (["method=magic"], "error: unknown method 'magic'; valid: ablation, patching, saliency, umap"),
+    (["judge=gpt9"], "error: unknown judge 'gpt9'; valid: deterministic, local, openai"),
     (["model=tiny_llama", "reduction=first"], "error: unknown reduction 'first'; valid: last, mean, term"),
     (["model=tiny_llama", "templates=[nope]"], "error: unknown template for domain 'drugs': 'nope'; valid:"),
     (["model=tiny_llama", "templates=9"], "error: templates=9: domain 'drugs' has 4 templates; use 1..4"),
@@ -78,3 +79,24 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_mid_capture_leaves_no_partial_cache_files(tmp_path):
+    """A run killed while writing the activation cache leaves neither a partial array nor a temp file."""
+    import signal
+    import time
+
+    env = {**os.environ, "MEDINTERP_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    # A large batch count (batch_size=1) keeps the capture running long enough to be interrupted in it.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "runners" / "map.py"), "model=tiny_llama", "domain=age",
+                             "batch_size=1", f"hydra.run.dir={tmp_path}/run"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "cache").rglob("*.tmp")):
+        time.sleep(0.05)
+    assert list((tmp_path / "cache").rglob("*.tmp")), "capture never started"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    assert not list((tmp_path / "cache").rglob("*.npy"))

@@ -1,0 +1,268 @@
+"""Activation patching (``method=patching``): which layers carry the fact that separates a contrast pair.
+
+Per pair (methods.md 1.4; Marinescu et al. ICLR 2026; Zhang & Nanda 2023, arXiv 2309.16042;
+Heimersheim & Nanda 2024, arXiv 2404.15255):
+
+- LD = logit(r) − logit(r′) at the last prompt position, r = the clean answer's token, r′ = the
+  corrupted answer's token (logit difference, not probability, which saturates);
+- P = (LD_patched − LD_corrupt) / (LD_clean − LD_corrupt), *denoising*: one clean activation is
+  written into the corrupted run. P ≈ 1: that site restores the clean answer; P ≈ 0: it does nothing.
+  P is reported raw, unclipped.
+
+Pairs come from ``prompt_set.pairs`` (symmetric token replacement: the two prompts differ by one
+swapped term). Each is checked with the model's tokenizer first:
+
+- clean and corrupted must tokenize to the same length (else an error naming the pair, or, with
+  ``on_length_mismatch="skip"``, a skipped pair);
+- each answer must add exactly one token to its prompt, and the two tokens must differ (else skipped).
+
+Skipped pairs are logged and listed with their reason in ``artifacts["summary"]["skipped_pairs"]``.
+Pairs whose gap |LD_clean − LD_corrupt| is below ``min_gap`` are filtered (small denominators make P
+explode; P far above 1 usually means exactly that) and counted in ``n_filtered`` / ``filtered_pairs``.
+
+Rows (labeling ``pairs``): ``p_<site>`` per layer, the mean P over kept pairs with a bootstrap CI,
+and at layer −1 ``ld_clean`` and ``ld_corrupt`` (means over the same pairs). The engine and the sites
+are described in :mod:`medinterp.methods.patching_engine`. Templates and labelings do not apply:
+pairs are complete prompts.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from medinterp.capture import encode
+from medinterp.errors import MedinterpError, unknown_choice
+from medinterp.methods.base import Measurement, MethodResult, register_method
+from medinterp.methods.patching_engine import (
+    DEFAULT_SITES,
+    ENGINES,
+    SITES,
+    PairBatch,
+    patch_pairs,
+    reference_logit_diff,
+    site_layers,
+)
+from medinterp.metrics import Estimate, mean_with_ci
+from medinterp.models import ModelHandle
+from medinterp.prompts import ContrastPair, PromptSet
+
+log = logging.getLogger(__name__)
+
+LENGTH_POLICIES = ("error", "skip")
+LABELING = "pairs"
+
+
+# --------------------------------------------------------------------------------------------------
+# Pair checks (per tokenizer)
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckedPair:
+    """A pair that passed the tokenizer checks, with its two answer token ids."""
+
+    pair: ContrastPair
+    clean_token: int
+    corrupt_token: int
+    n_tokens: int  # prompt length in tokens (clean and corrupted alike)
+
+
+def answer_token(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> tuple[int | None, str]:
+    """The single token ``answer`` adds to ``prompt``, or ``(None, reason)`` when it is not exactly one."""
+    base = tokenizer(prompt)["input_ids"]
+    full = tokenizer(prompt + answer)["input_ids"]
+    if full[:len(base)] != base:
+        return None, f"appending {answer!r} re-tokenizes the end of the prompt"
+    extra = len(full) - len(base)
+    if extra != 1:
+        return None, f"answer {answer!r} is {extra} tokens, not 1"
+    return int(full[-1]), ""
+
+
+def check_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[ContrastPair],
+                on_length_mismatch: str = "error") -> tuple[list[CheckedPair], list[dict[str, str]]]:
+    """Split ``pairs`` into usable ones and skipped ``{"id", "reason"}`` entries (see the module docstring).
+
+    A length mismatch raises a :class:`MedinterpError` naming the pair unless ``on_length_mismatch="skip"``.
+    """
+    if on_length_mismatch not in LENGTH_POLICIES:
+        raise unknown_choice("on_length_mismatch", on_length_mismatch, LENGTH_POLICIES)
+    kept, skipped = [], []
+    for pair in pairs:
+        n_clean = len(tokenizer(pair.clean)["input_ids"])
+        n_corrupt = len(tokenizer(pair.corrupted)["input_ids"])
+        if n_clean != n_corrupt:
+            reason = f"clean and corrupted prompts are {n_clean} and {n_corrupt} tokens long"
+            if on_length_mismatch == "error":
+                raise MedinterpError(f"pair {pair.id!r}: {reason}; patching needs equal lengths "
+                                     f"(fix the pair, or set method.on_length_mismatch=skip)")
+            skipped.append({"id": pair.id, "reason": reason})
+            continue
+        clean_tok, why_clean = answer_token(tokenizer, pair.clean, pair.clean_answer)
+        corrupt_tok, why_corrupt = answer_token(tokenizer, pair.corrupted, pair.corrupted_answer)
+        if clean_tok is None or corrupt_tok is None:
+            reason = "; ".join(f"{which}: {why}" for which, why in (("clean", why_clean), ("corrupted", why_corrupt)) if why)
+            skipped.append({"id": pair.id, "reason": reason})
+        elif clean_tok == corrupt_tok:
+            skipped.append({"id": pair.id, "reason": f"both answers are token {clean_tok}"})
+        else:
+            kept.append(CheckedPair(pair, clean_tok, corrupt_tok, n_clean))
+    return kept, skipped
+
+
+# --------------------------------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------------------------------
+def patching_score(ld_patched: np.ndarray, ld_clean: np.ndarray, ld_corrupt: np.ndarray) -> np.ndarray:
+    """P = (LD_patched − LD_corrupt) / (LD_clean − LD_corrupt), raw and unclipped, broadcast over leading axes.
+
+    1 = the patch restores the clean logit difference, 0 = no effect. Unbounded: a small denominator
+    (filter it first) or an overshooting site gives |P| ≫ 1.
+    """
+    return (np.asarray(ld_patched) - ld_corrupt) / (np.asarray(ld_clean) - ld_corrupt)
+
+
+def _estimate(values: np.ndarray, n_boot: int, seed: int) -> Estimate:
+    """Mean with a bootstrap CI; a single value gets an empty (NaN) interval."""
+    if values.size == 1:
+        return Estimate(float(values[0]), math.nan, math.nan, 1)
+    return mean_with_ci(values, n_boot=n_boot, seed=seed)
+
+
+def _check_logits(handle: ModelHandle, batch: PairBatch, ours: float) -> float:
+    """|LD from our last-position head − LD from the model's own forward| for one prompt; warns if large."""
+    ref = reference_logit_diff(handle, batch.clean, batch.answer_ids)
+    diff = abs(ours - ref)
+    if diff > 0.05 + 0.01 * abs(ref):
+        log.warning("patching: logit difference %.4f from the backbone + LM head differs from the model's own %.4f; "
+                    "this architecture may scale its logits in a way medinterp does not know", ours, ref)
+    return diff
+
+
+def pair_batches(handle: ModelHandle, pairs: Sequence[CheckedPair], batch_size: int) -> list[tuple[list[int], PairBatch]]:
+    """Pairs batched by token length (less padding): ``(indices into pairs, PairBatch)`` per batch."""
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].n_tokens)
+    out = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        clean = encode(handle.tokenizer, [pairs[i].pair.clean for i in idx])
+        corrupt = encode(handle.tokenizer, [pairs[i].pair.corrupted for i in idx])
+        answers = torch.tensor([[pairs[i].clean_token, pairs[i].corrupt_token] for i in idx])
+        out.append((idx, PairBatch(clean, corrupt, answers)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The method
+# --------------------------------------------------------------------------------------------------
+@register_method("patching")
+@dataclass(frozen=True)
+class ActivationPatching:
+    """Denoising activation patching per layer and site. Settings are fixed at construction."""
+
+    sites: tuple[str, ...] = DEFAULT_SITES  # any of SITES; resid_all is a check, not a default
+    min_gap: float = 1.0  # pairs with |LD_clean − LD_corrupt| below this (logits) are filtered
+    n_boot: int = 200
+    seed: int = 0
+    batch_size: int = 32  # pairs per forward pass
+    engine: str = "fast"  # fast (prefix reuse) | naive (a full forward per site and layer)
+    on_length_mismatch: str = "error"  # error | skip
+
+    def __post_init__(self) -> None:
+        sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
+        if not sites:
+            raise MedinterpError(f"patching method: sites must list at least one of {', '.join(SITES)}")
+        for site in sites:
+            if site not in SITES:
+                raise unknown_choice("patching site", site, SITES)
+        if len(set(sites)) != len(sites):
+            raise MedinterpError(f"patching method: sites must not repeat; got {list(sites)}")
+        object.__setattr__(self, "sites", sites)
+        if isinstance(self.min_gap, bool) or not isinstance(self.min_gap, (int, float)) or not 0 <= self.min_gap < math.inf:
+            raise MedinterpError(f"patching method: min_gap must be a finite number >= 0; got {self.min_gap!r}")
+        for name in ("n_boot", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MedinterpError(f"patching method: {name} must be a positive int; got {value!r}")
+        if self.engine not in ENGINES:
+            raise unknown_choice("patching engine", self.engine, ENGINES)
+        if self.on_length_mismatch not in LENGTH_POLICIES:
+            raise unknown_choice("on_length_mismatch", self.on_length_mismatch, LENGTH_POLICIES)
+
+    def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str] = (),
+                  labelings: Sequence[str] | None = None) -> MethodResult:
+        """Patch every pair of ``prompt_set`` at every site and layer (``templates``/``labelings`` do not apply)."""
+        summary: dict[str, Any] = {"n_pairs": len(prompt_set.pairs), "engine": self.engine, "sites": list(self.sites),
+                                   "min_gap": self.min_gap}
+        if not prompt_set.pairs:
+            return MethodResult([], {"summary": {"n_pairs": 0, "note": "domain has no contrast pairs"}})
+        checked, skipped = check_pairs(handle.tokenizer, prompt_set.pairs, self.on_length_mismatch)
+        for entry in skipped:
+            log.warning("patching: skipping pair %r: %s", entry["id"], entry["reason"])
+        summary.update(n_skipped=len(skipped), skipped_pairs=skipped)
+        if not checked:
+            summary.update(n_filtered=0, filtered_pairs=[], n_kept=0, note="no pair passed the tokenizer checks")
+            return MethodResult([], {"summary": summary})
+
+        ld_clean, ld_corrupt, ld_patched, counts = self._logit_diffs(handle, checked)
+        gap = ld_clean - ld_corrupt
+        keep = (np.abs(gap) >= self.min_gap) & (gap != 0)
+        ids = [c.pair.id for c in checked]
+        filtered = [i for i, k in zip(ids, keep) if not k]
+        if filtered:
+            log.warning("patching: %d of %d pairs have |LD_clean - LD_corrupt| < %g and are filtered: %s",
+                        len(filtered), len(ids), self.min_gap, ", ".join(filtered))
+        summary.update(n_filtered=len(filtered), filtered_pairs=filtered, n_kept=int(keep.sum()),
+                       n_negative_gap=int((gap[keep] < 0).sum()), **counts)
+        scores = {site: patching_score(ld_patched[site][:, keep], ld_clean[keep], ld_corrupt[keep]) for site in self.sites}
+        artifacts = {"summary": summary, "pair_ids": ids, "kept": keep, "ld_clean": ld_clean, "ld_corrupt": ld_corrupt,
+                     "ld_patched": ld_patched, "p": scores}
+        if not keep.any():
+            summary["note"] = f"every pair has |LD_clean - LD_corrupt| < min_gap={self.min_gap}"
+            return MethodResult([], artifacts)
+        return MethodResult(self._measurements(handle.n_layers, ld_clean[keep], ld_corrupt[keep], scores), artifacts)
+
+    # -- pieces ----------------------------------------------------------------------------------------
+    def _logit_diffs(self, handle: ModelHandle, checked: Sequence[CheckedPair]):
+        """LD arrays over ``checked`` pairs: clean (N,), corrupted (N,), patched per site (n_site_layers, N)."""
+        n = handle.n_layers
+        batches = pair_batches(handle, checked, self.batch_size)
+        per_batch = 2 + sum(len(site_layers(s, n)) for s in self.sites)
+        ld_clean, ld_corrupt = np.zeros(len(checked)), np.zeros(len(checked))
+        ld_patched = {s: np.zeros((len(site_layers(s, n)), len(checked))) for s in self.sites}
+        forwards = blocks = 0
+        check = math.nan
+        with tqdm(total=per_batch * len(batches), desc=f"patching {self.engine}", unit="fwd", leave=False) as bar:
+            for idx, batch in batches:
+                try:
+                    out = patch_pairs(handle, batch, self.sites, self.engine, progress=bar)
+                except (torch.OutOfMemoryError, MemoryError) as err:
+                    smaller = max(1, self.batch_size // 4)
+                    raise MedinterpError(f"out of memory at method.batch_size={self.batch_size} on {handle.device} "
+                                         f"({type(err).__name__}); retry with method.batch_size={smaller}") from None
+                if forwards == 0:  # once per run: our two-row LM head against the model's own logits
+                    check = _check_logits(handle, batch, float(out.ld_clean[0]))
+                ld_clean[idx] = out.ld_clean.cpu().numpy()
+                ld_corrupt[idx] = out.ld_corrupt.cpu().numpy()
+                for site, values in out.ld_patched.items():
+                    ld_patched[site][:, idx] = values.cpu().numpy()
+                forwards += out.n_forwards
+                blocks += out.n_block_calls
+        counts = {"n_forwards": forwards, "n_block_calls": blocks, "logit_check_abs_diff": check}
+        return ld_clean, ld_corrupt, ld_patched, counts
+
+    def _measurements(self, n_layers: int, ld_clean: np.ndarray, ld_corrupt: np.ndarray,
+                      scores: dict[str, np.ndarray]) -> list[Measurement]:
+        """Rows: ld_clean / ld_corrupt at layer −1, then p_<site> per reported layer."""
+        out = [Measurement(LABELING, "ld_clean", -1, _estimate(ld_clean, self.n_boot, self.seed)),
+               Measurement(LABELING, "ld_corrupt", -1, _estimate(ld_corrupt, self.n_boot, self.seed))]
+        for site, p in scores.items():
+            for row, layer in enumerate(site_layers(site, n_layers)):
+                out.append(Measurement(LABELING, f"p_{site}", layer, _estimate(p[row], self.n_boot, self.seed)))
+        return out

@@ -1,0 +1,270 @@
+"""The activation-patching engine: clean activations into corrupted runs, one (site, layer) at a time.
+
+Given a batch of same-length clean/corrupted prompt pairs and each pair's two answer tokens, it returns
+the logit difference LD = logit(clean answer) − logit(corrupted answer) at the last prompt position for
+
+- the clean run (``ld_clean``), the corrupted run (``ld_corrupt``), and
+- the corrupted run with one site patched from the clean run (``ld_patched[site]``, one row per layer).
+
+Sites (the layer each is reported at follows ``medinterp/methods/base.py``):
+
+=============  ========================================================  =====================
+site           what is replaced in the corrupted run                     reported layers
+=============  ========================================================  =====================
+``resid_diff`` residual stream entering block l, at the positions where  read-outs 0..n_layers
+               the clean and corrupted token ids differ
+``resid_last`` same read-outs, last prompt position only                 0..n_layers
+``resid_all``  same read-outs, every real position (a check: P = 1 at 0) 0..n_layers
+``attn``       attention output of block b, every real position          b + 1 = 1..n_layers
+``mlp``        MLP output of block b, every real position                b + 1 = 1..n_layers
+=============  ========================================================  =====================
+
+Read-out ``l`` is the output of the embedding (``l = 0``) or of block ``l − 1``; read-out ``n_layers``
+is the raw output of the last block, before the final norm.
+
+Two engines give the same numbers (tests check 1e-4):
+
+- ``naive``: one full forward of the corrupted batch per (site, layer) with a patching hook;
+- ``fast`` (prefix reuse): below the patched block the patched run *is* the corrupted run, so the
+  corrupted run's block outputs are cached once and every block under the patch site has its
+  ``forward`` temporarily replaced by "return the cached output". Patching at read-out l then costs
+  n_layers − l blocks instead of n_layers, about half the work over all layers. This needs no
+  knowledge of the architecture beyond ``handle.parts``.
+
+Both engines run the clean prompts once (caching every site they need) and compute logits at the last
+position only, for the two answer tokens only. Every hook is removed and every ``forward`` restored in
+``finally``.
+
+References: Zhang & Nanda 2023 (arXiv 2309.16042); Heimersheim & Nanda 2024 (arXiv 2404.15255).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from medinterp.capture import TokenBatch, forward_hooks, output_tensor
+from medinterp.models import ModelHandle
+
+RESID_SITES = ("resid_diff", "resid_last", "resid_all")
+SITES = (*RESID_SITES, "attn", "mlp")
+DEFAULT_SITES = ("resid_diff", "resid_last", "attn", "mlp")
+ENGINES = ("fast", "naive")
+
+
+@dataclass
+class PairBatch:
+    """Clean and corrupted prompts of the same pairs, padded alike, with each pair's answer tokens."""
+
+    clean: TokenBatch
+    corrupt: TokenBatch
+    answer_ids: torch.Tensor  # (B, 2): [clean answer token, corrupted answer token]
+
+    def to(self, device: torch.device) -> PairBatch:
+        return PairBatch(self.clean.to(device), self.corrupt.to(device), self.answer_ids.to(device))
+
+
+@dataclass
+class PatchOutput:
+    """Logit differences of one batch: (B,) for the clean/corrupted runs, (n_site_layers, B) per site."""
+
+    ld_clean: torch.Tensor
+    ld_corrupt: torch.Tensor
+    ld_patched: dict[str, torch.Tensor]
+    n_forwards: int
+    n_block_calls: int  # decoder blocks actually computed (skipped ones excluded)
+
+
+def site_layers(site: str, n_layers: int) -> list[int]:
+    """The reported layers of ``site``: read-outs 0..n for residual sites, b + 1 = 1..n for attn/mlp."""
+    return list(range(n_layers + 1)) if site in RESID_SITES else list(range(1, n_layers + 1))
+
+
+def _site_module(handle: ModelHandle, site: str, layer: int) -> tuple[nn.Module, int]:
+    """The module whose output is patched for ``site`` at reported ``layer``, and the first block to compute."""
+    parts = handle.parts
+    if site in RESID_SITES:  # read-out l: the embedding (l = 0) or block l − 1; blocks l.. must run
+        return (parts.embed if layer == 0 else parts.layers[layer - 1]), layer
+    block = layer - 1  # attn/mlp of block b are reported at b + 1; block b itself must run
+    return (parts.attn(block) if site == "attn" else parts.mlp(block)), block
+
+
+def _position_mask(site: str, batch: PairBatch) -> torch.Tensor:
+    """(B, T) bool: the positions ``site`` patches."""
+    clean = batch.clean
+    if site == "resid_diff":
+        return (clean.input_ids != batch.corrupt.input_ids) & clean.attention_mask.bool()
+    if site == "resid_last":
+        mask = torch.zeros_like(clean.attention_mask, dtype=torch.bool)
+        mask[torch.arange(mask.shape[0], device=mask.device), clean.last_index] = True
+        return mask
+    return clean.attention_mask.bool()  # resid_all, attn, mlp: every real position
+
+
+# --------------------------------------------------------------------------------------------------
+# Logits at the last position, for the two answer tokens only
+# --------------------------------------------------------------------------------------------------
+def answer_logits(handle: ModelHandle, hidden_BD: torch.Tensor, answer_ids_BK: torch.Tensor) -> torch.Tensor:
+    """Logits (B, K) of the tokens ``answer_ids_BK`` from final-normed hidden states ``hidden_BD``.
+
+    Equals the model's own logits at those tokens: the LM head restricted to K rows (a full head when it
+    is not a plain ``nn.Linear``), then the final logit soft-capping some families apply (Gemma 2:
+    ``cap * tanh(logit / cap)``). Computing only K of the vocabulary's rows keeps the unembedding from
+    costing more than a few decoder blocks per forward on large-vocabulary models (Gemma: 262k).
+    """
+    head = handle.parts.lm_head
+    if isinstance(head, nn.Linear):
+        weight_BKD = head.weight[answer_ids_BK].float()  # float32 even for bf16 models: LDs are small differences
+        logits = torch.einsum("bd,bkd->bk", hidden_BD.float(), weight_BKD)
+        if head.bias is not None:
+            logits = logits + head.bias[answer_ids_BK].float()
+    else:
+        logits = head(hidden_BD).gather(-1, answer_ids_BK)
+    logits = logits.float()
+    config = handle.model.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _logit_diff(handle: ModelHandle, tokens: TokenBatch, answer_ids: torch.Tensor) -> torch.Tensor:
+    """Run the backbone (embed → blocks → final norm) on ``tokens``; LD at each row's last position, (B,)."""
+    out = handle.parts.backbone(**tokens.model_inputs(), use_cache=False)
+    hidden = output_tensor(out.last_hidden_state if hasattr(out, "last_hidden_state") else out)
+    last_BD = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.last_index.to(hidden.device)]
+    logits = answer_logits(handle, last_BD, answer_ids.to(last_BD.device))
+    return logits[:, 0] - logits[:, 1]
+
+
+@torch.inference_mode()
+def reference_logit_diff(handle: ModelHandle, tokens: TokenBatch, answer_ids: torch.Tensor, row: int = 0) -> float:
+    """LD of one prompt from the model's own forward (its LM head, scaling and capping), unpadded.
+
+    A run-time guard for :func:`answer_logits` on architectures the tests do not cover (a family that
+    scales its logits elsewhere would otherwise give silently wrong LDs).
+    """
+    ids = tokens.input_ids[row][tokens.attention_mask[row].bool()][None].to(handle.device)
+    try:
+        logits = handle.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
+    except TypeError:  # models without logits_to_keep
+        logits = handle.model(input_ids=ids, use_cache=False).logits
+    last = logits[0, -1].float()
+    return float(last[answer_ids[row, 0]] - last[answer_ids[row, 1]])
+
+
+# --------------------------------------------------------------------------------------------------
+# Hooks and block skipping
+# --------------------------------------------------------------------------------------------------
+def _record(store: dict[Any, torch.Tensor], key: Any, tuples: dict[Any, bool]) -> Callable:
+    """A forward hook that stores the module's output tensor under ``key`` (and whether it was a tuple)."""
+    def hook(_module, _inputs, output):
+        store[key] = output_tensor(output)
+        tuples[key] = isinstance(output, (tuple, list))
+    return hook
+
+
+def _patch(source_BTD: torch.Tensor, mask_BT: torch.Tensor) -> Callable:
+    """A forward hook that replaces the output at ``mask_BT`` positions by ``source_BTD`` (a new tensor)."""
+    def hook(_module, _inputs, output):
+        hidden = output_tensor(output)
+        patched = torch.where(mask_BT.to(hidden.device)[..., None], source_BTD.to(hidden.device), hidden)
+        return (patched, *output[1:]) if isinstance(output, (tuple, list)) else patched
+    return hook
+
+
+@contextmanager
+def skip_blocks(layers: nn.ModuleList, outputs: Sequence[torch.Tensor], as_tuple: bool) -> Iterator[None]:
+    """Make blocks ``0..len(outputs)-1`` return ``outputs[j]`` without computing anything.
+
+    Replaces each block's ``forward`` by an instance attribute (so ``__call__`` and every forward hook
+    still run, but the block's own compute is skipped) and restores the previous attribute, or removes
+    ours, in ``finally``. Works for any block signature: the replacement ignores its arguments.
+    """
+    saved: list[tuple[nn.Module, Any]] = []
+    try:
+        for j, cached in enumerate(outputs):
+            block = layers[j]
+            saved.append((block, block.__dict__.get("forward")))
+            value = (cached,) if as_tuple else cached
+            block.forward = (lambda value: lambda *args, **kwargs: value)(value)
+        yield
+    finally:
+        for block, previous in reversed(saved):
+            if previous is None:
+                block.__dict__.pop("forward", None)
+            else:
+                block.forward = previous
+
+
+# --------------------------------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------------------------------
+def _site_keys(handle: ModelHandle, sites: Sequence[str]) -> dict[tuple[str, int], tuple[nn.Module, int]]:
+    """Every (site kind, layer) the sites need from the clean run → (module, first block to compute).
+
+    The three residual sites share one cache (key ``("resid", l)``).
+    """
+    keys = {}
+    for site in sites:
+        kind = "resid" if site in RESID_SITES else site
+        for layer in site_layers(site, handle.n_layers):
+            keys[(kind, layer)] = _site_module(handle, site, layer)
+    return keys
+
+
+@torch.inference_mode()
+def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], engine: str = "fast",
+                progress: Any = None) -> PatchOutput:
+    """Logit differences of the clean, corrupted and patched runs of one batch of pairs.
+
+    ``batch.clean`` and ``batch.corrupt`` must have the same shape and padding (same-length pairs);
+    ``progress`` (a tqdm bar, optional) is advanced once per forward pass.
+    """
+    assert engine in ENGINES, engine
+    assert batch.clean.input_ids.shape == batch.corrupt.input_ids.shape, "pairs must tokenize to equal lengths"
+    batch = batch.to(handle.device)
+    parts, n = handle.parts, handle.n_layers
+    tick = progress.update if progress is not None else (lambda _k=1: None)
+
+    # 1. Clean run: cache the output of every module a site patches.
+    wanted = _site_keys(handle, sites)
+    clean_cache: dict[Any, torch.Tensor] = {}
+    with forward_hooks([(module, _record(clean_cache, key, {})) for key, (module, _) in wanted.items()]):
+        ld_clean = _logit_diff(handle, batch.clean, batch.answer_ids)
+    tick()
+
+    # 2. Corrupted run: cache every block's output (the fast engine replays them below the patch).
+    corrupt_blocks: dict[Any, torch.Tensor] = {}
+    block_tuple: dict[Any, bool] = {}
+    hooks = [(block, _record(corrupt_blocks, j, block_tuple)) for j, block in enumerate(parts.layers)]
+    hooks = hooks if engine == "fast" else []
+    with forward_hooks(hooks):
+        ld_corrupt = _logit_diff(handle, batch.corrupt, batch.answer_ids)
+    tick()
+    block_outputs = [corrupt_blocks[j] for j in range(n)] if engine == "fast" else []
+    as_tuple = bool(block_tuple.get(0, False))
+
+    # 3. One patched forward per (site, layer); the fast engine skips the blocks below the patch.
+    n_forwards, n_block_calls = 2, 2 * n
+    ld_patched = {}
+    for site in sites:
+        mask = _position_mask(site, batch)
+        kind = "resid" if site in RESID_SITES else site
+        rows = []
+        for layer in site_layers(site, n):
+            module, first_block = wanted[(kind, layer)]
+            skipped = first_block if engine == "fast" else 0
+            with skip_blocks(parts.layers, block_outputs[:skipped], as_tuple), \
+                    forward_hooks([(module, _patch(clean_cache[(kind, layer)], mask))]):
+                rows.append(_logit_diff(handle, batch.corrupt, batch.answer_ids))
+            n_forwards += 1
+            n_block_calls += n - skipped
+            tick()
+        ld_patched[site] = torch.stack(rows)
+    return PatchOutput(ld_clean, ld_corrupt, ld_patched, n_forwards, n_block_calls)

@@ -1,0 +1,491 @@
+"""Weight-gradient saliency: how strongly each block's weights drive the prediction of the medical term.
+
+Per prompt (an item rendered with a template, cut before its term; see :mod:`medinterp.methods.targets`)
+the loss is the teacher-forced negative log-likelihood of the term's tokens,
+
+    L = −Σ_j log p(target_j | prompt, target_<j)            (Marinescu et al., ICLR 2026; methods.md 1.2)
+
+and the saliency of a parameter group P is the mean over its entries of |∂L/∂w| (``reduction="abs"``,
+the paper's choice) or of |w · ∂L/∂w| (``"abs_wxg"``, a first-order estimate of the loss change from
+zeroing the weight). Groups and the read-out layer they are reported at (methods/base.py convention):
+
+- ``grad_attn`` / ``grad_mlp``: every parameter under ``parts.attn(b)`` / ``parts.mlp(b)`` (q/k/v/o
+  projections and their biases, Gemma's and Qwen3's q/k norms; gate/up/down projections), layer b + 1;
+- ``grad_block``: the union of the two, i.e. their means weighted by parameter count, layer b + 1. The
+  block's own norms (input/post-attention/feed-forward) are in neither group and are not reported;
+- ``grad_embed``: the whole embedding matrix (rows of tokens the prompt does not contain have zero
+  gradient and count in the mean), layer 0. With tied embeddings the matrix is also the LM head, and
+  its gradient is the sum of both uses, as autograd gives it;
+- ``grad_unembed``: the LM head, layer n_layers + 1, only when it is not tied to the embedding;
+- ``loss``: mean L over prompts, layer −1.
+
+Each value is the mean over prompts of the per-prompt saliency with a bootstrap 95 % CI.
+
+**Exact per-prompt gradients from one backward pass per batch** (``mode="exact"``). Prompts in a batch
+do not interact, so the gradient of Σ_b L_b gives, at every module output, the output-gradient δ_b of each
+prompt's own loss. Per-prompt weight gradients follow without a backward per prompt:
+
+- ``nn.Linear``: ∂L_b/∂W = Σ_t δ_{b,t} x_{b,t}ᵀ and ∂L_b/∂bias = Σ_t δ_{b,t}, from the captured input x
+  and output-gradient δ; padding positions are excluded;
+- the embedding: prompt b's gradient is its own tokens' output-gradients scattered onto their rows (a
+  token that occurs twice adds up in its row), so Σ|g| is a sum over the touched rows only; with tied
+  embeddings the LM head's dense per-prompt gradient is added row-wise before the absolute value;
+- norm weights inside attention (q/k norms): a per-prompt vector-Jacobian product of the small module
+  on its captured input;
+- any other parameter (e.g. attention sinks or fused expert tensors of a mixture-of-experts MLP): one
+  extra backward per prompt through the retained graph, exact but slow (a warning says so).
+
+No weight needs ``requires_grad`` for the main pass: the embedding output is made the leaf the backward
+starts from, so autograd never materialises a parameter gradient and no ``.grad`` is ever written.
+
+``mode="batch_approx"`` takes |∂(mean_b L_b)/∂w| per batch instead: the absolute value of the *batch
+mean* gradient, not the mean of per-prompt absolute values. Opposite-signed per-prompt gradients cancel
+before the absolute value, so it is never larger (triangle inequality) and shrinks as the batch grows;
+its CI is over batches. It is what one ``loss.mean().backward()`` gives and is kept for comparison only.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from medinterp.capture import forward_hooks
+from medinterp.errors import MedinterpError, unknown_choice
+from medinterp.methods.base import Measurement, MethodResult, register_method
+from medinterp.methods.targets import (Batch, TargetTokens, encode_targets, make_batch, saliency_examples,
+                                       select_examples)
+from medinterp.metrics import Estimate, mean_with_ci
+from medinterp.models import BoundModel, ModelHandle
+from medinterp.prompts import PromptSet
+
+log = logging.getLogger(__name__)
+
+REDUCTIONS = ("abs", "abs_wxg")  # mean |g| | mean |w·g|
+MODES = ("exact", "batch_approx")
+CHUNK = 1 << 20  # entries of one weight-gradient slice (4 MB in fp32: built and reduced in cache)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which parameters go where, and how their per-prompt gradient is obtained
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class GradPlan:
+    """The parameter groups of one model and, per module, the path that yields exact per-prompt gradients."""
+
+    n_params: dict[str, int]  # group → parameter count ("attn.3", "mlp.3", "embed", "unembed")
+    linear: list[tuple[nn.Linear, str]] = field(default_factory=list)  # einsum path
+    pointwise: list[tuple[nn.Module, str]] = field(default_factory=list)  # per-prompt vjp of a small module
+    loop: list[tuple[nn.Parameter, str]] = field(default_factory=list)  # one backward per prompt
+    embed: nn.Embedding | None = None  # row-scatter path (None: the embedding is in ``loop``)
+    lm_head: nn.Linear | None = None  # einsum path at the kept positions (None: in ``loop``)
+    tied: bool = False
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """A parameterised leaf that acts on each token separately (RMSNorm, LayerNorm and their variants)."""
+    return not any(True for _ in module.children()) and "norm" in type(module).__name__.lower()
+
+
+def grad_plan(parts: BoundModel) -> GradPlan:
+    """Sort every attention/MLP parameter, the embedding and the LM head into groups and gradient paths."""
+    tied = parts.lm_head.weight is parts.embed.weight
+    plan = GradPlan(n_params=defaultdict(int), tied=tied)
+
+    def add_module(module: nn.Module, group: str) -> None:
+        for sub in module.modules():
+            own = list(sub.parameters(recurse=False))
+            if not own:
+                continue
+            plan.n_params[group] += sum(p.numel() for p in own)
+            if isinstance(sub, nn.Linear):
+                plan.linear.append((sub, group))
+            elif _is_norm(sub):
+                plan.pointwise.append((sub, group))
+            else:
+                plan.loop.extend((p, group) for p in own)
+
+    for b in range(parts.n_layers):
+        add_module(parts.attn(b), f"attn.{b}")
+        add_module(parts.mlp(b), f"mlp.{b}")
+    plan.n_params["embed"] = parts.embed.weight.numel()
+    head_linear = isinstance(parts.lm_head, nn.Linear)
+    # The row-scatter path needs a plain lookup and, when tied, the head's share from the einsum path.
+    if isinstance(parts.embed, nn.Embedding) and (head_linear or not tied):
+        plan.embed = parts.embed
+    else:  # (when tied, the loop's gradient of the shared matrix covers both uses)
+        plan.loop.append((parts.embed.weight, "embed"))
+    if not tied:
+        plan.n_params["unembed"] = sum(p.numel() for p in parts.lm_head.parameters())
+        if head_linear:
+            plan.lm_head = parts.lm_head
+        else:
+            plan.loop.extend((p, "unembed") for p in parts.lm_head.parameters())
+    elif plan.embed is not None:
+        plan.lm_head = parts.lm_head
+    if plan.loop:
+        names = sorted({g for _, g in plan.loop})
+        log.warning("saliency: %d parameters (groups %s) have no batched per-prompt gradient; using one backward "
+                    "per prompt for them (exact, slower)", len(plan.loop), ", ".join(names[:6]))
+    plan.n_params = dict(plan.n_params)
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statistics of one gradient tensor
+# ---------------------------------------------------------------------------------------------------
+def _stats(grad: torch.Tensor, weight: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(Σ|g| or Σ|w·g|, Σ g²) of one gradient tensor, as fp64.
+
+    Sums run in (at least) fp32: torch's cascade summation keeps the relative error near 1e-8 even over
+    a vocab × d matrix and is many times faster than an fp64 reduction. (``vector_norm`` is not an
+    alternative: its fp32 accumulation drifts by ~1e-4 there.)
+    """
+    dtype = torch.promote_types(grad.dtype, torch.float32)
+    a = grad if reduction == "abs" else grad * weight
+    return torch.stack([a.abs().sum(dtype=dtype), grad.square().sum(dtype=dtype)]).double()
+
+
+def _sq_norm(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """(G,) squared Frobenius norms ‖d[g]ᵀ x[g]‖² = Σ_ts (d_t·d_s)(x_t·x_s), from (n, n) Gram matrices (fp64)."""
+    x, d = x.double(), d.double()
+    return ((d @ d.transpose(1, 2)) * (x @ x.transpose(1, 2))).sum((1, 2))
+
+
+def _linear_stats(x: torch.Tensor, d: torch.Tensor, layer: nn.Linear, reduction: str,
+                  skip_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(G, 2) stats of G per-unit Linear gradients W_grad[g] = d[g]ᵀ x[g] (out, in) and bias_grad[g] = Σ_t d[g, t].
+
+    x: (G, n, in) inputs and d: (G, n, out) output-gradients of each unit's tokens (padding zeroed);
+    ``skip_rows`` (G, out) leaves rows out of a unit's sums. Σ|g| needs the gradient itself: it is built
+    in slices of about ``CHUNK`` entries (several units, or a block of output rows of one), so a
+    vocab-sized LM head never sits in memory whole and each slice is reduced while still in cache.
+    Σ g² comes from the n × n Gram identity and costs nothing next to it.
+    """
+    n_units, _, n_in = x.shape
+    n_out = d.shape[-1]
+    out = torch.zeros(n_units, 2, dtype=torch.float64, device=x.device)
+    acc = torch.promote_types(x.dtype, torch.float32)  # see _stats
+    rows = max(1, min(n_out, CHUNK // n_in))
+    units = max(1, CHUNK // (rows * n_in))
+    for lo in range(0, n_out, rows):
+        for u0 in range(0, n_units, units):
+            us, rs = slice(u0, u0 + units), slice(lo, lo + rows)
+            g = d[us, :, rs].transpose(1, 2) @ x[us]  # (units, rows, in)
+            if skip_rows is not None:
+                g.masked_fill_(skip_rows[us, rs, None], 0)
+            if reduction == "abs_wxg":
+                g.mul_(layer.weight[rs])
+            out[us, 0] += g.abs_().sum((1, 2), dtype=acc).double()
+    out[:, 1] = _sq_norm(x, d)
+    if skip_rows is not None:
+        out[:, 1] -= _sq_norm(x, d.masked_fill(~skip_rows[:, None, :], 0))
+    if layer.bias is not None:
+        gb = d.sum(1)  # (G, out)
+        if skip_rows is not None:
+            gb = gb.masked_fill(skip_rows, 0)
+        a = gb if reduction == "abs" else gb * layer.bias
+        out += torch.stack([a.abs().sum(1, dtype=acc), gb.square().sum(1, dtype=acc)], dim=1).double()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# One batch
+# ---------------------------------------------------------------------------------------------------
+@contextmanager
+def only_requires_grad(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Turn ``requires_grad`` off for every parameter except ``params``; restore all flags on exit."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    keep = {id(p) for p in params}
+    try:
+        for p, _ in saved:
+            p.requires_grad_(id(p) in keep)
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+def target_losses(handle: ModelHandle, batch: Batch) -> torch.Tensor:
+    """(B,) teacher-forced L_b = −Σ_j log p(target_j | ...); logits only where a target token is predicted."""
+    device = handle.device
+    out = handle.model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                       position_ids=batch.position_ids.to(device), use_cache=False,
+                       logits_to_keep=batch.keep.to(device))
+    logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, K, V); soft-capping, if any, is in the model
+    rows = batch.rows.to(device)
+    picked = logp[rows, batch.cols.to(device), batch.tokens.to(device)]  # (N,)
+    return torch.zeros(len(batch.input_ids), device=device, dtype=picked.dtype).index_add(0, rows, -picked)
+
+
+class UnitGradStats:
+    """Hooks that turn one backward pass into per-unit gradient statistics of every planned parameter.
+
+    A *unit* is one prompt (``exact``) or the whole batch (``batch_approx``). Forward hooks keep each
+    module's input and attach a tensor hook to its output; when the output-gradient δ arrives during the
+    backward pass, Linear gradients are reduced on the spot (:func:`_linear_stats`), norm modules are
+    queued for :meth:`finish`, and the embedding is handled in :meth:`finish` from the gradient at its
+    output. ``acc[group]`` is a (units, 2) tensor of (Σ|g| or Σ|w·g|, Σ g²).
+    """
+
+    def __init__(self, plan: GradPlan, batch: Batch, reduction: str, mode: str, device: torch.device) -> None:
+        B = len(batch.input_ids)
+        self.plan, self.reduction, self.per_prompt = plan, reduction, mode == "exact"
+        self.units = ([torch.tensor([b], device=device) for b in range(B)] if self.per_prompt
+                      else [torch.arange(B, device=device)])
+        self.mask = batch.attention_mask.to(device).bool()  # (B, T) real tokens
+        self.keep_mask = batch.keep_mask.to(device)  # (B, K) positions whose logits are scored
+        self.acc: dict[str, torch.Tensor] = defaultdict(
+            lambda: torch.zeros(len(self.units), 2, dtype=torch.float64, device=device))
+        self.active = True  # off after the main backward, so extra backward passes do not count twice
+        self.deferred: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
+        self.ids: torch.Tensor | None = None  # (B, T) token ids seen by the embedding
+        self.embed_out: torch.Tensor | None = None  # where the backward pass stops
+        self.uniq: list[torch.Tensor] = []  # per unit: its distinct real token ids (the rows it touches)
+        self.head_rows: dict[int, torch.Tensor] = {}  # tied: per unit, LM-head gradient at those rows
+        self._calls: set[int] = set()
+
+    def hooks(self, parts: BoundModel) -> list[tuple[nn.Module, object]]:
+        """(module, forward hook) pairs for :func:`medinterp.capture.forward_hooks`."""
+        plan = self.plan
+        pairs = [(m, self._linear_hook(g, self.mask)) for m, g in plan.linear]
+        pairs += [(m, self._pointwise_hook(g)) for m, g in plan.pointwise]
+        pairs.append((parts.embed, self._embed_hook))
+        if plan.lm_head is not None:
+            pairs.append((plan.lm_head, self._linear_hook("embed" if plan.tied else "unembed", self.keep_mask, True)))
+        return pairs
+
+    # -- forward hooks -------------------------------------------------------------------------------
+    def _once(self, module: nn.Module) -> None:
+        if id(module) in self._calls:
+            raise MedinterpError(f"saliency: module {type(module).__name__} runs twice in one forward pass; "
+                                 "shared modules are not supported")
+        self._calls.add(id(module))
+
+    def _on_grad(self, output: torch.Tensor, fn) -> None:
+        """Call ``fn(δ)`` when the output-gradient δ of ``output`` arrives (main backward pass only)."""
+        if output.requires_grad:
+            output.register_hook(lambda d: fn(d.detach()) if self.active else None)
+
+    def _linear_hook(self, group: str, token_mask: torch.Tensor, head: bool = False):
+        def fwd(module: nn.Linear, args, output):
+            self._once(module)
+            x = args[0].detach()
+            if x.dim() != 3 or x.shape[:2] != token_mask.shape:
+                raise MedinterpError(f"saliency: a Linear layer got input of shape {tuple(x.shape)}; per-prompt "
+                                     f"gradients need (batch, tokens, features) = {tuple(token_mask.shape)} + (features,)")
+            self._on_grad(output, lambda d: self._linear(module, group, token_mask, x, d, head))
+        return fwd
+
+    def _pointwise_hook(self, group: str):
+        def fwd(module: nn.Module, args, output):
+            self._once(module)
+            x = args[0].detach()
+            self._on_grad(output, lambda d: self.deferred.append((module, group, x, d)))
+        return fwd
+
+    def _embed_hook(self, module: nn.Module, args, output):
+        self._once(module)
+        self.ids = args[0]
+        self.uniq = [torch.unique(self.ids[u][self.mask[u]]) for u in self.units]
+        if not output.requires_grad:  # no parameter requires grad: make the output the leaf of the backward
+            output = output.detach().requires_grad_(True)
+        self.embed_out = output
+        return output
+
+    # -- gradient statistics -------------------------------------------------------------------------
+    def _linear(self, module: nn.Linear, group: str, token_mask: torch.Tensor, x: torch.Tensor, d: torch.Tensor,
+                head: bool) -> None:
+        keep = token_mask[..., None]
+        x, d = torch.where(keep, x, 0), torch.where(keep, d, 0)  # padding contributes nothing
+        if not self.per_prompt:  # one unit: every token of the batch
+            x, d = x.reshape(1, -1, x.shape[-1]), d.reshape(1, -1, d.shape[-1])
+        skip = None
+        if head and self.plan.tied:  # the unit's own token rows are summed with the lookup's in finish()
+            skip = torch.zeros(len(self.units), d.shape[-1], dtype=torch.bool, device=d.device)
+            for g, u in enumerate(self.uniq):
+                self.head_rows[g] = d[g][:, u].T @ x[g]
+                skip[g, u] = True
+        self.acc[group] += _linear_stats(x, d, module, self.reduction, skip)
+
+    def finish(self, d_embed: torch.Tensor) -> None:
+        """After the backward pass: the queued norm modules and the embedding (δ at its output: ``d_embed``)."""
+        self.active = False
+        for module, group, x, d in self.deferred:
+            self._pointwise(module, group, x, d)
+        if self.plan.embed is not None:
+            self._embed(self.plan.embed, d_embed.detach())
+
+    def _pointwise(self, module: nn.Module, group: str, x: torch.Tensor, d: torch.Tensor) -> None:
+        """Per-unit gradient of a small per-token module's weights: a vjp of the module on its captured input."""
+        names, params = zip(*module.named_parameters(recurse=False))
+        for g, u in enumerate(self.units):
+            copies = [p.detach().requires_grad_(True) for p in params]
+            with torch.enable_grad():
+                y = functional_call(module, dict(zip(names, copies)), (x[u],))
+                grads = torch.autograd.grad(y, copies, d[u])
+            for p, grad in zip(params, grads):
+                self.acc[group][g] += _stats(grad, p, self.reduction)
+
+    def _embed(self, embed: nn.Embedding, d: torch.Tensor) -> None:
+        """Per-unit embedding gradient: the unit's token output-gradients summed into their rows.
+
+        The per-position gradient of the looked-up row is a vjp of the module itself (so Gemma's √d scale
+        inside its forward is included) on a per-position copy of the rows, with a dummy row at
+        ``padding_idx`` so that index is never used. As in ``F.embedding``, a token equal to
+        ``padding_idx`` gets no gradient. With tied embeddings the LM head's gradient at the same rows
+        is added before the absolute value; its other rows were counted in :meth:`_linear`.
+        """
+        sel = self.mask.nonzero(as_tuple=True)  # real positions
+        flat_ids = self.ids[sel]  # (N,)
+        n = flat_ids.numel()
+        pad = embed.padding_idx
+        index = torch.arange(n, device=flat_ids.device)
+        if pad is not None:
+            index = index + (index >= pad).long()  # skip the padding row
+        table = torch.zeros(n + 1, embed.weight.shape[1], dtype=embed.weight.dtype, device=flat_ids.device)
+        table[index] = embed.weight.detach()[flat_ids]
+        table.requires_grad_(True)
+        with torch.enable_grad():
+            (g_table,) = torch.autograd.grad(functional_call(embed, {"weight": table}, (index,)), table, d[sel])
+        per_pos = g_table[index]  # (N, d)
+        if pad is not None:
+            per_pos[flat_ids == pad] = 0
+        where = torch.full_like(self.ids, -1)
+        where[sel] = torch.arange(n, device=flat_ids.device)  # (B, T) → row of per_pos
+        for g, (unit, u) in enumerate(zip(self.units, self.uniq)):
+            positions = where[unit][self.mask[unit]]
+            rows = torch.zeros(len(u), per_pos.shape[1], dtype=per_pos.dtype, device=per_pos.device)
+            rows.index_add_(0, torch.searchsorted(u, flat_ids[positions]), per_pos[positions])
+            if g in self.head_rows:
+                rows = rows + self.head_rows[g]
+            self.acc["embed"][g] += _stats(rows, embed.weight[u], self.reduction)
+
+
+def batch_stats(handle: ModelHandle, plan: GradPlan, tokens: Sequence[TargetTokens], reduction: str = "abs",
+                mode: str = "exact") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-prompt losses (B,) and, per group, (units, 2) sums (Σ|g| or Σ|w·g|, Σ g²) of the gradient.
+
+    Units are the B prompts (``exact``) or the batch as one (``batch_approx``: the gradient of the mean
+    loss). Divide the first column by ``plan.n_params[group]`` for the mean.
+    """
+    batch = make_batch(tokens, handle.tokenizer.pad_token_id, handle.tokenizer.padding_side)
+    rec = UnitGradStats(plan, batch, reduction, mode, handle.device)
+    loop = [p for p, _ in plan.loop]
+    was_training = handle.model.training
+    handle.model.train(False)
+    try:
+        with torch.enable_grad(), only_requires_grad(handle.model, loop):
+            with forward_hooks(rec.hooks(handle.parts)):
+                losses = target_losses(handle, batch)
+                total = losses.sum() if rec.per_prompt else losses.mean()
+                (d_embed,) = torch.autograd.grad(total, [rec.embed_out], retain_graph=bool(loop))
+            rec.finish(d_embed)
+            for g, unit in enumerate(rec.units if loop else []):  # the parameters with no batched path
+                unit_loss = losses[unit].sum() if rec.per_prompt else total
+                grads = torch.autograd.grad(unit_loss, loop, retain_graph=g < len(rec.units) - 1)
+                for (p, group), grad in zip(plan.loop, grads):
+                    rec.acc[group][g] += _stats(grad, p, reduction)
+    finally:
+        handle.model.train(was_training)
+    return losses.detach().cpu().numpy(), {k: v.cpu().numpy() for k, v in rec.acc.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The method
+# ---------------------------------------------------------------------------------------------------
+def _estimate(values: np.ndarray, n_boot: int, seed: int) -> Estimate:
+    """Mean with bootstrap CI; a single value has no CI."""
+    if len(values) < 2:
+        return Estimate(float(values.mean()), float("nan"), float("nan"), len(values))
+    return mean_with_ci(values, n_boot=n_boot, seed=seed)
+
+
+@register_method("saliency")
+@dataclass(frozen=True)
+class WeightSaliency:
+    """Per-block weight-gradient saliency of the medical term's log-likelihood (see the module docstring)."""
+
+    reduction: str = "abs"  # "abs": mean |∂L/∂w|; "abs_wxg": mean |w·∂L/∂w|
+    batch_size: int = 8
+    max_prompts: int | None = 64  # per run, spread evenly over items and templates; None = all
+    n_boot: int = 200
+    seed: int = 0
+    mode: str = "exact"  # "exact": per-prompt gradients; "batch_approx": |gradient of the batch-mean loss|
+
+    def __post_init__(self) -> None:
+        if self.reduction not in REDUCTIONS:
+            raise unknown_choice("saliency reduction", self.reduction, REDUCTIONS)
+        if self.mode not in MODES:
+            raise unknown_choice("saliency mode", self.mode, MODES)
+        for name in ("batch_size", "n_boot"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MedinterpError(f"saliency method: {name} must be an integer >= 1; got {value!r}")
+        m = self.max_prompts
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise MedinterpError(f"saliency method: max_prompts must be an integer >= 1 or null (all); got {m!r}")
+
+    def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
+                  labelings: Sequence[str] | None = None) -> MethodResult:
+        """Measure every block of ``handle`` on ``prompt_set`` under ``templates``.
+
+        ``labelings`` is unused: saliency has one labeling, "all".
+        """
+        per_template = {t: encode_targets(handle.tokenizer, saliency_examples(prompt_set, t)) for t in templates}
+        skipped = [t for t, ex in per_template.items() if not ex]
+        chosen = select_examples(per_template, self.max_prompts, self.seed)
+        if len(chosen) == 0:
+            raise MedinterpError(f"saliency: no usable prompts in domain {prompt_set.domain!r} for templates "
+                                 f"{list(templates)} (every term slot starts its template?)")
+        plan = grad_plan(handle.parts)
+        losses, sums = [], defaultdict(list)
+        starts = range(0, len(chosen), self.batch_size)
+        for start in tqdm(starts, desc=f"saliency {handle.name}/{prompt_set.domain}", unit="batch", leave=False):
+            part = chosen[start:start + self.batch_size]
+            loss, stats = batch_stats(handle, plan, [tok for _, tok in part], self.reduction, self.mode)
+            losses.append(loss)
+            for group, value in stats.items():
+                sums[group].append(value)
+        loss = np.concatenate(losses)
+        sums = {g: np.concatenate(v) for g, v in sums.items()}  # group → (n_units, 2)
+        return self._result(handle, plan, chosen, loss, sums, skipped)
+
+    def _result(self, handle: ModelHandle, plan: GradPlan, chosen, loss: np.ndarray, sums: dict[str, np.ndarray],
+                skipped: list[str]) -> MethodResult:
+        """Rows, per-prompt artifacts and the run summary from the accumulated sums."""
+        n_layers = handle.n_layers
+        mean = {g: sums[g][:, 0] / plan.n_params[g] for g in sums}
+        series: dict[tuple[str, int], np.ndarray] = {}
+        norms = []
+        for b in range(n_layers):
+            a, m = f"attn.{b}", f"mlp.{b}"
+            series[("grad_attn", b + 1)] = mean[a]
+            series[("grad_mlp", b + 1)] = mean[m]
+            series[("grad_block", b + 1)] = (sums[a][:, 0] + sums[m][:, 0]) / (plan.n_params[a] + plan.n_params[m])
+            norms.append(float(np.sqrt(sums[a][:, 1] + sums[m][:, 1]).mean()))
+        series[("grad_embed", 0)] = mean["embed"]
+        if not plan.tied:
+            series[("grad_unembed", n_layers + 1)] = mean["unembed"]
+        measurements = [Measurement("all", metric, layer, _estimate(v, self.n_boot, self.seed))
+                        for (metric, layer), v in series.items()]
+        measurements.append(Measurement("all", "loss", -1, _estimate(loss, self.n_boot, self.seed)))
+        log.info("saliency %s: gradient L2 norm of attention+MLP weights by block (mean over %s): first %.3g, "
+                 "last %.3g, max at block %d", handle.name, "prompts" if self.mode == "exact" else "batches",
+                 norms[0], norms[-1], int(np.argmax(norms)))
+        summary = {"tied_embeddings": plan.tied, "mode": self.mode, "reduction": self.reduction,
+                   "n_prompts": len(chosen), "n_units": int(len(mean["embed"])),
+                   "skipped_templates": skipped, "mean_target_tokens": float(np.mean([t.n_target for _, t in chosen])),
+                   "n_params": plan.n_params, "n_loop_params": len(plan.loop), "grad_norm_by_block": norms}
+        per_prompt = {"item_id": [e.item_id for e, _ in chosen], "template_id": [e.template_id for e, _ in chosen],
+                      "loss": loss.tolist()}
+        if self.mode == "exact":
+            per_prompt.update({f"{metric}@{layer}": v.tolist() for (metric, layer), v in series.items()})
+        return MethodResult(measurements, artifacts={"summary": summary, "per_prompt": per_prompt})
