@@ -43,6 +43,7 @@ test-full: $(VENV)/.stamp-test
 
 bench: setup
 	$(BIN)/python runners/bench.py capture
+	$(BIN)/python runners/bench_patching.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

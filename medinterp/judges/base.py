@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from medinterp.errors import MedinterpError, unknown_choice
+from medinterp.errors import MedinterpError
+from medinterp.registry import Registry
 
 SCORE_MIN, SCORE_MAX = 1, 10  # the paper's scale: 1 = unchanged, 10 = gibberish
 
@@ -78,29 +79,10 @@ class JudgeContext:
         return None
 
 
-_JUDGES: dict[str, type] = {}
-
-
-def register_judge(name: str):
-    """Class decorator: register a judge under ``name`` (its conf file is ``conf/judge/<name>.yaml``)."""
-    def deco(cls: type) -> type:
-        if name in _JUDGES:
-            raise ValueError(f"judge {name!r} registered twice")
-        _JUDGES[name] = cls
-        cls.name = name
-        return cls
-    return deco
-
-
-def judge_class(name: str) -> type:
-    """The registered judge class for ``name``; unknown names list the valid ones."""
-    if name not in _JUDGES:
-        raise unknown_choice("judge", name, _JUDGES)
-    return _JUDGES[name]
-
-
-def registered_judges() -> list[str]:
-    return sorted(_JUDGES)
+_JUDGES = Registry("judge")
+register_judge = _JUDGES.register  # class decorator; the conf file is conf/judge/<name>.yaml
+judge_class = _JUDGES.get
+registered_judges = _JUDGES.names
 
 
 def make_judge(name: str, settings: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None) -> Judge:

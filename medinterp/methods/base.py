@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from medinterp.errors import unknown_choice
 from medinterp.metrics import Estimate
+from medinterp.registry import Registry
 from medinterp.results import Row
 
 if TYPE_CHECKING:
@@ -61,26 +61,7 @@ class ModelMethod(Protocol):
                   labelings: Sequence[str] | None = None) -> MethodResult: ...
 
 
-_METHODS: dict[str, type] = {}
-
-
-def register_method(name: str):
-    """Class decorator: register a method under ``name`` (its conf file is ``conf/method/<name>.yaml``)."""
-    def deco(cls: type) -> type:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        _METHODS[name] = cls
-        cls.name = name
-        return cls
-    return deco
-
-
-def method_class(name: str) -> type:
-    """The registered method class for ``name``; unknown names list the valid ones."""
-    if name not in _METHODS:
-        raise unknown_choice("method", name, _METHODS)
-    return _METHODS[name]
-
-
-def registered_methods() -> list[str]:
-    return sorted(_METHODS)
+_METHODS = Registry("method")
+register_method = _METHODS.register  # class decorator; the conf file is conf/method/<name>.yaml
+method_class = _METHODS.get
+registered_methods = _METHODS.names

@@ -19,6 +19,15 @@ def spans(texts=TEXTS, terms=TERMS):
     return [(t.index(term), t.index(term) + len(term)) for t, term in zip(texts, terms)]
 
 
+@pytest.fixture(autouse=True)
+def _restore_padding_side(tiny_handles):
+    """These tests flip the shared tiny models' padding side; put it back for other test files."""
+    before = {f: h.tokenizer.padding_side for f, h in tiny_handles.items()}
+    yield
+    for f, h in tiny_handles.items():
+        h.tokenizer.padding_side = before[f]
+
+
 def reference_hidden_states(handle, batch):
     with torch.inference_mode():
         return handle.model(**batch.model_inputs(), output_hidden_states=True).hidden_states
