@@ -12,8 +12,9 @@ from torch import nn
 
 from medinterp.errors import MedinterpError
 from medinterp.judges import JudgeItem, Verdict, kl_to_score
-from medinterp.methods.ablation import (LayerAblation, ablate_layer, answer_logprobs, block_returns_tuple,
-                                        greedy_generate, padding_side, select_prompts, spearman, token_metrics)
+from medinterp.methods.ablation import (LayerAblation, LesionScorer, ablate_layer, answer_logprobs,
+                                        block_returns_tuple, greedy_generate, linear_head, padding_side,
+                                        select_prompts, spearman, token_metrics)
 from medinterp.models import ModelHandle, adapter_for
 from medinterp.prompts import load_prompt_set
 
@@ -217,6 +218,49 @@ def test_run_model_gives_rows_for_every_block(tiny_handles):
     assert summary["n_prompts"] == 4 and summary["blocks"] == [0, 1, 2, 3] and summary["judge"] == "deterministic"
     assert summary["judge_missing"] == 0 and 1 <= summary["mean_answer_tokens"] <= 3
     assert h.tokenizer.padding_side == side
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "qwen2"])
+def test_the_fast_scorer_equals_the_plain_computation_for_every_block(tiny_handles, family):
+    """Prefix reuse + the Δh formulas give the KL/Δlog p of a full lesioned forward (token_metrics)."""
+    h = tiny_handles[family]
+    ids, mask = left_batch(h, TEXTS)
+    ans, ans_mask = greedy_generate(h, ids, mask, 5)
+    as_tuple = block_returns_tuple(h, ids, mask)
+    fast = LesionScorer(h, ids, mask, ans, ans_mask, as_tuple[0], fast=True)
+    assert fast.head is not None and fast.logp_clean is None  # the tiny models have plain linear heads
+    logp_clean = answer_logprobs(h, ids, mask, ans, ans_mask)
+    for block in range(h.n_layers):
+        with ablate_layer(h.parts, block, returns_tuple=as_tuple[block]):
+            got = fast.score(block)
+            want = token_metrics(logp_clean, answer_logprobs(h, ids, mask, ans, ans_mask), ans, ans_mask)
+        assert want[0].min() > 1e-4  # every block matters in a random model: the comparison is not 0 == 0
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-5)
+    # the replayed blocks were restored: the intact model still gives its own log-probs
+    torch.testing.assert_close(answer_logprobs(h, ids, mask, ans, ans_mask), logp_clean)
+
+
+def test_soft_capped_or_non_linear_heads_take_the_plain_path(tiny_handles):
+    h = tiny_handles["llama"]
+    assert linear_head(h) is not None
+    model = copy.deepcopy(h.model)
+    model.config.final_logit_softcapping = 30.0
+    assert linear_head(handle_of(h, model)) is None
+    model = copy.deepcopy(h.model)
+    model.lm_head = nn.Sequential(model.lm_head)
+    assert linear_head(handle_of(h, model)) is None
+
+
+def test_fast_and_plain_runs_give_the_same_rows(tiny_handles):
+    h = tiny_handles["qwen2"]
+    ps = load_prompt_set("dosage")
+    rows = [{(m.metric, m.layer): m.estimate for m in LayerAblation(**FAST, fast=fast).run_model(h, ps, ["reads"]).measurements}
+            for fast in (True, False)]
+    assert rows[0].keys() == rows[1].keys()
+    for key, est in rows[0].items():
+        assert est.value == pytest.approx(rows[1][key].value, rel=1e-4, abs=1e-6), key
+        assert est.n == rows[1][key].n
 
 
 def test_a_block_that_is_already_the_identity_gives_zero_kl(tiny_handles):
