@@ -31,7 +31,7 @@ def test_every_judge_file_builds_its_judge(monkeypatch, tmp_path):
 
 def test_the_method_file_builds_the_method_with_the_default_judge():
     method = LayerAblation(**settings("method", "ablation"))
-    assert (method.max_prompts, method.max_new_tokens, method.seed, method.layers) == (32, 16, 7, None)
+    assert (method.max_prompts, method.max_new_tokens, method.seed, method.layers, method.fast) == (32, 8, 7, None, True)
     assert isinstance(method.judge, DeterministicJudge)
     with pytest.raises(TypeError):
         LayerAblation(**settings("method", "ablation"), judge_name="x")
