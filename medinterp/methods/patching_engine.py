@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from medinterp.capture import TokenBatch, forward_hooks, output_tensor
+from medinterp.capture.params import full_weights
 from medinterp.models import ModelHandle
 
 RESID_SITES = ("resid_diff", "resid_last", "resid_all")
@@ -118,10 +119,12 @@ def answer_logits(handle: ModelHandle, hidden_BD: torch.Tensor, answer_ids_BK: t
     """
     head = handle.parts.lm_head
     if isinstance(head, nn.Linear):
-        weight_BKD = head.weight[answer_ids_BK].float()  # float32 even for bf16 models: LDs are small differences
-        logits = torch.einsum("bd,bkd->bk", hidden_BD.float(), weight_BKD)
-        if head.bias is not None:
-            logits = logits + head.bias[answer_ids_BK].float()
+        with full_weights(head):  # a no-op unless ZeRO-3 partitions or accelerate offloads the head
+            weight_BKD = head.weight[answer_ids_BK].float()  # float32 even for bf16 models: LDs are small differences
+            bias_BK = head.bias[answer_ids_BK].float() if head.bias is not None else None
+        logits = torch.einsum("bd,bkd->bk", hidden_BD.float(), weight_BKD.to(hidden_BD.device))
+        if bias_BK is not None:
+            logits = logits + bias_BK.to(logits.device)
     else:
         logits = head(hidden_BD).gather(-1, answer_ids_BK)
     logits = logits.float()

@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from medinterp.capture import forward_hooks
+from medinterp.capture.params import numel, shape
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import Measurement, MethodResult, register_method
 from medinterp.methods.targets import (Batch, TargetTokens, encode_targets, make_batch, saliency_examples,
@@ -96,7 +96,9 @@ def _is_norm(module: nn.Module) -> bool:
 
 def grad_plan(parts: BoundModel) -> GradPlan:
     """Sort every attention/MLP parameter, the embedding and the LM head into groups and gradient paths."""
-    tied = parts.lm_head.weight is parts.embed.weight
+    config = getattr(parts.backbone, "config", None)
+    # identity, or the config's word (accelerate's offload hooks swap in separate tensors for each module)
+    tied = parts.lm_head.weight is parts.embed.weight or bool(getattr(config, "tie_word_embeddings", False))
     plan = GradPlan(n_params=defaultdict(int), tied=tied)
 
     def add_module(module: nn.Module, group: str) -> None:
@@ -104,7 +106,7 @@ def grad_plan(parts: BoundModel) -> GradPlan:
             own = list(sub.parameters(recurse=False))
             if not own:
                 continue
-            plan.n_params[group] += sum(p.numel() for p in own)
+            plan.n_params[group] += sum(numel(p) for p in own)
             if isinstance(sub, nn.Linear):
                 plan.linear.append((sub, group))
             elif _is_norm(sub):
@@ -115,7 +117,7 @@ def grad_plan(parts: BoundModel) -> GradPlan:
     for b in range(parts.n_layers):
         add_module(parts.attn(b), f"attn.{b}")
         add_module(parts.mlp(b), f"mlp.{b}")
-    plan.n_params["embed"] = parts.embed.weight.numel()
+    plan.n_params["embed"] = numel(parts.embed.weight)
     head_linear = isinstance(parts.lm_head, nn.Linear)
     # The row-scatter path needs a plain lookup and, when tied, the head's share from the einsum path.
     if isinstance(parts.embed, nn.Embedding) and (head_linear or not tied):
@@ -123,7 +125,7 @@ def grad_plan(parts: BoundModel) -> GradPlan:
     else:  # (when tied, the loop's gradient of the shared matrix covers both uses)
         plan.loop.append((parts.embed.weight, "embed"))
     if not tied:
-        plan.n_params["unembed"] = sum(p.numel() for p in parts.lm_head.parameters())
+        plan.n_params["unembed"] = sum(numel(p) for p in parts.lm_head.parameters())
         if head_linear:
             plan.lm_head = parts.lm_head
         else:
@@ -141,7 +143,25 @@ def grad_plan(parts: BoundModel) -> GradPlan:
 # ---------------------------------------------------------------------------------------------------
 # Statistics of one gradient tensor
 # ---------------------------------------------------------------------------------------------------
-def _stats(grad: torch.Tensor, weight: torch.Tensor, reduction: str) -> torch.Tensor:
+def _not_resident(weight: torch.Tensor) -> bool:
+    """True when only a placeholder of ``weight`` is held outside a forward (ZeRO-3 partition, offloaded)."""
+    return hasattr(weight, "ds_id") or getattr(getattr(weight, "_hf_hook", None), "offload", False)
+
+
+def _plain_call(module: nn.Module, params: dict[str, torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+    """``module``'s own forward with ``params`` substituted, without its hooks.
+
+    ``torch.func.functional_call`` goes through ``module.__call__``, so ZeRO-3's gather hooks (a
+    collective) and accelerate's offload hooks would run and fight the substituted tensors; calling the
+    class's ``forward`` under the same re-parametrization skips them.
+    """
+    from torch.nn.utils.stateless import _reparametrize_module
+
+    with _reparametrize_module(module, params):
+        return type(module).forward(module, *args)
+
+
+def _stats(grad: torch.Tensor, weight: torch.Tensor | None, reduction: str) -> torch.Tensor:
     """(Σ|g| or Σ|w·g|, Σ g²) of one gradient tensor, as fp64.
 
     Sums run in (at least) fp32: torch's cascade summation keeps the relative error near 1e-8 even over
@@ -202,7 +222,8 @@ def _linear_stats(x: torch.Tensor, d: torch.Tensor, layer: nn.Linear, reduction:
 @contextmanager
 def only_requires_grad(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
     """Turn ``requires_grad`` off for every parameter except ``params``; restore all flags on exit."""
-    saved = [(p, p.requires_grad) for p in model.parameters()]
+    # (an offloaded model's placeholders are swapped per forward and may be inference tensors: left alone)
+    saved = [(p, p.requires_grad) for p in model.parameters() if not p.is_inference()]
     keep = {id(p) for p in params}
     try:
         for p, _ in saved:
@@ -210,7 +231,8 @@ def only_requires_grad(model: nn.Module, params: Sequence[nn.Parameter]) -> Iter
         yield
     finally:
         for p, flag in saved:
-            p.requires_grad_(flag)
+            if not p.is_inference():
+                p.requires_grad_(flag)
 
 
 def target_losses(handle: ModelHandle, batch: Batch) -> torch.Tensor:
@@ -277,6 +299,10 @@ class UnitGradStats:
     def _linear_hook(self, group: str, token_mask: torch.Tensor, head: bool = False):
         def fwd(module: nn.Linear, args, output):
             self._once(module)
+            if self.reduction == "abs_wxg" and _not_resident(module.weight):
+                raise MedinterpError("saliency: reduction 'abs_wxg' needs each weight during the backward pass, but this "
+                                     "model's weights are partitioned (zero3) or offloaded (device_map); use "
+                                     "method.reduction=abs or strategy=single/ddp")
             x = args[0].detach()
             if x.dim() != 3 or x.shape[:2] != token_mask.shape:
                 raise MedinterpError(f"saliency: a Linear layer got input of shape {tuple(x.shape)}; per-prompt "
@@ -288,7 +314,10 @@ class UnitGradStats:
         def fwd(module: nn.Module, args, output):
             self._once(module)
             x = args[0].detach()
-            self._on_grad(output, lambda d: self.deferred.append((module, group, x, d)))
+            # a copy of the (small) weights while they are materialized: a partitioned or offloaded
+            # model holds only a placeholder outside its forward
+            params = {n: p.detach().clone() for n, p in module.named_parameters(recurse=False)}
+            self._on_grad(output, lambda d: self.deferred.append((module, group, x, d, params)))
         return fwd
 
     def _embed_hook(self, module: nn.Module, args, output):
@@ -318,21 +347,22 @@ class UnitGradStats:
     def finish(self, d_embed: torch.Tensor) -> None:
         """After the backward pass: the queued norm modules and the embedding (δ at its output: ``d_embed``)."""
         self.active = False
-        for module, group, x, d in self.deferred:
-            self._pointwise(module, group, x, d)
+        for module, group, x, d, params in self.deferred:
+            self._pointwise(module, group, x, d, params)
         if self.plan.embed is not None:
             self._embed(self.plan.embed, d_embed.detach())
 
-    def _pointwise(self, module: nn.Module, group: str, x: torch.Tensor, d: torch.Tensor) -> None:
+    def _pointwise(self, module: nn.Module, group: str, x: torch.Tensor, d: torch.Tensor,
+                   weights: dict[str, torch.Tensor]) -> None:
         """Per-unit gradient of a small per-token module's weights: a vjp of the module on its captured input."""
-        names, params = zip(*module.named_parameters(recurse=False))
+        names, params = zip(*weights.items())
         for g, u in enumerate(self.units):
-            copies = [p.detach().requires_grad_(True) for p in params]
+            copies = [p.requires_grad_(True) for p in params]
             with torch.enable_grad():
-                y = functional_call(module, dict(zip(names, copies)), (x[u],))
+                y = _plain_call(module, dict(zip(names, copies)), x[u])
                 grads = torch.autograd.grad(y, copies, d[u])
             for p, grad in zip(params, grads):
-                self.acc[group][g] += _stats(grad, p, self.reduction)
+                self.acc[group][g] += _stats(grad, p.detach(), self.reduction)
 
     def _embed(self, embed: nn.Embedding, d: torch.Tensor) -> None:
         """Per-unit embedding gradient: the unit's token output-gradients summed into their rows.
@@ -350,11 +380,12 @@ class UnitGradStats:
         index = torch.arange(n, device=flat_ids.device)
         if pad is not None:
             index = index + (index >= pad).long()  # skip the padding row
-        table = torch.zeros(n + 1, embed.weight.shape[1], dtype=embed.weight.dtype, device=flat_ids.device)
-        table[index] = embed.weight.detach()[flat_ids]
+        # A lookup is linear in its table, so the vjp does not depend on the table's values: zeros do, and
+        # avoid reading a weight that a partitioned or offloaded model does not hold outside its forward.
+        table = torch.zeros(n + 1, shape(embed.weight)[1], dtype=embed.weight.dtype, device=flat_ids.device)
         table.requires_grad_(True)
         with torch.enable_grad():
-            (g_table,) = torch.autograd.grad(functional_call(embed, {"weight": table}, (index,)), table, d[sel])
+            (g_table,) = torch.autograd.grad(_plain_call(embed, {"weight": table}, index), table, d[sel])
         per_pos = g_table[index]  # (N, d)
         if pad is not None:
             per_pos[flat_ids == pad] = 0
@@ -366,7 +397,8 @@ class UnitGradStats:
             rows.index_add_(0, torch.searchsorted(u, flat_ids[positions]), per_pos[positions])
             if g in self.head_rows:
                 rows = rows + self.head_rows[g]
-            self.acc["embed"][g] += _stats(rows, embed.weight[u], self.reduction)
+            weight = embed.weight[u] if self.reduction == "abs_wxg" else None  # only |w·g| reads the weight
+            self.acc["embed"][g] += _stats(rows, weight, self.reduction)
 
 
 def batch_stats(handle: ModelHandle, plan: GradPlan, tokens: Sequence[TargetTokens], reduction: str = "abs",
@@ -401,6 +433,20 @@ def batch_stats(handle: ModelHandle, plan: GradPlan, tokens: Sequence[TargetToke
 # ---------------------------------------------------------------------------------------------------
 # The method
 # ---------------------------------------------------------------------------------------------------
+@dataclass
+class SaliencyWork:
+    """What :meth:`WeightSaliency.prepare` decides: the prompts, the parameter groups, the batch starts."""
+
+    chosen: list
+    skipped: list[str]
+    plan: GradPlan
+    starts: list[int]
+
+    @property
+    def n_units(self) -> int:
+        return len(self.starts)
+
+
 def _estimate(values: np.ndarray, n_boot: int, seed: int) -> Estimate:
     """Mean with bootstrap CI; a single value has no CI."""
     if len(values) < 2:
@@ -437,26 +483,39 @@ class WeightSaliency:
                   labelings: Sequence[str] | None = None) -> MethodResult:
         """Measure every block of ``handle`` on ``prompt_set`` under ``templates``.
 
-        ``labelings`` is unused: saliency has one labeling, "all".
+        ``labelings`` is unused: saliency has one labeling, "all". The same three steps run data-parallel
+        under medinterp.distributed: :meth:`prepare` (every rank), :meth:`run_unit` (each rank its share
+        of the batches), :meth:`finish` (rank 0, on every batch's result in batch order).
         """
+        work = self.prepare(handle, prompt_set, templates)
+        results = [self.run_unit(handle, work, i)
+                   for i in tqdm(range(work.n_units), desc=f"saliency {handle.name}/{prompt_set.domain}", unit="batch",
+                                 leave=False)]
+        return self.finish(handle, work, results)
+
+    def prepare(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
+                labelings: Sequence[str] | None = None) -> SaliencyWork:
+        """The chosen prompts, cut into batches (deterministic: the same on every rank)."""
         per_template = {t: encode_targets(handle.tokenizer, saliency_examples(prompt_set, t)) for t in templates}
         skipped = [t for t, ex in per_template.items() if not ex]
         chosen = select_examples(per_template, self.max_prompts, self.seed)
         if len(chosen) == 0:
             raise MedinterpError(f"saliency: no usable prompts in domain {prompt_set.domain!r} for templates "
                                  f"{list(templates)} (every term slot starts its template?)")
-        plan = grad_plan(handle.parts)
-        losses, sums = [], defaultdict(list)
-        starts = range(0, len(chosen), self.batch_size)
-        for start in tqdm(starts, desc=f"saliency {handle.name}/{prompt_set.domain}", unit="batch", leave=False):
-            part = chosen[start:start + self.batch_size]
-            loss, stats = batch_stats(handle, plan, [tok for _, tok in part], self.reduction, self.mode)
-            losses.append(loss)
-            for group, value in stats.items():
-                sums[group].append(value)
-        loss = np.concatenate(losses)
-        sums = {g: np.concatenate(v) for g, v in sums.items()}  # group → (n_units, 2)
-        return self._result(handle, plan, chosen, loss, sums, skipped)
+        starts = list(range(0, len(chosen), self.batch_size))
+        return SaliencyWork(chosen, skipped, grad_plan(handle.parts), starts)
+
+    def run_unit(self, handle: ModelHandle, work: SaliencyWork, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Batch ``i``: per-prompt losses (B,) and per-group (units, 2) gradient sums."""
+        part = work.chosen[work.starts[i]:work.starts[i] + self.batch_size]
+        return batch_stats(handle, work.plan, [tok for _, tok in part], self.reduction, self.mode)
+
+    def finish(self, handle: ModelHandle, work: SaliencyWork,
+               results: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]]) -> MethodResult:
+        """Statistics over every batch's result (in batch order)."""
+        loss = np.concatenate([r[0] for r in results])
+        sums = {g: np.concatenate([r[1][g] for r in results]) for g in results[0][1]}  # group → (n_units, 2)
+        return self._result(handle, work.plan, work.chosen, loss, sums, work.skipped)
 
     def _result(self, handle: ModelHandle, plan: GradPlan, chosen, loss: np.ndarray, sums: dict[str, np.ndarray],
                 skipped: list[str]) -> MethodResult:

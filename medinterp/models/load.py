@@ -6,15 +6,16 @@ tokenizer with a pad token, and its canonical parts bound by the architecture ad
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from medinterp.errors import MedinterpError
 from medinterp.models.arch import BoundModel, adapter_for
-from medinterp.models.sources import default_cache_dir, materialize, smollm2_tokenizer_dir
+from medinterp.models.sources import cached_folder, default_cache_dir, materialize, smollm2_tokenizer_dir
 from medinterp.models.spec import ModelSpec
 from medinterp.models.tiny import build_tiny_model
 
@@ -31,6 +32,8 @@ class ModelHandle:
     parts: BoundModel
     device: torch.device
     source: str  # the folder or id the weights came from (for logs and summary.json)
+    placement: str = "device"  # device | zero3 | device_map (see Placement)
+    keepalive: list[Any] = field(default_factory=list, repr=False)  # objects that must live as long as the model
 
     @property
     def name(self) -> str:
@@ -43,8 +46,35 @@ class ModelHandle:
 
     @property
     def d_model(self) -> int:
-        """Width of the residual stream."""
-        return int(self.parts.embed.weight.shape[-1])
+        """Width of the residual stream (from the full shape: a ZeRO-3 partition is empty outside the forward)."""
+        weight = self.parts.embed.weight
+        return int((getattr(weight, "ds_shape", None) or weight.shape)[-1])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights go. The default puts the whole model on one device; the others serve big models.
+
+    - ``zero3_config``: a DeepSpeed ZeRO stage-3 config; the model is partitioned *while it loads*
+      (``transformers.integrations.HfDeepSpeedConfig`` is kept alive on the handle before
+      ``from_pretrained``), so no rank ever holds all weights. The caller then wraps it in a DeepSpeed
+      engine (medinterp.distributed), which gathers each layer's weights for its forward.
+    - ``device_map``: accelerate's big-model placement (``"auto"``, ``"balanced"``, ... or an explicit
+      map) across the GPUs of one machine, with CPU and then disk (``offload_folder``) offload beyond
+      ``max_memory`` (e.g. ``{0: "70GiB", 1: "70GiB", "cpu": "200GiB"}``).
+
+    Random ``tiny`` models are saved once as a folder under the cache and loaded from there, so every
+    placement runs the same ``from_pretrained`` path real checkpoints do.
+    """
+
+    zero3_config: dict | None = None
+    device_map: str | dict | None = None
+    max_memory: dict | None = None
+    offload_folder: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "zero3" if self.zero3_config is not None else "device_map" if self.device_map is not None else "device"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -64,13 +94,63 @@ def _dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = None) -> ModelHandle:
-    """Load ``spec`` (materializing packaged GGUF weights into the cache on first use)."""
+def tiny_folder(spec: ModelSpec, cache_dir: Path) -> Path:
+    """The tiny random model of ``spec`` saved once as a Hugging Face folder (for sharded/offloaded loads)."""
+    from transformers import AutoTokenizer
+
+    def build(out: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir(cache_dir)))
+        model = build_tiny_model(spec.family or "", len(tokenizer), seed=spec.seed, pad_token_id=tokenizer.pad_token_id)
+        # not model.save_pretrained: under an initialized process group transformers 5 makes that a collective
+        # (here only one rank builds, the others wait on the lock)
+        from safetensors.torch import save_file
+
+        state, seen = {}, set()
+        for name, tensor in model.state_dict().items():  # a tied LM head is stored once, under the embedding's name
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                state[name] = tensor.contiguous()
+        model.config.save_pretrained(out)
+        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(out)
+
+    return cached_folder(cache_dir / "models" / f"tiny-{spec.family}-seed{spec.seed}", build, f"tiny {spec.family} model")
+
+
+def _placement_kwargs(placement: Placement) -> dict[str, Any]:
+    if placement.kind == "device_map":
+        kw: dict[str, Any] = {"device_map": placement.device_map}
+        if placement.max_memory:
+            kw["max_memory"] = dict(placement.max_memory)
+        if placement.offload_folder:
+            Path(placement.offload_folder).mkdir(parents=True, exist_ok=True)
+            kw["offload_folder"] = str(placement.offload_folder)
+        return kw
+    return {}
+
+
+def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = None,
+               placement: Placement | None = None) -> ModelHandle:
+    """Load ``spec`` (materializing packaged GGUF weights into the cache on first use).
+
+    ``placement`` (default: the whole model on ``device``) shards or offloads it; see :class:`Placement`.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache_dir = Path(cache_dir or default_cache_dir())
+    placement = placement or Placement()
     dev = resolve_device(device)
-    if spec.source == "tiny":
+    keepalive: list[Any] = []
+    tiny_source = str(tiny_folder(spec, cache_dir)) if spec.source == "tiny" and placement.kind != "device" else None
+    if placement.kind == "zero3":  # (after building the tiny folder: that build must not be partitioned)
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keepalive.append(HfDeepSpeedConfig(placement.zero3_config))  # from_pretrained partitions while it loads
+    if tiny_source is not None:
+        source = tiny_source
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(spec.dtype), **_placement_kwargs(placement))
+    elif spec.source == "tiny":
         source = str(smollm2_tokenizer_dir(cache_dir))
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = build_tiny_model(spec.family or "", len(tokenizer), seed=spec.seed, pad_token_id=tokenizer.pad_token_id)
@@ -79,7 +159,8 @@ def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = N
         kw = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(spec.dtype), **kw)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(spec.dtype), **kw,
+                                                         **_placement_kwargs(placement))
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             local = Path(source).is_dir()
@@ -89,10 +170,16 @@ def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = N
         tokenizer.pad_token = tokenizer.eos_token
     if spec.padding_side:
         tokenizer.padding_side = spec.padding_side
-    model = model.to(dev).eval()
+    model = (model.to(dev) if placement.kind == "device" else model).eval()
+    if placement.kind == "device_map":  # inputs go where the first module computes
+        first = next(iter(getattr(model, "hf_device_map", {"": "cpu"}).values()))
+        dev = torch.device(f"cuda:{first}" if isinstance(first, int) else "cuda" if first == "cuda" else "cpu")
     parts = adapter_for(model)
     if spec.n_layers is not None and parts.n_layers != spec.n_layers:
         raise MedinterpError(f"model {spec.name!r}: config says n_layers={spec.n_layers} but the weights have {parts.n_layers}")
+    handle = ModelHandle(spec=spec, model=model, tokenizer=tokenizer, parts=parts, device=dev, source=source,
+                         placement=placement.kind, keepalive=keepalive)
+    where = {"device": str(dev), "zero3": f"{dev}, ZeRO-3 partitioned", "device_map": f"device_map={placement.device_map}"}
     log.info("model %s (%s, %d layers, d=%d) from %s on %s", spec.name, parts.adapter.family, parts.n_layers,
-             int(parts.embed.weight.shape[-1]), source, dev)
-    return ModelHandle(spec=spec, model=model, tokenizer=tokenizer, parts=parts, device=dev, source=source)
+             handle.d_model, source, where[placement.kind])
+    return handle

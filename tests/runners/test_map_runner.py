@@ -100,3 +100,23 @@ def test_sigterm_mid_capture_leaves_no_partial_cache_files(tmp_path):
     assert proc.returncode != 0
     assert not list((tmp_path / "cache").rglob("*.tmp"))
     assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_a_cell_publishes_a_report_and_an_offline_wandb_run_and_logger_none_turns_wandb_off(tmp_path, monkeypatch):
+    args = ("model=tiny_llama", "domain=dosage", "method=patching", "method.n_boot=20")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # staged artifacts stay under tmp_path
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-that-must-not-leak-0123")
+    on = tmp_path / "on"
+    run_map(*args, f"hydra.run.dir={on}")
+    assert (on / "report.html").stat().st_size > 5_000
+    logged = json.loads((on / "wandb_logged.json").read_text())
+    assert logged["name"] == "tiny_llama-dosage-patching" and logged["job_type"] == "patching"
+    assert len(list((on / "wandb").glob("offline-run-*"))) == 1
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert b"sk-test-secret-that-must-not-leak-0123" not in path.read_bytes(), path
+    off = tmp_path / "off"
+    run_map(*args, f"hydra.run.dir={off}", "logger=none", "report=false")
+    assert (off / "per_layer.csv").exists()
+    assert not (off / "wandb").exists() and not (off / "wandb_logged.json").exists() and not (off / "report.html").exists()

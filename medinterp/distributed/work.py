@@ -1,0 +1,331 @@
+"""Each method's work as units (prompt batches) that any rank can run, and the step that turns them into results.
+
+:class:`Work` is what :func:`medinterp.pipeline.run_cell` drives, the same way under every strategy:
+``units`` (ids, the same on every rank), ``run(unit)`` (on whichever rank owns it), ``finish(results)``
+(rank 0, with every unit's result). The per-method seams:
+
+- ``umap`` (:class:`CaptureWork`): a unit is one batch of one template's prompts; its result is the
+  batch's reduced residual stream, written on rank 0 into the template's activation-cache memmap as it
+  arrives (never the whole cache in memory); ``finish`` runs the method on the stacked activations.
+- ``saliency``, ``patching`` (:class:`SplitMethodWork`): the methods' own ``prepare`` / ``run_unit`` /
+  ``finish`` (per-prompt gradient sums; per-pair logit differences).
+- ``ablation`` (:class:`AblationWork`): the per-batch loop of ``LayerAblation.run_model`` (greedy answers,
+  KL and Δlog p per block for the batch's prompts), with the judge and the statistics on rank 0.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medinterp.capture import batch_order, capture_indices
+from medinterp.capture.cache import FORMAT_VERSION, entry_path
+from medinterp.io import atomic_path, write_json
+from medinterp.methods import MethodResult, Points, stack_activations
+from medinterp.models import ModelHandle
+from medinterp.prompts import PromptSet
+
+log = logging.getLogger(__name__)
+
+
+class Work:
+    """Units of one method on one cell (see the module docstring)."""
+
+    units: list[str]
+
+    def run(self, unit: str) -> Any:
+        raise NotImplementedError
+
+    def finish(self, results: dict[str, Any]) -> MethodResult:
+        raise NotImplementedError
+
+
+def _unit(i: int) -> str:
+    return f"b{i:05d}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Model methods with a prepare / run_unit / finish split (saliency, patching)
+# --------------------------------------------------------------------------------------------------
+class SplitMethodWork(Work):
+    """A method that defines ``prepare``, ``run_unit`` and ``finish`` itself."""
+
+    def __init__(self, method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
+                 labelings: Sequence[str] | None) -> None:
+        self.method, self.handle = method, handle
+        self.state = method.prepare(handle, prompt_set, templates, labelings)
+        self.units = [_unit(i) for i in range(self.state.n_units)]
+
+    def run(self, unit: str) -> Any:
+        return self.method.run_unit(self.handle, self.state, int(unit[1:]))
+
+    def finish(self, results: dict[str, Any]) -> MethodResult:
+        return self.method.finish(self.handle, self.state, [results[u] for u in self.units])
+
+
+# --------------------------------------------------------------------------------------------------
+# Ablation
+# --------------------------------------------------------------------------------------------------
+class AblationWork(Work):
+    """``LayerAblation`` per batch of prompts; the judge and the statistics on rank 0.
+
+    Mirrors the batch loop of ``LayerAblation.run_model`` (same prompt selection, the same length-sorted
+    batches, the same per-batch computations), built from the functions ``medinterp.methods.ablation``
+    exports, so each prompt's KL, Δlog p and answers are what a one-process run computes.
+    """
+
+    def __init__(self, method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str]) -> None:
+        from medinterp.errors import MedinterpError
+        from medinterp.methods.ablation import select_prompts
+
+        self.method, self.handle = method, handle
+        self.blocks = method.blocks(handle.n_layers)
+        self.prompts = select_prompts(prompt_set, templates, method.max_prompts, method.seed)
+        if not self.prompts:
+            raise MedinterpError(f"ablation method: no prompts for domain {prompt_set.domain!r} "
+                                 f"and templates {list(templates)}")
+        self.texts = [p.text for p in self.prompts]
+        lengths = [len(ids) for ids in handle.tokenizer(self.texts)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
+        self.batches = [order[s:s + method.batch_size] for s in range(0, len(order), method.batch_size)]
+        self.units = [_unit(i) for i in range(len(self.batches))]
+        self.as_tuple: list[bool] | None = None
+        self.scoring_handle: ModelHandle | None = None
+
+    def run(self, unit: str) -> dict[str, Any]:
+        from medinterp.methods.ablation import (LesionScorer, ablate_layer, block_returns_tuple, decode_answers,
+                                                greedy_generate, padding_side)
+
+        m, handle, idx = self.method, self.handle, self.batches[int(unit[1:])]
+        needs_text = bool(m.judge.needs_text)
+        kl = np.full((len(self.blocks), len(idx)), np.nan)
+        dlogp = np.full((len(self.blocks), len(idx)), np.nan)
+        ablated: list[list[str | None]] = [[None] * len(idx) for _ in self.blocks]
+        with padding_side(handle.tokenizer, "left"):
+            enc = handle.tokenizer([self.texts[i] for i in idx], padding=True, return_tensors="pt").to(handle.device)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            self.as_tuple = self.as_tuple or block_returns_tuple(handle, ids, mask)
+            ans, ans_mask = greedy_generate(handle, ids, mask, m.max_new_tokens)
+            clean = decode_answers(handle.tokenizer, ans, ans_mask)
+            answer_tokens = ans_mask.sum(1).cpu().numpy()
+            if self.scoring_handle is None:
+                self.scoring_handle = _resident_head(handle)
+            scorer = LesionScorer(self.scoring_handle, ids, mask, ans, ans_mask, self.as_tuple[0], fast=m.fast)
+            for k, block in enumerate(self.blocks):
+                with ablate_layer(handle.parts, block, returns_tuple=self.as_tuple[block]):
+                    kl[k], dlogp[k] = scorer.score(block)
+                    if needs_text:
+                        a_ids, a_mask = greedy_generate(handle, ids, mask, m.max_new_tokens)
+                        ablated[k] = decode_answers(handle.tokenizer, a_ids, a_mask)
+        return {"idx": np.asarray(idx), "kl": kl, "dlogp": dlogp, "clean": clean, "ablated": ablated,
+                "answer_tokens": answer_tokens}
+
+    def finish(self, results: dict[str, Any]) -> MethodResult:
+        from medinterp.judges import JudgeItem
+
+        m, n, blocks, texts = self.method, len(self.prompts), self.blocks, self.texts
+        kl, dlogp = np.full((len(blocks), n), np.nan), np.full((len(blocks), n), np.nan)
+        clean, ablated = [""] * n, [[None] * n for _ in blocks]
+        answer_tokens = np.zeros(n, dtype=int)
+        for unit in self.units:
+            r = results[unit]
+            idx = r["idx"]
+            kl[:, idx], dlogp[:, idx], answer_tokens[idx] = r["kl"], r["dlogp"], r["answer_tokens"]
+            for j, i in enumerate(idx):
+                clean[i] = r["clean"][j]
+                for k in range(len(blocks)):
+                    ablated[k][i] = r["ablated"][k][j]
+        items = [JudgeItem(texts[i], clean[i], ablated[k][i], float(kl[k, i]), float(dlogp[k, i]))
+                 for k in range(len(blocks)) for i in range(n)]
+        verdicts = m.judge.score(items)
+        assert len(verdicts) == len(items), (len(verdicts), len(items))
+        scores = np.array([v.value for v in verdicts]).reshape(len(blocks), n)
+        return MethodResult(m._measurements(blocks, kl, dlogp, scores, bool(m.judge.needs_text)),
+                            artifacts={"summary": m._summary(self.prompts, blocks, kl, scores, verdicts, answer_tokens),
+                                       "ablation_items": m._item_records(self.prompts, blocks, items, verdicts)})
+
+
+def _resident_head(handle: ModelHandle) -> ModelHandle:
+    """``handle`` with an LM head whose weight is always whole, for ablation's fast scorer.
+
+    ``LesionScorer`` reads ``lm_head.weight`` outside the forward (the exact KL shortcut). Under ZeRO-3
+    that is an empty partition there (under accelerate offload, a ``meta`` tensor), and gathering it around
+    the scorer does not help: the model's own forward through the head re-partitions (re-offloads) it. So the head is gathered once (a collective; every rank
+    gets here in its first round) into a plain ``nn.Linear`` the scorer reads, while the model's forward
+    keeps using the partitioned original. Costs one copy of the head per rank (Llama-3.3-70B: 2.1 GB in
+    bf16). For ordinary models the handle is returned unchanged.
+    """
+    import dataclasses
+
+    from torch import nn
+
+    from medinterp.capture.params import full_weights, is_partitioned
+
+    head = handle.parts.lm_head
+    if not (isinstance(head, nn.Linear) and (is_partitioned(head) or head.weight.device.type == "meta")):
+        return handle  # an ordinary head (a meta weight: accelerate offloaded it, see full_weights)
+    with full_weights(head):
+        weight = head.weight.detach().clone()
+        bias = head.bias.detach().clone() if head.bias is not None else None
+    plain = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    plain.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        plain.bias = nn.Parameter(bias, requires_grad=False)
+    return dataclasses.replace(handle, parts=dataclasses.replace(handle.parts, lm_head=plain))
+
+
+# --------------------------------------------------------------------------------------------------
+# Activation capture (umap)
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _Template:
+    template: str
+    texts: list[str]
+    spans: list[tuple[int, int]]
+    batches: list[np.ndarray]
+    meta: dict[str, Any]
+    path: Path | None  # the cache entry (None: no cache)
+    out: np.ndarray | None = None  # filled on rank 0
+    tmp: Any = field(default=None, repr=False)
+
+
+def _meta(handle: ModelHandle, prompt_set: PromptSet, template: str, reduction: str) -> dict[str, Any]:
+    """The metadata of one activation-cache entry (medinterp.capture.cache); a hit needs it to match exactly."""
+    prompts = prompt_set.prompts(template)
+    return {"model": handle.name, "model_source": handle.source, "prompt_set": prompt_set.key, "template": template,
+            "reduction": reduction, "item_ids": [p.item_id for p in prompts], "format": FORMAT_VERSION,
+            "shape": [handle.n_layers + 1, len(prompts), handle.d_model]}
+
+
+class CaptureWork(Work):
+    """Capture the residual stream of every template's prompts, batch by batch, into the activation cache.
+
+    Templates already in the cache are read from it, not captured (the caller passes ``cached``: rank 0's
+    view of the cache, broadcast, since other nodes may not see the same disk). On rank 0 each arriving
+    batch goes straight into the template's memmap (a temporary file renamed into place when complete),
+    or into a plain array when there is no cache.
+    """
+
+    def __init__(self, method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
+                 labelings: Sequence[str] | None, points: Points, reduction: str, batch_size: int,
+                 cache_dir: Path | None, cached: set[str]) -> None:
+        self.method, self.handle, self.points, self.labelings = method, handle, points, labelings
+        self.reduction, self.cache_dir = reduction, cache_dir
+        self.templates: list[_Template] = []
+        self.units: list[str] = []
+        for ti, t in enumerate(templates):
+            prompts = prompt_set.prompts(t)
+            texts, spans = [p.text for p in prompts], [p.term_span for p in prompts]
+            meta = _meta(handle, prompt_set, t, reduction)
+            path = entry_path(cache_dir, handle, prompt_set, t, reduction) if cache_dir is not None else None
+            batches = [] if t in cached else batch_order(handle, texts, batch_size)
+            self.templates.append(_Template(t, texts, spans, batches, meta, path))
+            self.units += [f"t{ti:03d}-b{bi:05d}" for bi in range(len(batches))]
+
+    @staticmethod
+    def cached_templates(handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str], reduction: str,
+                         cache_dir: Path | None) -> set[str]:
+        """Templates whose complete cache entry exists (checked on rank 0)."""
+        import json
+
+        if cache_dir is None:
+            return set()
+        out = set()
+        for t in templates:
+            path = entry_path(cache_dir, handle, prompt_set, t, reduction)
+            meta_path = path.with_suffix(".json")
+            if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()) == _meta(handle, prompt_set, t, reduction):
+                out.add(t)
+        return out
+
+    def _split(self, unit: str) -> tuple[_Template, np.ndarray]:
+        t, b = unit.split("-")
+        tpl = self.templates[int(t[1:])]
+        return tpl, tpl.batches[int(b[1:])]
+
+    def run(self, unit: str) -> np.ndarray:
+        tpl, idx = self._split(unit)
+        return capture_indices(self.handle, tpl.texts, idx, self.reduction, tpl.spans)
+
+    def open(self) -> None:
+        """Rank 0: the arrays the batches are written into."""
+        stack = contextlib.ExitStack()
+        self._stack = stack
+        for tpl in self.templates:
+            if not tpl.batches:
+                continue
+            shape = tuple(tpl.meta["shape"])
+            if tpl.path is None:
+                tpl.out = np.zeros(shape, dtype=np.float32)
+            else:
+                tpl.tmp = stack.enter_context(atomic_path(tpl.path))
+                tpl.out = np.lib.format.open_memmap(tpl.tmp, mode="w+", dtype=np.float32, shape=shape)
+
+    def sink(self, unit: str, acts: np.ndarray) -> None:
+        tpl, idx = self._split(unit)
+        tpl.out[:, idx] = acts
+
+    def close(self, ok: bool) -> None:
+        """Rank 0: flush the memmaps and move complete cache entries into place (metadata first)."""
+        for tpl in self.templates:
+            if tpl.tmp is not None and ok:
+                tpl.out.flush()
+                tpl.out = None
+                write_json(tpl.path.with_suffix(".json"), tpl.meta)
+        if ok:
+            self._stack.close()
+        else:
+            self._stack.__exit__(RuntimeError, RuntimeError("capture failed"), None)
+
+    def activations(self) -> np.ndarray:
+        """Rank 0: (n_layers + 1, N, D) for all templates, template-major (cache entries memory-mapped)."""
+        arrays = []
+        for tpl in self.templates:
+            if tpl.path is not None:
+                arrays.append(np.load(tpl.path, mmap_mode="r"))
+            else:
+                arrays.append(tpl.out)
+        return stack_activations(arrays)
+
+    def finish(self, results: dict[str, Any]) -> MethodResult:
+        acts = self.activations()
+        log.info("%s: %d points × %d read-outs × d=%d; running %s", self.handle.name, len(self.points), acts.shape[0],
+                 acts.shape[2], self.method.name)
+        return self.method.run(acts, self.points, self.labelings)
+
+
+def make_work(method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
+              labelings: Sequence[str] | None, **capture: Any) -> Work:
+    """The :class:`Work` of ``method`` (``capture``: the CaptureWork arguments for activation methods)."""
+    from medinterp.methods import ModelMethod
+
+    if not isinstance(method, ModelMethod):
+        return CaptureWork(method, handle, prompt_set, templates, labelings, **capture)
+    if all(hasattr(method, a) for a in ("prepare", "run_unit", "finish")):
+        return SplitMethodWork(method, handle, prompt_set, templates, labelings)
+    if method.name == "ablation":
+        return AblationWork(method, handle, prompt_set, templates)
+    return _WholeMethod(method, handle, prompt_set, templates, labelings)
+
+
+class _WholeMethod(Work):
+    """A model method without a split: one unit, run on every rank (it must not need data parallelism)."""
+
+    def __init__(self, method, handle, prompt_set, templates, labelings) -> None:
+        self.args = (handle, prompt_set, templates, labelings)
+        self.method = method
+        self.units = ["all"]
+
+    def run(self, unit: str) -> MethodResult:
+        return self.method.run_model(*self.args)
+
+    def finish(self, results: dict[str, Any]) -> MethodResult:
+        return results["all"]
+
+
+__all__ = ["AblationWork", "CaptureWork", "SplitMethodWork", "Work", "make_work"]

@@ -1,0 +1,26 @@
+"""Self-contained HTML reports of results folders: images embedded, CSS inline, no scripts, opens offline.
+
+run            write_run_report(run_dir): a method run (runners/map.py) — header, best layers, per-layer
+               curves with CI bands (inline SVG), UMAP grids and other figures, findings, config, versions
+knowledge_map  write_map_report(model_dir): a synthesis folder (runners/synthesize.py) — the knowledge
+               map and its table, the findings table and figure, parameters, sources
+summary        write_summary_report(summary_dir): a sweep summary (runners/summarize.py) — every PNG,
+               CSV (capped) and JSON in it, the map and findings as tables
+folders        report_kind, write_report, write_reports: detect a folder's kind; walk a multirun
+browser        Chromium, check_page: render a page headless and check its figures and errors (tests)
+html, svg,     the building blocks: escaping with secrets scrubbed, tables, JSON views, SVG curves,
+tables         knowledge-map and findings tables
+
+Each writer puts ``report.html`` into the folder it reads (atomically) and returns its path.
+See docs/report.md.
+"""
+from __future__ import annotations
+
+from medinterp.report.common import REPORT_NAME
+from medinterp.report.folders import find_report_folders, report_kind, write_report, write_reports
+from medinterp.report.knowledge_map import write_map_report
+from medinterp.report.run import write_run_report
+from medinterp.report.summary import write_summary_report
+
+__all__ = ["REPORT_NAME", "write_run_report", "write_map_report", "write_summary_report", "report_kind",
+           "write_report", "write_reports", "find_report_folders"]

@@ -1,0 +1,72 @@
+"""Helpers for the distributed tests (imported by path: tests/ has one conftest module name already)."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_cache(out: Path, cache_dir: Path) -> Path:
+    """A cache folder of its own (activations, resume checkpoints) that reuses the user's built models/tokenizers."""
+    out.mkdir(parents=True)
+    for sub in ("models", "tokenizers"):
+        (Path(cache_dir) / sub).mkdir(parents=True, exist_ok=True)
+        (out / sub).symlink_to(Path(cache_dir) / sub)
+    return out
+
+
+def env_for(tmp: Path) -> dict[str, str]:
+    (tmp / "tmp").mkdir(exist_ok=True)
+    return {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp / "tmp"),
+            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run(cmd: list[str], tmp: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, env=env_for(tmp), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {' '.join(cmd)}\nSTDOUT\n{proc.stdout[-3000:]}\n"
+                             f"STDERR\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def map_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "runners" / "map.py"), *args]
+
+
+def torchrun_cmd(nproc: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", str(ROOT / "runners" / "map.py"), *args]
+
+
+def read_rows(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    with open(path, newline="") as f:
+        return {(r["labeling"], r["metric"], r["layer"]): r for r in csv.DictReader(f)}
+
+
+def max_rel_diff(a: dict, b: dict, skip=lambda key: False) -> float:
+    """Largest relative difference of value/ci_low/ci_high over rows present in both (keys must match)."""
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    worst = 0.0
+    for key in a:
+        if skip(key):
+            continue
+        assert a[key]["n"] == b[key]["n"], key
+        for field in ("value", "ci_low", "ci_high"):
+            x, y = float(a[key][field]), float(b[key][field])
+            if math.isnan(x) or math.isnan(y):
+                assert math.isnan(x) and math.isnan(y), (key, field, x, y)
+                continue
+            worst = max(worst, abs(x - y) / max(abs(x), 1e-12))
+    return worst
