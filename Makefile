@@ -48,6 +48,7 @@ test-full: $(VENV)/.stamp-test
 bench: setup
 	$(BIN)/python runners/bench.py capture
 	$(BIN)/python runners/bench_patching.py
+	$(BIN)/python runners/bench_ablation.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

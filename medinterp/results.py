@@ -115,5 +115,18 @@ class RunWriter:
         return self.out_dir
 
 
+def folder_kind(folder: str | Path) -> str | None:
+    """What a results folder holds: ``"summary"`` (a sweep summary: stability.* or robustness.*), ``"map"``
+    (knowledge_map.json), ``"run"`` (per_layer.csv + summary.json of one cell), or None."""
+    names = {p.name for p in Path(folder).iterdir() if p.is_file()}
+    if any(n.startswith(("stability.", "robustness.")) for n in names):
+        return "summary"
+    if "knowledge_map.json" in names:
+        return "map"
+    if {"per_layer.csv", "summary.json"} <= names:
+        return "run"
+    return None
+
+
 def rows_as_dicts(rows: Iterable[Row]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]

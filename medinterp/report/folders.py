@@ -20,6 +20,7 @@ from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.report.knowledge_map import write_map_report
 from medinterp.report.run import write_run_report
 from medinterp.report.summary import SKIP_DIRS, write_summary_report
+from medinterp.results import folder_kind
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,8 @@ WRITERS: dict[str, Callable[[str | Path], Path]] = {
 
 
 def report_kind(folder: str | Path) -> str | None:
-    """``"summary"``, ``"map"``, ``"run"`` or None (see the module docstring)."""
-    names = {p.name for p in Path(folder).iterdir() if p.is_file()}
-    if any(n.startswith(("stability.", "robustness.")) for n in names):
-        return "summary"
-    if "knowledge_map.json" in names:
-        return "map"
-    if {"per_layer.csv", "summary.json"} <= names:
-        return "run"
-    return None
+    """``"summary"``, ``"map"``, ``"run"`` or None (:func:`medinterp.results.folder_kind`)."""
+    return folder_kind(folder)
 
 
 def write_report(folder: str | Path, kind: str = "auto") -> Path:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from medinterp.results import best_layers, read_rows
+from medinterp.results import folder_kind as results_folder_kind
 from medinterp.tracking.secrets import contains_secret, has_secret_key, redact, secret_values
 from medinterp.tracking.tables import (
     Table,
@@ -88,15 +89,8 @@ class Payload:
 
 
 def folder_kind(folder: Path) -> str:
-    """``summary``, ``map`` or ``run`` (see the module docstring)."""
-    names = {p.name for p in folder.iterdir() if p.is_file()}
-    if any(n.startswith(("stability.", "robustness.")) for n in names):
-        return "summary"
-    if "knowledge_map.json" in names:
-        return "map"
-    if {"per_layer.csv", "summary.json"} <= names:
-        return "run"
-    return "summary"
+    """``summary``, ``map`` or ``run`` (:func:`medinterp.results.folder_kind`); anything else is logged as a summary."""
+    return results_folder_kind(folder) or "summary"
 
 
 def artifact_name(text: str) -> str:

@@ -2,24 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, run_runner
 
 GOLDEN = ROOT / "tests" / "data" / "golden"
 
 
 def synthesize(*args, check=True):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "runners" / "synthesize.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-3000:]}")
-    return proc
+    return run_runner("synthesize.py", *args, check=check, timeout=60)
 
 
 def test_golden_folder_end_to_end(tmp_path):

@@ -1,14 +1,11 @@
 """Folder detection, walking a multirun, and runners/report.py end to end (real subprocesses)."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, run_runner
 from medinterp.errors import MedinterpError
 from medinterp.report import find_report_folders, report_kind, write_report, write_reports
 
@@ -62,12 +59,7 @@ def _empty(tmp_path):
 
 
 def report(*args, cwd=ROOT, check=True):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "runners" / "report.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-3000:]}")
-    return proc
+    return run_runner("report.py", *args, cwd=cwd, check=check, timeout=120)
 
 
 def test_runner_writes_a_report_per_folder_and_nothing_else(multirun):

@@ -9,18 +9,13 @@ import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, run_runner
 
 FAST = ["method.n_boot=20", "method.n_perm=3", "method.n_jobs=1", "plots=true"]
 
 
 def run_map(*args, cwd=ROOT, check=True):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "runners" / "map.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-3000:]}")
-    return proc
+    return run_runner("map.py", *args, cwd=cwd, check=check)
 
 
 def read_csv(path):

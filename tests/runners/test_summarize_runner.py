@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, run_runner
 from medinterp.maps.synthesis import MapParams, build_map, load_table
 from medinterp.results import Row, RunWriter
 from medinterp.sweeps.selection import best_layer, selected_layers
 
 GOLDEN = ROOT / "tests" / "data" / "golden"
-ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
 
 
 def run(script, *args, check=True, timeout=600):
-    proc = subprocess.run([sys.executable, str(ROOT / "runners" / script), *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-3000:]}")
-    return proc
+    return run_runner(script, *args, check=check, timeout=timeout, env={"WANDB_MODE": "disabled"})
 
 
 def read_csv(path):
