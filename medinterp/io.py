@@ -5,6 +5,7 @@ so a reader (or a crash) sees either the old file or the complete new one.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -54,3 +55,19 @@ def _plain(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+def read_csv_head(path: str | os.PathLike, max_rows: int | None = None) -> tuple[list[str], list[list[str]], int]:
+    """A CSV file's header, its first ``max_rows`` rows (all when None) as text cells, and its total row count.
+
+    A ragged line is padded or cut to the header's width, so it cannot break a table built from it.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        rows, total = [], 0
+        for cells in reader:
+            total += 1
+            if max_rows is None or len(rows) < max_rows:
+                rows.append((cells + [""] * len(header))[:len(header)])
+    return list(header), rows, total

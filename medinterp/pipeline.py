@@ -73,6 +73,7 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
     if not isinstance(method, ModelMethod):  # activation methods: capture (or load) the residual stream first
         cached = CaptureWork.cached_templates(handle, prompt_set, templates, reduction, cache_dir) if rank0 else None
         capture_args = dict(points=points, reduction=reduction, batch_size=batch_size, cache_dir=cache_dir,
+                            store=checkpoints if checkpoints.enabled else None,
                             cached=strategy.broadcast(cached))
     work = make_work(method, handle, prompt_set, templates, labelings, **capture_args)
     done = strategy.broadcast(sorted(checkpoints.done() & set(work.units)) if rank0 else None)

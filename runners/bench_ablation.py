@@ -1,5 +1,5 @@
 """Benchmark: layer ablation, plain lesioned forwards against the fast scorer (prefix reuse, one
-vocabulary pass per block), on the same batch in one run.
+vocabulary pass for all the blocks of a batch), on the same batch in one run.
 
     python runners/bench_ablation.py [--model gemma3_270m] [--domain disease] [--n-prompts 8]
                                      [--max-new-tokens 16] [--repeats 2]
@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from medinterp.methods.ablation import (LesionScorer, ablate_layer, block_returns_tuple, greedy_generate,  # noqa: E402
-                                        padding_side, select_prompts)
+                                        lesion_head, padding_side, select_prompts)
 from medinterp.models import ModelSpec, default_cache_dir, load_model  # noqa: E402
 from medinterp.prompts import load_prompt_set  # noqa: E402
 
@@ -28,12 +28,11 @@ from medinterp.prompts import load_prompt_set  # noqa: E402
 def score_all_blocks(handle, batch, as_tuple, fast: bool) -> tuple[float, np.ndarray]:
     """Wall seconds and the (blocks, prompts) KL of one pass over every block."""
     t0 = time.perf_counter()
-    scorer = LesionScorer(handle, *batch, as_tuple[0], fast=fast)
-    kl = []
+    scorer = LesionScorer(handle, *batch, as_tuple[0], lesion_head(handle) if fast else None, fast=fast)
     for block in range(handle.n_layers):
         with ablate_layer(handle.parts, block, returns_tuple=as_tuple[block]):
-            kl.append(scorer.score(block)[0])
-    return time.perf_counter() - t0, np.array(kl)
+            scorer.lesion(block)
+    return time.perf_counter() - t0, scorer.results()[0]
 
 
 @user_errors

@@ -34,6 +34,11 @@ class TokenBatch:
         return TokenBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
                                                     self.last_index, self.pool_weight)))
 
+    def rows(self, index: torch.Tensor) -> TokenBatch:
+        """The batch of rows ``index`` (same padding and length)."""
+        return TokenBatch(*(t[index] for t in (self.input_ids, self.attention_mask, self.position_ids,
+                                               self.last_index, self.pool_weight)))
+
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 

@@ -1,11 +1,12 @@
-"""Resume: every finished unit of a cell (one prompt batch of one method on one domain) is checkpointed.
+"""Resume: every finished unit of a cell (one prompt batch of one method on one domain, and for UMAP each
+layer of the statistics stage that follows the capture) is checkpointed.
 
 A cell's checkpoints live in ``<cache>/resume/<key>/``, where the key hashes everything that decides
 its numbers (model, domain and prompt-set hash, method and its settings, templates, labelings,
 reduction, batch size) and nothing that does not (the strategy, the device, the output folder, plots).
 So a run killed at any point (``kill -9`` of every rank) and started again with the same config, into
 a new output folder or the same one, under the same or another strategy, recomputes only the batches
-that had not reached rank 0, and ends with the same tables as an uninterrupted run. The folder is
+(and UMAP layers) that had not reached rank 0, and ends with the same tables as an uninterrupted run. The folder is
 removed once the cell's results are written.
 
 Only rank 0 touches the store. Each unit is one pickle, written atomically (a kill leaves either the

@@ -33,7 +33,7 @@ import torch
 
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.models import ModelHandle, ModelSpec, load_model, resolve_device
-from medinterp.models.load import Placement
+from medinterp.models import Placement
 
 log = logging.getLogger(__name__)
 

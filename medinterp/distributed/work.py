@@ -7,14 +7,14 @@
 - ``umap`` (:class:`CaptureWork`): a unit is one batch of one template's prompts; its result is the
   batch's reduced residual stream, written on rank 0 into the template's activation-cache memmap as it
   arrives (never the whole cache in memory); ``finish`` runs the method on the stacked activations.
-- ``saliency``, ``patching`` (:class:`SplitMethodWork`): the methods' own ``prepare`` / ``run_unit`` /
-  ``finish`` (per-prompt gradient sums; per-pair logit differences).
-- ``ablation`` (:class:`AblationWork`): the per-batch loop of ``LayerAblation.run_model`` (greedy answers,
-  KL and Δlog p per block for the batch's prompts), with the judge and the statistics on rank 0.
+- ``saliency``, ``ablation``, ``patching`` (:class:`SplitMethodWork`): the methods' own ``prepare`` /
+  ``run_unit`` / ``finish`` (per-prompt gradient sums; per-prompt KL, Δlog p and answers per block, the
+  judge on rank 0; per-pair logit differences).
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,7 +50,7 @@ def _unit(i: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Model methods with a prepare / run_unit / finish split (saliency, patching)
+# Model methods with a prepare / run_unit / finish split (saliency, ablation, patching)
 # --------------------------------------------------------------------------------------------------
 class SplitMethodWork(Work):
     """A method that defines ``prepare``, ``run_unit`` and ``finish`` itself."""
@@ -66,117 +66,6 @@ class SplitMethodWork(Work):
 
     def finish(self, results: dict[str, Any]) -> MethodResult:
         return self.method.finish(self.handle, self.state, [results[u] for u in self.units])
-
-
-# --------------------------------------------------------------------------------------------------
-# Ablation
-# --------------------------------------------------------------------------------------------------
-class AblationWork(Work):
-    """``LayerAblation`` per batch of prompts; the judge and the statistics on rank 0.
-
-    Mirrors the batch loop of ``LayerAblation.run_model`` (same prompt selection, the same length-sorted
-    batches, the same per-batch computations), built from the functions ``medinterp.methods.ablation``
-    exports, so each prompt's KL, Δlog p and answers are what a one-process run computes.
-    """
-
-    def __init__(self, method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str]) -> None:
-        from medinterp.errors import MedinterpError
-        from medinterp.methods.ablation import select_prompts
-
-        self.method, self.handle = method, handle
-        self.blocks = method.blocks(handle.n_layers)
-        self.prompts = select_prompts(prompt_set, templates, method.max_prompts, method.seed)
-        if not self.prompts:
-            raise MedinterpError(f"ablation method: no prompts for domain {prompt_set.domain!r} "
-                                 f"and templates {list(templates)}")
-        self.texts = [p.text for p in self.prompts]
-        lengths = [len(ids) for ids in handle.tokenizer(self.texts)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
-        self.batches = [order[s:s + method.batch_size] for s in range(0, len(order), method.batch_size)]
-        self.units = [_unit(i) for i in range(len(self.batches))]
-        self.as_tuple: list[bool] | None = None
-        self.scoring_handle: ModelHandle | None = None
-
-    def run(self, unit: str) -> dict[str, Any]:
-        from medinterp.methods.ablation import (LesionScorer, ablate_layer, block_returns_tuple, decode_answers,
-                                                greedy_generate, padding_side)
-
-        m, handle, idx = self.method, self.handle, self.batches[int(unit[1:])]
-        needs_text = bool(m.judge.needs_text)
-        kl = np.full((len(self.blocks), len(idx)), np.nan)
-        dlogp = np.full((len(self.blocks), len(idx)), np.nan)
-        ablated: list[list[str | None]] = [[None] * len(idx) for _ in self.blocks]
-        with padding_side(handle.tokenizer, "left"):
-            enc = handle.tokenizer([self.texts[i] for i in idx], padding=True, return_tensors="pt").to(handle.device)
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-            self.as_tuple = self.as_tuple or block_returns_tuple(handle, ids, mask)
-            ans, ans_mask = greedy_generate(handle, ids, mask, m.max_new_tokens)
-            clean = decode_answers(handle.tokenizer, ans, ans_mask)
-            answer_tokens = ans_mask.sum(1).cpu().numpy()
-            if self.scoring_handle is None:
-                self.scoring_handle = _resident_head(handle)
-            scorer = LesionScorer(self.scoring_handle, ids, mask, ans, ans_mask, self.as_tuple[0], fast=m.fast)
-            for k, block in enumerate(self.blocks):
-                with ablate_layer(handle.parts, block, returns_tuple=self.as_tuple[block]):
-                    kl[k], dlogp[k] = scorer.score(block)
-                    if needs_text:
-                        a_ids, a_mask = greedy_generate(handle, ids, mask, m.max_new_tokens)
-                        ablated[k] = decode_answers(handle.tokenizer, a_ids, a_mask)
-        return {"idx": np.asarray(idx), "kl": kl, "dlogp": dlogp, "clean": clean, "ablated": ablated,
-                "answer_tokens": answer_tokens}
-
-    def finish(self, results: dict[str, Any]) -> MethodResult:
-        from medinterp.judges import JudgeItem
-
-        m, n, blocks, texts = self.method, len(self.prompts), self.blocks, self.texts
-        kl, dlogp = np.full((len(blocks), n), np.nan), np.full((len(blocks), n), np.nan)
-        clean, ablated = [""] * n, [[None] * n for _ in blocks]
-        answer_tokens = np.zeros(n, dtype=int)
-        for unit in self.units:
-            r = results[unit]
-            idx = r["idx"]
-            kl[:, idx], dlogp[:, idx], answer_tokens[idx] = r["kl"], r["dlogp"], r["answer_tokens"]
-            for j, i in enumerate(idx):
-                clean[i] = r["clean"][j]
-                for k in range(len(blocks)):
-                    ablated[k][i] = r["ablated"][k][j]
-        items = [JudgeItem(texts[i], clean[i], ablated[k][i], float(kl[k, i]), float(dlogp[k, i]))
-                 for k in range(len(blocks)) for i in range(n)]
-        verdicts = m.judge.score(items)
-        assert len(verdicts) == len(items), (len(verdicts), len(items))
-        scores = np.array([v.value for v in verdicts]).reshape(len(blocks), n)
-        return MethodResult(m._measurements(blocks, kl, dlogp, scores, bool(m.judge.needs_text)),
-                            artifacts={"summary": m._summary(self.prompts, blocks, kl, scores, verdicts, answer_tokens),
-                                       "ablation_items": m._item_records(self.prompts, blocks, items, verdicts)})
-
-
-def _resident_head(handle: ModelHandle) -> ModelHandle:
-    """``handle`` with an LM head whose weight is always whole, for ablation's fast scorer.
-
-    ``LesionScorer`` reads ``lm_head.weight`` outside the forward (the exact KL shortcut). Under ZeRO-3
-    that is an empty partition there (under accelerate offload, a ``meta`` tensor), and gathering it around
-    the scorer does not help: the model's own forward through the head re-partitions (re-offloads) it. So the head is gathered once (a collective; every rank
-    gets here in its first round) into a plain ``nn.Linear`` the scorer reads, while the model's forward
-    keeps using the partitioned original. Costs one copy of the head per rank (Llama-3.3-70B: 2.1 GB in
-    bf16). For ordinary models the handle is returned unchanged.
-    """
-    import dataclasses
-
-    from torch import nn
-
-    from medinterp.capture.params import full_weights, is_partitioned
-
-    head = handle.parts.lm_head
-    if not (isinstance(head, nn.Linear) and (is_partitioned(head) or head.weight.device.type == "meta")):
-        return handle  # an ordinary head (a meta weight: accelerate offloaded it, see full_weights)
-    with full_weights(head):
-        weight = head.weight.detach().clone()
-        bias = head.bias.detach().clone() if head.bias is not None else None
-    plain = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
-    plain.weight = nn.Parameter(weight, requires_grad=False)
-    if bias is not None:
-        plain.bias = nn.Parameter(bias, requires_grad=False)
-    return dataclasses.replace(handle, parts=dataclasses.replace(handle.parts, lm_head=plain))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,8 +102,9 @@ class CaptureWork(Work):
 
     def __init__(self, method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
                  labelings: Sequence[str] | None, points: Points, reduction: str, batch_size: int,
-                 cache_dir: Path | None, cached: set[str]) -> None:
+                 cache_dir: Path | None, cached: set[str], store: Any = None) -> None:
         self.method, self.handle, self.points, self.labelings = method, handle, points, labelings
+        self.store = store  # rank 0: per-layer checkpoints of the statistics stage (methods that take one)
         self.reduction, self.cache_dir = reduction, cache_dir
         self.templates: list[_Template] = []
         self.units: list[str] = []
@@ -296,6 +186,8 @@ class CaptureWork(Work):
         acts = self.activations()
         log.info("%s: %d points × %d read-outs × d=%d; running %s", self.handle.name, len(self.points), acts.shape[0],
                  acts.shape[2], self.method.name)
+        if self.store is not None and "store" in inspect.signature(self.method.run).parameters:
+            return self.method.run(acts, self.points, self.labelings, store=self.store)
         return self.method.run(acts, self.points, self.labelings)
 
 
@@ -308,8 +200,6 @@ def make_work(method: Any, handle: ModelHandle, prompt_set: PromptSet, templates
         return CaptureWork(method, handle, prompt_set, templates, labelings, **capture)
     if all(hasattr(method, a) for a in ("prepare", "run_unit", "finish")):
         return SplitMethodWork(method, handle, prompt_set, templates, labelings)
-    if method.name == "ablation":
-        return AblationWork(method, handle, prompt_set, templates)
     return _WholeMethod(method, handle, prompt_set, templates, labelings)
 
 
@@ -328,4 +218,4 @@ class _WholeMethod(Work):
         return results["all"]
 
 
-__all__ = ["AblationWork", "CaptureWork", "SplitMethodWork", "Work", "make_work"]
+__all__ = ["CaptureWork", "SplitMethodWork", "Work", "make_work"]

@@ -61,6 +61,22 @@ class ModelMethod(Protocol):
                   labelings: Sequence[str] | None = None) -> MethodResult: ...
 
 
+def run_units_here(method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
+                   labelings: Sequence[str] | None = None) -> MethodResult:
+    """A split model method (``prepare`` / ``run_unit`` / ``finish``) in this process, one unit after another.
+
+    The ``run_model`` of such methods; under medinterp.distributed the same three steps run data-parallel
+    (``prepare`` on every rank, ``run_unit`` on each rank's share of the units, ``finish`` on rank 0).
+    """
+    from tqdm.auto import tqdm
+
+    work = method.prepare(handle, prompt_set, templates, labelings)
+    results = [method.run_unit(handle, work, i)
+               for i in tqdm(range(work.n_units), desc=f"{method.name} {handle.name}/{prompt_set.domain}", unit="batch",
+                             leave=False)]
+    return method.finish(handle, work, results)
+
+
 _METHODS = Registry("method")
 register_method = _METHODS.register  # class decorator; the conf file is conf/method/<name>.yaml
 method_class = _METHODS.get

@@ -19,11 +19,14 @@ swapped term). Each is checked with the model's tokenizer first:
 Skipped pairs are logged and listed with their reason in ``artifacts["summary"]["skipped_pairs"]``.
 Pairs whose gap |LD_clean − LD_corrupt| is below ``min_gap`` are filtered (small denominators make P
 explode; P far above 1 usually means exactly that) and counted in ``n_filtered`` / ``filtered_pairs``.
+The filter runs before the patched forwards, which then run on the kept pairs only (the filtered
+pairs' ``ld_patched`` artifact entries are NaN).
 
 Rows (labeling ``pairs``): ``p_<site>`` per layer, the mean P over kept pairs with a bootstrap CI,
 and at layer −1 ``ld_clean`` and ``ld_corrupt`` (means over the same pairs). The engine and the sites
 are described in :mod:`medinterp.methods.patching_engine`. Templates and labelings do not apply:
-pairs are complete prompts.
+pairs are complete prompts. The seed draws the bootstrap and, with ``pair_fraction < 1``, the random
+subset of pairs used (:func:`sample_pairs`; the robustness experiment's seed axis).
 """
 from __future__ import annotations
 
@@ -146,6 +149,20 @@ def _check_logits(handle: ModelHandle, batch: PairBatch, ours: float) -> float:
     return diff
 
 
+def sample_pairs(pairs: Sequence[CheckedPair], fraction: float, seed: int) -> list[CheckedPair]:
+    """A seeded random ``fraction`` of ``pairs`` (at least 2, rounded to nearest), in their original order.
+
+    The robustness experiment (conf/experiment/robustness.yaml) uses it so that each seed measures the
+    patching curve on a different subset of pairs: how much the curve moves is how much it rests on
+    particular pairs. ``fraction=1`` returns every pair.
+    """
+    if fraction >= 1 or len(pairs) <= 2:
+        return list(pairs)
+    k = min(len(pairs), max(2, round(fraction * len(pairs))))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(pairs), size=k, replace=False))
+    return [pairs[i] for i in chosen]
+
+
 def pair_batches(handle: ModelHandle, pairs: Sequence[CheckedPair], batch_size: int) -> list[tuple[list[int], PairBatch]]:
     """Pairs batched by token length (less padding): ``(indices into pairs, PairBatch)`` per batch."""
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].n_tokens)
@@ -187,6 +204,7 @@ class ActivationPatching:
     batch_size: int = 32  # pairs per forward pass
     engine: str = "fast"  # fast (prefix reuse) | naive (a full forward per site and layer)
     on_length_mismatch: str = "error"  # error | skip
+    pair_fraction: float = 1.0  # < 1: a seeded random subset of the checked pairs (robustness across seeds)
 
     def __post_init__(self) -> None:
         sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
@@ -208,6 +226,9 @@ class ActivationPatching:
             raise unknown_choice("patching engine", self.engine, ENGINES)
         if self.on_length_mismatch not in LENGTH_POLICIES:
             raise unknown_choice("on_length_mismatch", self.on_length_mismatch, LENGTH_POLICIES)
+        f = self.pair_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise MedinterpError(f"patching method: pair_fraction must be a number in (0, 1]; got {f!r}")
 
     def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str] = (),
                   labelings: Sequence[str] | None = None) -> MethodResult:
@@ -237,6 +258,9 @@ class ActivationPatching:
         if not checked:
             summary.update(n_filtered=0, filtered_pairs=[], n_kept=0, note="no pair passed the tokenizer checks")
             return PatchingWork(summary, [], [])
+        if self.pair_fraction < 1:
+            checked = sample_pairs(checked, self.pair_fraction, self.seed)
+            summary.update(pair_fraction=self.pair_fraction, sampled_pairs=[c.pair.id for c in checked])
         batches = pair_batches(handle, checked, self.batch_size)
         _, first = batches[0]
         with torch.inference_mode():  # once per run: our two-row LM head against the model's own logits
@@ -248,7 +272,7 @@ class ActivationPatching:
         """Batch ``i``: LDs of its pairs (clean, corrupted, patched per site), and forward counts."""
         idx, batch = work.batches[i]
         try:
-            out = patch_pairs(handle, batch, self.sites, self.engine, progress=progress)
+            out = patch_pairs(handle, batch, self.sites, self.engine, progress=progress, min_gap=self.min_gap)
         except (torch.OutOfMemoryError, MemoryError) as err:
             smaller = max(1, self.batch_size // 4)
             raise MedinterpError(f"out of memory at method.batch_size={self.batch_size} on {handle.device} "

@@ -39,6 +39,7 @@ References: Zhang & Nanda 2023 (arXiv 2309.16042); Heimersheim & Nanda 2024 (arX
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +68,10 @@ class PairBatch:
 
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(self.clean.to(device), self.corrupt.to(device), self.answer_ids.to(device))
+
+    def rows(self, index: torch.Tensor) -> PairBatch:
+        """The pairs ``index`` of this batch."""
+        return PairBatch(self.clean.rows(index), self.corrupt.rows(index), self.answer_ids[index])
 
 
 @dataclass
@@ -223,11 +228,13 @@ def _site_keys(handle: ModelHandle, sites: Sequence[str]) -> dict[tuple[str, int
 
 @torch.inference_mode()
 def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], engine: str = "fast",
-                progress: Any = None) -> PatchOutput:
+                progress: Any = None, min_gap: float | None = None) -> PatchOutput:
     """Logit differences of the clean, corrupted and patched runs of one batch of pairs.
 
     ``batch.clean`` and ``batch.corrupt`` must have the same shape and padding (same-length pairs);
-    ``progress`` (a tqdm bar, optional) is advanced once per forward pass.
+    ``progress`` (a tqdm bar, optional) is advanced once per forward pass. With ``min_gap``, pairs whose
+    |LD_clean − LD_corrupt| is below it (or 0) are not patched, since their P would be discarded: their
+    patched LDs are NaN, and the patched forwards run on the other pairs only.
     """
     assert engine in ENGINES, engine
     assert batch.clean.input_ids.shape == batch.corrupt.input_ids.shape, "pairs must tokenize to equal lengths"
@@ -252,11 +259,24 @@ def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], eng
     tick()
     block_outputs = [corrupt_blocks[j] for j in range(n)] if engine == "fast" else []
     as_tuple = bool(block_tuple.get(0, False))
+    n_pairs = len(ld_clean)
+    kept = torch.arange(n_pairs, device=ld_clean.device)
+    if min_gap is not None:
+        gap = ld_clean - ld_corrupt
+        kept = torch.nonzero((gap.abs() >= min_gap) & (gap != 0)).flatten()
+        if len(kept) < n_pairs:  # patch only the pairs whose scores are kept
+            batch = batch.rows(kept)
+            clean_cache = {key: value[kept] for key, value in clean_cache.items()}
+            block_outputs = [out[kept] for out in block_outputs]
 
     # 3. One patched forward per (site, layer); the fast engine skips the blocks below the patch.
     n_forwards, n_block_calls = 2, 2 * n
     ld_patched = {}
     for site in sites:
+        if len(kept) == 0:  # nothing to patch: no forwards
+            ld_patched[site] = ld_clean.new_full((len(site_layers(site, n)), n_pairs), math.nan)
+            tick(len(site_layers(site, n)))
+            continue
         mask = _position_mask(site, batch)
         kind = "resid" if site in RESID_SITES else site
         rows = []
@@ -269,5 +289,6 @@ def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], eng
             n_forwards += 1
             n_block_calls += n - skipped
             tick()
-        ld_patched[site] = torch.stack(rows)
+        ld_patched[site] = ld_clean.new_full((len(rows), n_pairs), math.nan)
+        ld_patched[site][:, kept] = torch.stack(rows)
     return PatchOutput(ld_clean, ld_corrupt, ld_patched, n_forwards, n_block_calls)

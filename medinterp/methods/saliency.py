@@ -46,6 +46,7 @@ its CI is over batches. It is what one ``loss.mean().backward()`` gives and is k
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -54,12 +55,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from medinterp.capture import forward_hooks
 from medinterp.capture.params import numel, shape
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.base import Measurement, MethodResult, register_method
+from medinterp.methods.base import Measurement, MethodResult, register_method, run_units_here
 from medinterp.methods.targets import (Batch, TargetTokens, encode_targets, make_batch, saliency_examples,
                                        select_examples)
 from medinterp.metrics import Estimate, mean_with_ci
@@ -180,14 +180,16 @@ def _sq_norm(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_stats(x: torch.Tensor, d: torch.Tensor, layer: nn.Linear, reduction: str,
-                  skip_rows: torch.Tensor | None = None) -> torch.Tensor:
+                  skip_rows: Sequence[torch.Tensor] | None = None, squares: bool = True) -> torch.Tensor:
     """(G, 2) stats of G per-unit Linear gradients W_grad[g] = d[g]ᵀ x[g] (out, in) and bias_grad[g] = Σ_t d[g, t].
 
     x: (G, n, in) inputs and d: (G, n, out) output-gradients of each unit's tokens (padding zeroed);
-    ``skip_rows`` (G, out) leaves rows out of a unit's sums. Σ|g| needs the gradient itself: it is built
-    in slices of about ``CHUNK`` entries (several units, or a block of output rows of one), so a
-    vocab-sized LM head never sits in memory whole and each slice is reduced while still in cache.
-    Σ g² comes from the n × n Gram identity and costs nothing next to it.
+    ``skip_rows[g]`` (sorted row indices) leaves those rows out of unit g's sums. Σ|g| needs the
+    gradient itself: it is built in slices of about ``CHUNK`` entries (several units, or a block of
+    output rows of one), so a vocab-sized LM head never sits in memory whole and each slice is reduced
+    while still in cache. Σ g² comes from the n × n Gram identity and costs nothing next to it for a
+    block's layers; ``squares=False`` leaves it NaN (the LM head's: its Gram matrices span the vocabulary,
+    and no statistic uses it).
     """
     n_units, _, n_in = x.shape
     n_out = d.shape[-1]
@@ -199,18 +201,25 @@ def _linear_stats(x: torch.Tensor, d: torch.Tensor, layer: nn.Linear, reduction:
         for u0 in range(0, n_units, units):
             us, rs = slice(u0, u0 + units), slice(lo, lo + rows)
             g = d[us, :, rs].transpose(1, 2) @ x[us]  # (units, rows, in)
-            if skip_rows is not None:
-                g.masked_fill_(skip_rows[us, rs, None], 0)
+            if skip_rows is not None:  # zero the few skipped rows that fall in this slice
+                for k, u in enumerate(skip_rows[us]):
+                    g[k].index_fill_(0, u[(u >= lo) & (u < lo + rows)] - lo, 0)
             if reduction == "abs_wxg":
                 g.mul_(layer.weight[rs])
             out[us, 0] += g.abs_().sum((1, 2), dtype=acc).double()
-    out[:, 1] = _sq_norm(x, d)
-    if skip_rows is not None:
-        out[:, 1] -= _sq_norm(x, d.masked_fill(~skip_rows[:, None, :], 0))
+    out[:, 1] = math.nan
+    if squares:
+        out[:, 1] = _sq_norm(x, d)
+        if skip_rows is not None:
+            kept = torch.zeros(d.shape[0], d.shape[-1], dtype=torch.bool, device=d.device)
+            for k, u in enumerate(skip_rows):
+                kept[k, u] = True
+            out[:, 1] -= _sq_norm(x, d.masked_fill(~kept[:, None, :], 0))
     if layer.bias is not None:
         gb = d.sum(1)  # (G, out)
         if skip_rows is not None:
-            gb = gb.masked_fill(skip_rows, 0)
+            for k, u in enumerate(skip_rows):
+                gb[k, u] = 0
         a = gb if reduction == "abs" else gb * layer.bias
         out += torch.stack([a.abs().sum(1, dtype=acc), gb.square().sum(1, dtype=acc)], dim=1).double()
     return out
@@ -254,7 +263,8 @@ class UnitGradStats:
     module's input and attach a tensor hook to its output; when the output-gradient δ arrives during the
     backward pass, Linear gradients are reduced on the spot (:func:`_linear_stats`), norm modules are
     queued for :meth:`finish`, and the embedding is handled in :meth:`finish` from the gradient at its
-    output. ``acc[group]`` is a (units, 2) tensor of (Σ|g| or Σ|w·g|, Σ g²).
+    output. ``acc[group]`` is a (units, 2) tensor of (Σ|g| or Σ|w·g|, Σ g²); Σ g² is NaN for the
+    groups that hold the LM head (``embed`` when tied, ``unembed``): see :func:`_linear_stats`.
     """
 
     def __init__(self, plan: GradPlan, batch: Batch, reduction: str, mode: str, device: torch.device) -> None:
@@ -338,11 +348,10 @@ class UnitGradStats:
             x, d = x.reshape(1, -1, x.shape[-1]), d.reshape(1, -1, d.shape[-1])
         skip = None
         if head and self.plan.tied:  # the unit's own token rows are summed with the lookup's in finish()
-            skip = torch.zeros(len(self.units), d.shape[-1], dtype=torch.bool, device=d.device)
+            skip = self.uniq
             for g, u in enumerate(self.uniq):
                 self.head_rows[g] = d[g][:, u].T @ x[g]
-                skip[g, u] = True
-        self.acc[group] += _linear_stats(x, d, module, self.reduction, skip)
+        self.acc[group] += _linear_stats(x, d, module, self.reduction, skip, squares=not head)
 
     def finish(self, d_embed: torch.Tensor) -> None:
         """After the backward pass: the queued norm modules and the embedding (δ at its output: ``d_embed``)."""
@@ -403,7 +412,8 @@ class UnitGradStats:
 
 def batch_stats(handle: ModelHandle, plan: GradPlan, tokens: Sequence[TargetTokens], reduction: str = "abs",
                 mode: str = "exact") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per-prompt losses (B,) and, per group, (units, 2) sums (Σ|g| or Σ|w·g|, Σ g²) of the gradient.
+    """Per-prompt losses (B,) and, per group, (units, 2) sums (Σ|g| or Σ|w·g|, Σ g²) of the gradient
+    (Σ g² NaN for the groups holding the LM head).
 
     Units are the B prompts (``exact``) or the batch as one (``batch_approx``: the gradient of the mean
     loss). Divide the first column by ``plan.n_params[group]`` for the mean.
@@ -461,7 +471,7 @@ class WeightSaliency:
 
     reduction: str = "abs"  # "abs": mean |∂L/∂w|; "abs_wxg": mean |w·∂L/∂w|
     batch_size: int = 8
-    max_prompts: int | None = 64  # per run, spread evenly over items and templates; None = all
+    max_prompts: int | None = 48  # per run, spread evenly over items and templates; None = all
     n_boot: int = 200
     seed: int = 0
     mode: str = "exact"  # "exact": per-prompt gradients; "batch_approx": |gradient of the batch-mean loss|
@@ -487,11 +497,7 @@ class WeightSaliency:
         under medinterp.distributed: :meth:`prepare` (every rank), :meth:`run_unit` (each rank its share
         of the batches), :meth:`finish` (rank 0, on every batch's result in batch order).
         """
-        work = self.prepare(handle, prompt_set, templates)
-        results = [self.run_unit(handle, work, i)
-                   for i in tqdm(range(work.n_units), desc=f"saliency {handle.name}/{prompt_set.domain}", unit="batch",
-                                 leave=False)]
-        return self.finish(handle, work, results)
+        return run_units_here(self, handle, prompt_set, templates)
 
     def prepare(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
                 labelings: Sequence[str] | None = None) -> SaliencyWork:

@@ -35,7 +35,8 @@ Before measuring, each template's mean activation is subtracted (``center="templ
 otherwise prompts that end in the same words cluster by template and every metric measures the
 template. ``center="none"`` keeps the raw activations.
 
-Layers are independent, so they run in parallel worker processes (``n_jobs``).
+Layers are independent, so they run in parallel worker processes (``n_jobs``), and each finished layer
+can be checkpointed (``store``), so a killed run restarts where it stopped.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -71,6 +73,14 @@ from medinterp.metrics.discontinuity import discontinuity_diff_with_ci
 from medinterp.metrics.rank import effective_rank_with_ci
 
 log = logging.getLogger(__name__)
+
+
+class LayerStore(Protocol):
+    """Where :meth:`UmapGeometry.run` keeps finished layers (``medinterp.distributed.Checkpoints`` is one)."""
+
+    def done(self) -> set[str]: ...
+    def load(self, unit: str) -> Any: ...
+    def save(self, unit: str, result: Any) -> None: ...
 
 
 def _constant(value: float, n: int) -> Estimate:
@@ -112,8 +122,14 @@ class UmapGeometry:
             raise MedinterpError(f"umap method: contrasts must be pairs of labelings [a, b]; got {self.contrasts}")
         object.__setattr__(self, "contrasts", contrasts)
 
-    def run(self, acts: np.ndarray, points: Points, labelings: Sequence[str] | None = None) -> MethodResult:
-        """Measure every layer of ``acts`` (n_layers + 1, N, D) for the chosen ``labelings`` of ``points``."""
+    def run(self, acts: np.ndarray, points: Points, labelings: Sequence[str] | None = None,
+            store: LayerStore | None = None) -> MethodResult:
+        """Measure every layer of ``acts`` (n_layers + 1, N, D) for the chosen ``labelings`` of ``points``.
+
+        ``store`` (e.g. :class:`medinterp.distributed.Checkpoints`) keeps each layer's result as it
+        completes (unit ``umap-L<layer>``) and hands back the layers a killed run had finished, so a
+        restart fits only the rest; the caller makes the store specific to these inputs and settings.
+        """
         if acts.ndim != 3 or acts.shape[1] != len(points):
             raise MedinterpError(f"activations of shape {acts.shape} do not match {len(points)} points")
         labelings = list(points.labels) if labelings is None else list(labelings)
@@ -121,14 +137,24 @@ class UmapGeometry:
         if unknown:
             raise MedinterpError(f"unknown labeling(s) {unknown}; valid: {', '.join(points.labels)}")
         base = self._baselines(points, labelings)
+        unit = "umap-L{:04d}".format
+        finished = store.done() if store is not None else set()
+        results = {layer: store.load(unit(layer)) for layer in range(acts.shape[0]) if unit(layer) in finished}
+        todo = [layer for layer in range(acts.shape[0]) if layer not in results]
+        if results:
+            log.info("umap: %d of %d layers resumed from checkpoints", len(results), acts.shape[0])
         jobs = (delayed(_measure_layer)(self, layer, self.prepare(acts[layer], points), points, labelings)
-                for layer in range(acts.shape[0]))
+                for layer in todo)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
-            results = list(tqdm(Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs), total=acts.shape[0],
-                                desc="umap layers", unit="layer", leave=False))
-        measurements = base + [m for ms, _ in results for m in ms]
-        return MethodResult(measurements, artifacts={"embedding_2d": [emb for _, emb in results]})
+            done = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)  # in submission order
+            for layer, result in zip(todo, tqdm(done, total=len(todo), desc="umap layers", unit="layer", leave=False)):
+                results[layer] = result
+                if store is not None:
+                    store.save(unit(layer), result)
+        ordered = [results[layer] for layer in range(acts.shape[0])]
+        measurements = base + [m for ms, _ in ordered for m in ms]
+        return MethodResult(measurements, artifacts={"embedding_2d": [emb for _, emb in ordered]})
 
     # -- pieces ----------------------------------------------------------------------------------------
     def _baselines(self, points: Points, labelings: Sequence[str]) -> list[Measurement]:

@@ -24,7 +24,11 @@ def effective_rank(X, weights=None) -> float:
     Xc = (X - w @ X) * np.sqrt(w)[:, None]
     # The Gram matrix of the smaller side has the same non-zero singular values (squared).
     G = Xc @ Xc.T if Xc.shape[0] <= Xc.shape[1] else Xc.T @ Xc
-    sigma = np.sqrt(np.clip(np.linalg.eigvalsh(G), 0, None))
+    lam = np.linalg.eigvalsh(G)
+    # Round-off leaves eigenvalues of order eps · λ_max where the true ones are 0; their square roots
+    # (~1e-8 σ_max each) would add ~1e-6 to the rank of a line. Below size · eps · λ_max is zero.
+    lam[lam <= max(lam.max(), 0.0) * len(G) * np.finfo(np.float64).eps] = 0.0
+    sigma = np.sqrt(lam)
     if sigma.sum() == 0:
         return 1.0
     p = sigma / sigma.sum()

@@ -14,7 +14,6 @@ and shows the same thing anywhere.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import math
 import os
@@ -23,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from medinterp.io import read_csv_head
 
 REDACTED = "[redacted]"
 SECRET_ENV = ("OPENAI_API_KEY", "WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -139,14 +140,8 @@ def _cell(s: str) -> str:
 
 def csv_table(path: Path, max_rows: int = CSV_MAX_ROWS) -> str:
     """A CSV file as a table of its first ``max_rows`` rows, with a note when it has more."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        headers = next(reader, [])
-        rows, total = [], 0
-        for row in reader:
-            total += 1
-            if total <= max_rows:
-                rows.append([_cell(c) for c in row])
+    headers, raw, total = read_csv_head(path, max_rows)
+    rows = [[_cell(c) for c in row] for row in raw]
     note = f"{total} rows." if total <= max_rows else \
         f"Showing the first {max_rows} of {total} rows; the full table is {text(path.name)}."
     return table(headers, rows, note=note, cls="num", tall=True)

@@ -13,7 +13,6 @@ wandb_logged.json.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medinterp.io import read_csv_head
 from medinterp.results import COLUMNS, Row
 
 FLAT_COLUMNS = ("path", "layer", "value", "ci_low", "ci_high", "n", "text")
@@ -142,16 +142,8 @@ def flatten_json(data: Any) -> Table:
 
 def csv_table(path: str | Path, max_rows: int | None = None) -> tuple[Table, int]:
     """A CSV file as a table (numbers parsed, other cells kept as text); returns (table, total rows)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        rows, total = [], 0
-        for cells in reader:
-            total += 1
-            if max_rows is None or len(rows) < max_rows:
-                cells = (cells + [""] * len(header))[:len(header)]  # a ragged line cannot break the table
-                rows.append([_cell(c) for c in cells])
-    return Table(list(header), rows), total
+    header, raw, total = read_csv_head(path, max_rows)
+    return Table(header, [[_cell(c) for c in cells] for cells in raw]), total
 
 
 def _cell(text: str) -> Any:

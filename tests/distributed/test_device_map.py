@@ -11,7 +11,7 @@ from medinterp.methods.ablation import LayerAblation
 from medinterp.methods.patching import ActivationPatching
 from medinterp.methods.saliency import WeightSaliency
 from medinterp.models import ModelSpec, load_model
-from medinterp.models.load import Placement
+from medinterp.models import Placement
 from medinterp.prompts import load_prompt_set
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from medinterp.errors import MedinterpError
 from medinterp.judges import JudgeItem, Verdict, kl_to_score
 from medinterp.methods.ablation import (LayerAblation, LesionScorer, ablate_layer, answer_logprobs,
-                                        block_returns_tuple, greedy_generate, linear_head, padding_side,
+                                        block_returns_tuple, greedy_generate, lesion_head, lse_rows, padding_side,
                                         select_prompts, spearman, token_metrics)
 from medinterp.models import ModelHandle, adapter_for
 from medinterp.prompts import load_prompt_set
@@ -227,7 +227,7 @@ def test_the_fast_scorer_equals_the_plain_computation_for_every_block(tiny_handl
     ids, mask = left_batch(h, TEXTS)
     ans, ans_mask = greedy_generate(h, ids, mask, 5)
     as_tuple = block_returns_tuple(h, ids, mask)
-    fast = LesionScorer(h, ids, mask, ans, ans_mask, as_tuple[0], fast=True)
+    fast = LesionScorer(h, ids, mask, ans, ans_mask, as_tuple[0], lesion_head(h))
     assert fast.head is not None and fast.logp_clean is None  # the tiny models have plain linear heads
     logp_clean = answer_logprobs(h, ids, mask, ans, ans_mask)
     for block in range(h.n_layers):
@@ -241,15 +241,53 @@ def test_the_fast_scorer_equals_the_plain_computation_for_every_block(tiny_handl
     torch.testing.assert_close(answer_logprobs(h, ids, mask, ans, ans_mask), logp_clean)
 
 
+def test_one_vocabulary_pass_for_several_lesions_equals_one_pass_per_lesion(tiny_handles):
+    """results() after several lesion() calls gives, row by row, what score() gives block by block."""
+    h = tiny_handles["gemma3"]
+    ids, mask = left_batch(h, TEXTS)
+    ans, ans_mask = greedy_generate(h, ids, mask, 4)
+    as_tuple = block_returns_tuple(h, ids, mask)
+    scorer = LesionScorer(h, ids, mask, ans, ans_mask, as_tuple[0], lesion_head(h))
+    single = []
+    for block in range(h.n_layers):
+        with ablate_layer(h.parts, block, returns_tuple=as_tuple[block]):
+            single.append(scorer.score(block))
+    for block in reversed(range(h.n_layers)):  # any order: rows come back in call order
+        with ablate_layer(h.parts, block, returns_tuple=as_tuple[block]):
+            scorer.lesion(block)
+    kl, dlogp = scorer.results()
+    assert kl.shape == dlogp.shape == (h.n_layers, len(TEXTS))
+    for row, block in enumerate(reversed(range(h.n_layers))):
+        np.testing.assert_allclose(kl[row], single[block][0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(dlogp[row], single[block][1], rtol=1e-9, atol=1e-12)
+    assert scorer.pending == []
+
+
+def test_lse_rows_equals_a_float64_logsumexp_across_vocabulary_slices(monkeypatch):
+    import medinterp.methods.ablation as ablation
+
+    gen = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(1000, 16, generator=gen), torch.randn(1000, generator=gen)
+    hidden = torch.randn(7, 16, generator=gen) * 3
+    want = torch.logsumexp(hidden.double() @ weight.double().T + bias.double(), -1)
+    monkeypatch.setattr(ablation, "VOCAB_SLICE", 96)  # 11 slices, the last one short
+    monkeypatch.setattr(ablation, "MAX_ROWS", 3)      # 3 row blocks, the last one short
+    got = lse_rows(hidden, weight, bias)
+    assert got.dtype == torch.float64 and got.shape == (7,)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(lse_rows(hidden, weight, None), torch.logsumexp(hidden.double() @ weight.double().T, -1),
+                               rtol=1e-6, atol=1e-6)
+
+
 def test_soft_capped_or_non_linear_heads_take_the_plain_path(tiny_handles):
     h = tiny_handles["llama"]
-    assert linear_head(h) is not None
+    assert lesion_head(h) is not None
     model = copy.deepcopy(h.model)
     model.config.final_logit_softcapping = 30.0
-    assert linear_head(handle_of(h, model)) is None
+    assert lesion_head(handle_of(h, model)) is None
     model = copy.deepcopy(h.model)
     model.lm_head = nn.Sequential(model.lm_head)
-    assert linear_head(handle_of(h, model)) is None
+    assert lesion_head(handle_of(h, model)) is None
 
 
 def test_fast_and_plain_runs_give_the_same_rows(tiny_handles):

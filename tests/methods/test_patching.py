@@ -10,7 +10,7 @@ import torch
 
 from medinterp.errors import MedinterpError
 from medinterp.methods.base import method_class
-from medinterp.methods.patching import ActivationPatching, check_pairs, pair_batches, patching_score
+from medinterp.methods.patching import ActivationPatching, check_pairs, pair_batches, patching_score, sample_pairs
 from medinterp.methods.patching_engine import SITES, _logit_diff, answer_logits, patch_pairs, site_layers, skip_blocks
 from medinterp.prompts import ContrastPair, load_prompt_set
 
@@ -104,6 +104,25 @@ def test_exact_identities_and_engines_agree(tiny_handles, dosage, family):
     assert fast.artifacts["summary"]["logit_check_abs_diff"] < 1e-4
 
 
+@pytest.mark.parametrize("engine", ["fast", "naive"])
+def test_pairs_below_min_gap_are_not_patched_and_the_rest_is_unchanged(tiny_handles, dosage, engine):
+    h = tiny_handles["gemma3"]
+    checked, _ = check_pairs(h.tokenizer, dosage.pairs)
+    (_, batch), = pair_batches(h, checked, batch_size=32)
+    every = patch_pairs(h, batch, ("resid_diff", "mlp"), engine)
+    gap = (every.ld_clean - every.ld_corrupt).abs()
+    threshold = float(gap.median())  # about half the pairs fall below it
+    some = patch_pairs(h, batch, ("resid_diff", "mlp"), engine, min_gap=threshold)
+    kept = gap >= threshold
+    assert 0 < int(kept.sum()) < len(kept)
+    torch.testing.assert_close(some.ld_clean, every.ld_clean)
+    for site in ("resid_diff", "mlp"):
+        assert torch.isnan(some.ld_patched[site][:, ~kept]).all()
+        torch.testing.assert_close(some.ld_patched[site][:, kept], every.ld_patched[site][:, kept], rtol=1e-5, atol=1e-5)
+    none = patch_pairs(h, batch, ("mlp",), engine, min_gap=1e9)  # nothing kept: no patched forwards
+    assert torch.isnan(none.ld_patched["mlp"]).all()
+
+
 def test_a_head_that_disagrees_with_the_model_is_flagged(tiny_handles, dosage, caplog):
     """A family that scales logits where we do not look would give wrong LDs: the run-time check warns."""
     h = tiny_handles["llama"]
@@ -145,9 +164,11 @@ def test_rows_filters_and_batching(tiny_handles, dosage, padding):
         results.append(method.run_model(h, dosage))
     a, b = (r.artifacts for r in results)
     assert np.abs(a["ld_clean"] - b["ld_clean"]).max() < 1e-4
-    assert np.abs(a["ld_patched"]["mlp"] - b["ld_patched"]["mlp"]).max() < 1e-4
     gaps = a["ld_clean"] - a["ld_corrupt"]
     small = [pid for pid, g in zip(a["pair_ids"], gaps) if abs(g) < 0.05]
+    for art in (a, b):  # filtered pairs are not patched at all
+        assert np.isnan(art["ld_patched"]["mlp"][:, ~art["kept"]]).all() and np.isfinite(art["ld_patched"]["mlp"][:, art["kept"]]).all()
+    assert np.abs(a["ld_patched"]["mlp"] - b["ld_patched"]["mlp"])[:, a["kept"]].max() < 1e-4
     summary = a["summary"]
     assert 0 < len(small) < 25  # the threshold really splits these pairs
     assert summary["n_filtered"] == len(small) and summary["filtered_pairs"] == small
@@ -161,6 +182,29 @@ def test_rows_filters_and_batching(tiny_handles, dosage, padding):
     assert est.value == pytest.approx(a["p"]["mlp"][1].mean())
     keep = np.abs(gaps) >= 0.05
     assert rows[("ld_clean", -1)].value == pytest.approx(a["ld_clean"][keep].mean())
+
+
+def test_pair_fraction_draws_a_seeded_subset_and_each_seed_measures_its_own_pairs(tiny_handles, dosage):
+    h = tiny_handles["llama"]
+    checked, _ = check_pairs(h.tokenizer, dosage.pairs)
+    assert sample_pairs(checked, 1.0, 0) == checked
+    subsets = {seed: sample_pairs(checked, 0.8, seed) for seed in (0, 1, 2)}
+    for seed, subset in subsets.items():
+        assert len(subset) == 20 and subset == sample_pairs(checked, 0.8, seed)  # round(0.8 * 25), reproducible
+        assert [checked.index(c) for c in subset] == sorted(checked.index(c) for c in subset)  # original order
+    assert len({tuple(c.pair.id for c in s) for s in subsets.values()}) == 3  # three different subsets
+    assert len(sample_pairs(checked[:3], 0.1, 0)) == 2  # never fewer than 2 pairs
+    full = ActivationPatching(sites=("resid_last",), min_gap=0.0, n_boot=20).run_model(h, dosage).artifacts
+    ld = dict(zip(full["pair_ids"], full["ld_patched"]["resid_last"].T))
+    curves = []
+    for seed in (0, 1):
+        res = ActivationPatching(sites=("resid_last",), min_gap=0.0, n_boot=20, seed=seed, pair_fraction=0.8).run_model(h, dosage)
+        art = res.artifacts
+        assert art["pair_ids"] == art["summary"]["sampled_pairs"] == [c.pair.id for c in subsets[seed]]
+        for pid, values in zip(art["pair_ids"], art["ld_patched"]["resid_last"].T):  # a pair's numbers do not
+            np.testing.assert_allclose(values, ld[pid], rtol=1e-5, atol=1e-5)  # depend on the others in its batch
+        curves.append([m.estimate.value for m in res.measurements if m.metric == "p_resid_last"])
+    assert not np.allclose(curves[0], curves[1])  # different pairs, different mean curve
 
 
 def test_all_pairs_filtered_gives_no_rows(tiny_handles, dosage):
@@ -214,6 +258,8 @@ def test_length_mismatch_raises_naming_the_pair_or_is_skipped(tiny_handles, dosa
     ({"batch_size": 0}, "batch_size must be a positive int"),
     ({"n_boot": 2.5}, "n_boot must be a positive int"),
     ({"on_length_mismatch": "pad"}, "unknown on_length_mismatch 'pad'; valid: error, skip"),
+    ({"pair_fraction": 0.0}, r"pair_fraction must be a number in \(0, 1\]"),
+    ({"pair_fraction": 1.5}, r"pair_fraction must be a number in \(0, 1\]"),
 ])
 def test_invalid_settings_are_one_line_errors(kwargs, match):
     with pytest.raises(MedinterpError, match=match):

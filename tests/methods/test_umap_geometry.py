@@ -1,6 +1,8 @@
 """The UMAP geometry method on synthetic activations whose structure is known layer by layer."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
@@ -171,3 +173,45 @@ def test_precomputed_neighbours_give_umaps_own_graph_and_embedding(metric):
     assert ours > 0.5 and ours == pytest.approx(theirs, abs=0.05)
     assert UmapGeometry(metric="hellinger").neighbours(np.abs(X)) is None  # not a scikit-learn metric: UMAP's path
     assert cfg.neighbours(np.zeros((4096, 2), np.float32)) is None          # large: nearest-neighbour descent
+
+
+class DictStore:
+    """An in-memory layer store (the runner passes medinterp.distributed.Checkpoints)."""
+
+    def __init__(self, saved=None):
+        self.saved = dict(saved or {})
+        self.writes = []
+
+    def done(self):
+        return set(self.saved)
+
+    def load(self, unit):
+        return self.saved[unit]
+
+    def save(self, unit, result):
+        self.writes.append(unit)
+        self.saved[unit] = result
+
+
+def test_finished_layers_are_checkpointed_and_a_restart_fits_only_the_rest():
+    rng = np.random.default_rng(3)
+    pts = categorical_points(n_per=12)
+    acts = rng.normal(size=(3, len(pts), 8)).astype(np.float32)
+    method = UmapGeometry(**FAST)
+    plain = method.run(acts, pts)
+    store = DictStore()
+    first = method.run(acts, pts, store=store)
+    assert store.writes == ["umap-L0000", "umap-L0001", "umap-L0002"]
+    assert [(m.metric, m.layer, m.estimate.value) for m in first.measurements] == \
+        [(m.metric, m.layer, m.estimate.value) for m in plain.measurements]  # a store changes no number
+    # a run killed after layers 0 and 2: layer 1 alone is fitted; the others come from the store as saved
+    marked = ([dataclasses.replace(m, estimate=dataclasses.replace(m.estimate, value=123.0))
+               for m in store.saved["umap-L0002"][0]], store.saved["umap-L0002"][1])
+    restart = DictStore({"umap-L0000": store.saved["umap-L0000"], "umap-L0002": marked})
+    resumed = method.run(acts, pts, store=restart)
+    assert restart.writes == ["umap-L0001"]
+    values = {(m.metric, m.layer): m.estimate.value for m in resumed.measurements}
+    want = {(m.metric, m.layer): m.estimate.value for m in plain.measurements}
+    assert all(values[k] == 123.0 for k in values if k[1] == 2)
+    assert all(values[k] == want[k] for k in values if k[1] in (-1, 0, 1))
+    assert len(resumed.artifacts["embedding_2d"]) == 3

@@ -90,9 +90,10 @@ def test_mismatched_lengths_are_refused():
         ridge_r2_cv(np.ones((10, 2)), np.ones(9))
 
 
-@pytest.mark.parametrize("shape, grouped", [((120, 40), False), ((90, 200), True), ((60, 5), True), ((80, 30), False)])
+@pytest.mark.parametrize("shape, grouped", [((120, 40), False), ((90, 200), True), ((60, 5), True), ((80, 30), False),
+                                          ((50, 120), False)])  # n > d: primal form; n <= d: dual form
 def test_closed_form_equals_the_sklearn_pipeline(shape, grouped):
-    """Our SVD ridge equals scikit-learn: RidgeCV (LOO alpha) without groups; a grouped grid search with groups."""
+    """Our closed-form ridge (primal and dual) equals scikit-learn: RidgeCV (LOO alpha) without groups; a grouped grid search with groups."""
     from sklearn.linear_model import Ridge, RidgeCV
     from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
     from sklearn.pipeline import make_pipeline

@@ -29,7 +29,6 @@ def fractions(path, group_by="all", group="all"):
             if r["group_by"] == group_by and r["group"] == group}
 
 
-@pytest.mark.slow  # about 45 s: numba compiles UMAP on the first job
 def test_robustness_multirun_on_a_tiny_model_then_summarize(tmp_path):
     """4 settings (2 template sets x 2 seeds) of UMAP on tiny_llama: the stability fractions equal those of the
     four maps built one by one. Progression needs >= 2 templates (one item per stage), hence leave-one-out."""
@@ -59,6 +58,31 @@ def test_robustness_multirun_on_a_tiny_model_then_summarize(tmp_path):
     assert summary["default_map"]["is_default"] is False
     assert (out / "stability_tiny_llama.png").stat().st_size > 10_000
     assert str(out) in proc.stderr + proc.stdout
+
+
+def test_robustness_multirun_of_patching_resamples_pairs_per_seed(tmp_path):
+    """Patching under the robustness experiment: each seed patches its own 80 % of the pairs, so the rows
+    move with the seed and not with the template (pairs are complete prompts); summarize says exactly that."""
+    sweep, out = tmp_path / "sweep", tmp_path / "summary"
+    run("map.py", "-m", "+experiment=robustness", "model=tiny_llama", "domain=dosage", "method=patching",
+        "robustness.template=t1,t2", "seed=0,1", f"hydra.sweep.dir={sweep}", "plots=false", "report=false",
+        "method.n_boot=20", "method.min_gap=0", "logger=none")
+    jobs = sorted(p for p in sweep.iterdir() if (p / "per_layer.csv").exists())
+    assert len(jobs) == 4
+    summaries = [json.loads((p / "summary.json").read_text()) for p in jobs]
+    sampled = [s["method_summary"]["sampled_pairs"] for s in summaries]  # t1-s0, t1-s1, t2-s0, t2-s1
+    assert sampled[0] == sampled[2] and sampled[1] == sampled[3] and sampled[0] != sampled[1]
+    assert all(s["method_summary"]["pair_fraction"] == 0.8 and len(p) == 20 for s, p in zip(summaries, sampled))
+    tables = [(p / "per_layer.csv").read_text() for p in jobs]
+    assert tables[0] == tables[2] and tables[0] != tables[1]  # the template changes nothing; the seed does
+    run("summarize.py", f"sweep={sweep}", f"out_dir={out}")
+    rob = {r["method"]: r for r in read_csv(out / "robustness.csv") if r["group_by"] == "all"}
+    assert rob["patching"]["raw_curve_identical"] == "False"
+    maps = [build_map(load_table(p).of("tiny_llama"), MapParams()) for p in jobs]
+    chosen = [selected_layers(m)[("dosage", "patching")] for m in maps]
+    got = fractions(out / "stability.csv")
+    assert [got[("dosage", "patching", layer)] for layer in range(5)] == [sum(layer in c for c in chosen) / 4
+                                                                          for layer in range(5)]
 
 
 def write_job(folder, first, seed):
