@@ -65,9 +65,8 @@ def test_model_methods_are_identical(method, offloaded, tiny_handles, disease):
     ref = values(method.run_model(tiny_handles["llama"], disease, templates))
     assert ours.keys() == ref.keys() and ours
     # saliency ≤ 1e-6 relative; ablation's KL/Δlog p are differences of nearby float32 quantities and move by
-    # float32 rounding (≤ 1e-7 absolute) under accelerate's hooks; patching is exact
-    rtol, atol = {WeightSaliency: (1e-6, 0), LayerAblation: (0, 1e-7), ActivationPatching: (0, 0)}[type(method)]
+    # float32 rounding (measured: ≤ 2e-8 absolute, judge score ≤ 8e-8 on its 1–10 scale) under accelerate's
+    # hooks; patching is exact
+    rtol, atol = {WeightSaliency: (1e-6, 0), LayerAblation: (1e-6, 1e-7), ActivationPatching: (0, 0)}[type(method)]
     for key in ref:
-        if key[1] == "judge_score":  # a KL on a score boundary may flip by that rounding; see the report
-            continue
         np.testing.assert_allclose(ours[key], ref[key], rtol=rtol, atol=atol, equal_nan=True, err_msg=str(key))
