@@ -2,13 +2,16 @@
 
 ``per_layer.csv`` has one row per (model, domain, labeling, method, metric, layer):
 
-    model, domain, labeling, method, metric, layer, value, ci_low, ci_high, n
+    model, domain, labeling, method, metric, layer, value, ci_low, ci_high, n, note
 
 - ``labeling`` names what was separated or regressed, with an optional ``/subset`` (``mechanism``,
   ``stage/parkinsons``, ``age/female``);
 - ``layer`` is the read-out point 0..n_layers (0 = embeddings); ``-1`` marks a layer-independent
   baseline (the surface-form control);
-- ``ci_low``/``ci_high`` are a 95 % interval (empty where a metric has none); ``n`` is the sample size.
+- ``ci_low``/``ci_high`` are a 95 % interval (empty where a metric has none); ``n`` is the sample size;
+- ``note`` is empty, or says why a value is missing or must be read with care (``degenerate: 1 distinct
+  row``, ``judge coverage 0.00 < 0.80``, ...): a NaN value always carries a note, a fault is never a
+  silent number. Tables written before the column existed read back with an empty note.
 
 :class:`RunWriter` collects rows, figures and the summary of one run and writes them atomically into
 the run folder. Later sinks (W&B) subscribe to the same calls.
@@ -24,7 +27,7 @@ from typing import Any
 
 from medinterp.io import atomic_path, atomic_write, write_json
 
-COLUMNS = ("model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n")
+COLUMNS = ("model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n", "note")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Row:
     ci_low: float = math.nan
     ci_high: float = math.nan
     n: int = 0
+    note: str = ""
 
 
 def _fmt(v: Any) -> str:
@@ -67,7 +71,7 @@ def read_rows(path: str | Path) -> list[Row]:
     with open(path, newline="", encoding="utf-8") as f:
         return [Row(model=r["model"], domain=r["domain"], labeling=r["labeling"], method=r["method"], metric=r["metric"],
                     layer=int(r["layer"]), value=num(r["value"]), ci_low=num(r["ci_low"]), ci_high=num(r["ci_high"]),
-                    n=int(r["n"])) for r in csv.DictReader(f)]
+                    n=int(r["n"]), note=r.get("note") or "") for r in csv.DictReader(f)]
 
 
 def best_layers(rows: Sequence[Row]) -> list[dict[str, Any]]:

@@ -29,3 +29,18 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_per_layer_note_round_trips_and_old_tables_read_with_an_empty_note(tmp_path):
+    import math
+
+    from medinterp.results import Row, read_rows, write_rows
+
+    rows = [Row("m", "d", "lab", "umap", "s", 0, math.nan, math.nan, math.nan, 3, "degenerate: 1 distinct row"),
+            Row("m", "d", "lab", "umap", "s", 1, 0.25, 0.1, 0.4, 3)]
+    back = read_rows(write_rows(tmp_path / "per_layer.csv", rows))
+    assert [r.note for r in back] == ["degenerate: 1 distinct row", ""] and math.isnan(back[0].value)
+    old = tmp_path / "old.csv"
+    old.write_text("model,domain,labeling,method,metric,layer,value,ci_low,ci_high,n\nm,d,lab,umap,s,1,0.5,,,3\n")
+    (r,) = read_rows(old)
+    assert (r.layer, r.value, r.n, r.note) == (1, 0.5, 3, "") and math.isnan(r.ci_low)

@@ -36,6 +36,7 @@ class Measurement:
     metric: str
     layer: int
     estimate: Estimate
+    note: str = ""  # why the value is NaN or must be read with care (results column ``note``)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class MethodResult:
     def rows(self, model: str, domain: str, method: str) -> list[Row]:
         """The measurements as per-layer rows of the results table."""
         return [Row(model, domain, m.labeling, method, m.metric, m.layer, m.estimate.value, m.estimate.ci_low,
-                    m.estimate.ci_high, m.estimate.n) for m in self.measurements]
+                    m.estimate.ci_high, m.estimate.n, m.note) for m in self.measurements]
 
 
 @runtime_checkable

@@ -49,11 +49,11 @@ def _num(value: Any) -> float | None:
 
 
 def per_layer_table(rows: Sequence[Row]) -> Table:
-    """per_layer.csv as a table with the ten result columns."""
+    """per_layer.csv as a table with its result columns (``note`` last)."""
     out = []
     for r in rows:
         out.append([r.model, r.domain, r.labeling, r.method, r.metric, r.layer, _num(r.value), _num(r.ci_low),
-                    _num(r.ci_high), r.n])
+                    _num(r.ci_high), r.n, r.note])
     return Table(list(COLUMNS), out)
 
 

@@ -33,7 +33,7 @@ def test_run_folder_steps_summary_tables_images(run_folder):
         f"best_layer/{R2}": 3, R2: 0.3,
         "timings/capture_s": 1.5, "timings/total_s": 2.5, "n_points": 40, "n_rows": 9})
     assert p.tables["tables/per_layer"].rows[1] == ["tiny_llama", "drugs", "mechanism", "umap", "silhouette_umap", 0,
-                                                    0.0, -0.05, 0.05, 40]
+                                                    0.0, -0.05, 0.05, 40, ""]
     assert len(p.tables["tables/per_layer"].rows) == 9
     assert sorted(p.tables) == ["tables/best_layers", "tables/per_layer"]
     assert {k: v.name for k, v in p.images.items()} == {"figures/curves_categorical": "curves_categorical.png",
