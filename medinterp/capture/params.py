@@ -11,7 +11,12 @@ sharded or offloaded model holds only a placeholder:
   and :func:`full_weights` calls the same hook around the block.
 
 Methods call :func:`full_weights` where they read a weight outside a forward (the LM head rows in
-patching, for instance) and :func:`numel` / :func:`shape` for sizes; they never ask which strategy runs.
+patching, for instance), :func:`own_weights` for a copy of a small module's weights, and :func:`numel` /
+:func:`shape` for sizes; they never ask which strategy runs.
+
+"Inside the forward" does not include a forward hook registered after the strategy's own: ZeRO-3 registers
+its release hook when the engine is built, so by the time a method's forward hook runs, the module's
+weights are partitioned again (shape (0,)). A hook that needs them calls :func:`own_weights`.
 """
 from __future__ import annotations
 
@@ -59,3 +64,15 @@ def full_weights(*modules: nn.Module) -> Iterator[None]:
                             h.pre_forward(sub)
                             stack.callback(h.post_forward, sub, None)
         yield
+
+
+def own_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of ``module``'s own parameters (not its children's), whole whatever holds them.
+
+    Under ZeRO-3 this gathers them (a collective: every rank must call it for the same modules in the same
+    order, e.g. from a forward hook, which every rank runs alike); under accelerate offload it loads them.
+    Meant for small leaf modules (norms; a parent's children are gathered too, then dropped).
+    """
+    with full_weights(module):
+        return {name: p.detach().clone() for name, p in module.named_parameters(recurse=False)}
+

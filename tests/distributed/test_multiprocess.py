@@ -30,6 +30,13 @@ METHODS = {
     "patching": ["method=patching", "method.n_boot=20", "method.on_length_mismatch=skip", "method.min_gap=0",
                  "batch_size=2"],
 }
+
+
+def with_model(model: str) -> list[str]:
+    """COMMON with another tiny model."""
+    return [f"model={model}" if arg.startswith("model=") else arg for arg in COMMON]
+
+
 TOLERANCE = {"saliency": 1e-6, "umap": 0.0, "ablation": 0.0, "patching": 0.0}
 STRATEGIES = {
     "zero3": ["strategy=zero3", "strategy.param_persistence_threshold=0"],  # tiny tensors: shard every one
@@ -43,12 +50,14 @@ def reference(tmp_path_factory, cache_dir):
     root = tmp_path_factory.mktemp("single")
     done: dict[str, Path] = {}
 
-    def get(method: str) -> Path:
-        if method not in done:
-            cache = make_cache(root / f"cache-{method}", cache_dir)
-            run(map_cmd(*COMMON, *METHODS[method], f"cache_dir={cache}", f"hydra.run.dir={root / method}"), root)
-            done[method] = root / method
-        return done[method]
+    def get(method: str, model: str = "tiny_llama") -> Path:
+        name = method if model == "tiny_llama" else f"{method}-{model}"
+        if name not in done:
+            cache = make_cache(root / f"cache-{name}", cache_dir)
+            run(map_cmd(*with_model(model), *METHODS[method], f"cache_dir={cache}",
+                        f"hydra.run.dir={root / name}"), root)
+            done[name] = root / name
+        return done[name]
 
     return get
 
@@ -82,3 +91,20 @@ def test_two_ranks_match_single(strategy, method, reference, tmp_path, private_c
                                                                             "summary.json", "report.html"}
     assert "rank 1" not in (out / "map.log").read_text() and "rank 0 of 2" in (out / "map.log").read_text()
     assert not list((tmp_path / "tmp").glob("medinterp-rank*"))
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+@pytest.mark.parametrize("model", ["tiny_gemma3", "tiny_qwen3"])
+def test_zero3_saliency_with_qk_norms_matches_single(model, nproc, reference, tmp_path, private_cache):
+    """Gemma-3 and Qwen3 have q/k norms inside attention, whose per-prompt gradient is a vjp on a copy of
+    their weights taken in a forward hook. ZeRO-3 releases a module's weights in its own forward hook,
+    which runs before ours: the copy used to be the (0,) placeholder (``size of tensor a (16) must match
+    the size of tensor b (0)``). With every tensor sharded, 1 and 2 ranks give the numbers of ``single``."""
+    out = tmp_path / "run"
+    run(torchrun_cmd(nproc, *STRATEGIES["zero3"], *with_model(model), *METHODS["saliency"],
+                     f"cache_dir={private_cache}", f"hydra.run.dir={out}"), tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["placement"] == "zero3" and summary["strategy"]["world_size"] == nproc
+    ours, ref = read_rows(out / "per_layer.csv"), read_rows(reference("saliency", model) / "per_layer.csv")
+    assert any(key[1] == "grad_attn" for key in ref)  # the group that holds the q/k norms
+    assert max_rel_diff(ref, ours) <= TOLERANCE["saliency"]
