@@ -273,7 +273,7 @@ class LLMJudge(JudgeContext):
             if item.ablated_answer is None:
                 raise ValueError(f"judge {self.name!r} needs the lesioned answer text (item {i})")
             if self.skip_identical and item.ablated_answer.strip() == item.clean_answer.strip():
-                out[i] = Verdict(float(SCORE_MIN), "identical answers (not sent)")
+                out[i] = Verdict(float(SCORE_MIN), "identical answers (not sent)", asked=False)
                 continue
             key = request_key(self.cache_model, RUBRIC_VERSION, self.seed, item.prompt, item.clean_answer,
                               item.ablated_answer)
