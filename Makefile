@@ -23,7 +23,7 @@ $(VENV)/.stamp: pyproject.toml constraints.txt Makefile
 	touch $@
 
 # llama-cpp-python (the local judge's server) is built from source, portably: llama.cpp's default GGML_NATIVE=ON
-# compiles for the build host's CPU (-march=native), and such a build dies with SIGSEGV/GPF on a host with other
+# compiles for the build host's own CPU features, and such a build dies with SIGSEGV/GPF on a host with other
 # CPU features (built on AVX-512/AMX Intel, run on AVX2 AMD, or the reverse). The portable build targets the x86-64
 # AVX2 baseline (every x86 host of our machine kinds has AVX2+FMA+F16C); LLAVA_BUILD=OFF skips the multimodal
 # library the text judge never loads. pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS, so it could hand
