@@ -518,6 +518,10 @@ def _constant(value: float, n: int) -> Estimate:
     return Estimate(float(value), math.nan, math.nan, int(n))
 
 
+def _unsent_note(n: int) -> str:
+    return f"no item sent to the judge: all {n} lesioned answers equal the intact ones"
+
+
 @dataclass(frozen=True)
 class JudgeCoverage:
     """Per block: the items sent to the judge (``asked``: not settled unsent) and those it answered."""
@@ -530,6 +534,10 @@ class JudgeCoverage:
     def fraction(self) -> np.ndarray:
         """answered / sent per block; 1 where nothing was sent (nothing went unanswered)."""
         return np.where(self.sent > 0, self.answered / np.maximum(self.sent, 1), 1.0)
+
+    def withheld(self, threshold: float) -> np.ndarray:
+        """Per block: True where items were sent and the judge answered less than ``threshold`` of them."""
+        return (self.sent > 0) & (self.fraction < threshold)
 
     @classmethod
     def of(cls, verdicts: Sequence[Verdict], blocks: Sequence[int], n: int) -> JudgeCoverage:
@@ -694,12 +702,12 @@ class LayerAblation:
     def _judge_score(self, scores: np.ndarray, cover: JudgeCoverage, k: int) -> Measurement:
         """Block ``k``'s judge_score: the mean with CI, or NaN when the judge answered too little of it."""
         layer, sent, answered = cover.layers[k], int(cover.sent[k]), int(cover.answered[k])
-        if sent and cover.fraction[k] < self.min_judge_coverage:
+        if cover.withheld(self.min_judge_coverage)[k]:
             note = (f"judge coverage {cover.fraction[k]:.2f} < {self.min_judge_coverage:.2f} "
                     f"({answered} of {sent} sent items answered)")
             return Measurement("all", "judge_score", layer, Estimate(math.nan, math.nan, math.nan, answered), note)
-        note = "" if sent else f"no item sent to the judge: all {scores.shape[1]} lesioned answers equal the intact ones"
-        return Measurement("all", "judge_score", layer, _mean_ci(scores[k], self.n_boot, self.seed), note)
+        return Measurement("all", "judge_score", layer, _mean_ci(scores[k], self.n_boot, self.seed),
+                           "" if sent else _unsent_note(scores.shape[1]))
 
     def _measurements(self, blocks: list[int], kl: np.ndarray, dlogp: np.ndarray, scores: np.ndarray,
                       cover: JudgeCoverage, llm: bool) -> list[Measurement]:
@@ -713,7 +721,7 @@ class LayerAblation:
             if llm:
                 out.append(Measurement("all", "judge_missing", layer, _constant(np.isnan(scores[k]).sum(), n)))
                 out.append(Measurement("all", "judge_coverage", layer, _constant(cover.fraction[k], cover.sent[k]),
-                                       "" if cover.sent[k] else "no item sent to the judge (all answers identical)"))
+                                       "" if cover.sent[k] else _unsent_note(n)))
                 rho, pairs = spearman(kl[k], scores[k])
                 out.append(Measurement("all", "judge_agreement", layer, _constant(rho, pairs)))
         return out
@@ -722,8 +730,7 @@ class LayerAblation:
                  verdicts: list[Verdict], answer_tokens: np.ndarray, cover: JudgeCoverage) -> dict[str, Any]:
         judge = self.judge
         missing = [v.missing_reason or "" for v in verdicts if v.missing]
-        withheld = [int(layer) for layer, s, f in zip(cover.layers, cover.sent, cover.fraction)
-                    if s and f < self.min_judge_coverage]
+        withheld = cover.layers[cover.withheld(self.min_judge_coverage)].tolist()
         sent, answered = int(cover.sent.sum()), int(cover.answered.sum())
         degraded = answered < sent
         summary: dict[str, Any] = {

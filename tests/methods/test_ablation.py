@@ -374,6 +374,8 @@ def test_settings_are_validated():
     with pytest.raises(MedinterpError, match=r"layers \[7\] out of range .* valid: 0\.\.3"):
         LayerAblation(layers=[7]).blocks(4)
     assert LayerAblation(layers=[3, -1, 0]).blocks(4) == [0, 3]
+    with pytest.raises(MedinterpError, match=r"min_judge_coverage must be a number in \[0, 1\]; got 1.5"):
+        LayerAblation(min_judge_coverage=1.5)
 
 
 @pytest.mark.integration
