@@ -15,8 +15,12 @@ import pytest
 from helpers import ROOT
 
 SPEC = importlib.util.find_spec("llama_cpp")
-# AVX-512: the zmm registers, the opmask registers k0-k7, and x/ymm16-31 (EVEX only); AMX: tile instructions
-AVX512_OR_AMX = re.compile(r"%zmm\d|%k[0-7]\b|%[xy]mm(1[6-9]|2\d|3[01])\b|\b(tileloadd|tdpb[su][su]d|tdpbf16ps)\b")
+# AVX-512: the zmm registers, the opmask registers k0-k7, x/ymm16-31, and instructions that exist only with EVEX
+# encoding (AVX-512VL code can use ymm0-15 alone: vpternlogd, vpermt2b, ...); AMX: tile instructions
+AVX512_OR_AMX = re.compile(r"%zmm\d|%k[0-7]\b|%[xy]mm(1[6-9]|2\d|3[01])\b|\b(tileloadd|tdpb[su][su]d|tdpbf16ps)\b"
+                           r"|\b(vpternlog[dq]|vpro[lr]v?[dq]|vpermt2|vpermi2|vpcompress|vpexpand|vpconflict|vplzcnt"
+                           r"|vrcp14|vrsqrt14|vscalef|vgetexp|vgetmant|vfixupimm|vrange|vreduce|vpmovm2|vpmov[bwdq]2m"
+                           r"|vpopcnt|vcvtne2ps2bf16|vdpbf16ps)")
 
 
 def libraries() -> list[Path]:
