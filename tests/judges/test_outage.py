@@ -54,7 +54,7 @@ def test_a_judge_that_fails_every_request_leaves_no_judge_score(tiny_handles, tm
                                    f"judge_score is NaN for {len(withheld)} of {len(sent)} layers"]
 
 
-def test_a_judge_below_the_threshold_is_withheld_and_a_lower_threshold_keeps_it(tiny_handles, tmp_path):
+def test_min_judge_coverage_zero_keeps_a_partly_answered_layer(tiny_handles, tmp_path):
     ps = load_prompt_set("dosage")
     script = [("ok", 3, "a"), ("status", 500)]  # the first item answered, every later one fails
     with FakeOpenAI(script) as server:
