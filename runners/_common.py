@@ -82,6 +82,19 @@ def publish(folder: Path, cfg: Any, *, name: str, job_type: str, group: str | No
                        config=OmegaConf.to_container(cfg, resolve=True), name=name, group=group, job_type=job_type)
 
 
+def log_run_warnings(folder: Path) -> None:
+    """Log, as WARNING lines, the ``warnings`` a method put in summary.json's ``method_summary`` (e.g. the
+    ablation judge's coverage after an outage); called last, so they end the run's log."""
+    import json
+
+    try:
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return
+    for line in (summary.get("method_summary") or {}).get("warnings") or []:
+        log.warning("%s", line)
+
+
 def sweep_group() -> str | None:
     """The W&B group of a Hydra job: its multirun's folder name, or None for a single run."""
     from hydra.core.hydra_config import HydraConfig

@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (check_group_choices, exit_cleanly_on_sigterm, log, publish, quiet_libraries, sweep_group,
-                     user_errors)
+from _common import (check_group_choices, exit_cleanly_on_sigterm, log, log_run_warnings, publish, quiet_libraries,
+                     sweep_group, user_errors)
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -130,6 +130,7 @@ def main(cfg: DictConfig) -> None:
     if out_dir is not None:  # rank 0, results written: report.html, then W&B (conf/logger/)
         publish(out_dir, cfg, name=f"{choices['model']}-{choices['domain']}-{choices['method']}",
                 job_type=choices["method"], group=sweep_group(), report="run")
+        log_run_warnings(out_dir)  # last, so a degraded run (judge outage) ends its log saying so
 
 
 if __name__ == "__main__":

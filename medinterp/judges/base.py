@@ -7,6 +7,8 @@ change) to 10 (gibberish). The ablation method (``medinterp/methods/ablation.py`
 - :class:`JudgeItem`: the prompt, the intact answer, the lesioned answer (``None`` when the judge does
   not need text) and the deterministic metrics KL and Δlog p of that prompt;
 - :class:`Verdict`: a score in 1..10, or ``score=None`` with ``missing_reason`` (an item that failed);
+  ``asked=False`` marks a score given without asking the judge (identical answers), which the ablation
+  method does not count as the judge's evidence (its ``judge_coverage``);
 - :class:`Judge`: the protocol (``name``, ``needs_text``, ``score(items)``); judges are also context
   managers, so a runner can keep a judge's resources (the local server) up across several cells;
 - :func:`register_judge`, :func:`judge_class`, :func:`make_judge`: the registry.
@@ -44,6 +46,7 @@ class Verdict:
     rationale: str = ""
     missing_reason: str | None = None
     cached: bool = False  # True when it came from the on-disk cache (no request was made)
+    asked: bool = True  # False when settled without the judge (identical answers score 1 unsent)
 
     @property
     def missing(self) -> bool:

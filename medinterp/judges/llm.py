@@ -19,7 +19,10 @@ are retried by the ``openai`` client itself (``max_retries``, exponential backof
 ``Retry-After``). A reply that is not valid JSON, or whose score is not an integer in 1..10, is re-asked
 once with a correction message. Whatever still fails is returned as a missing verdict with a one-line
 reason; the caller counts them. After ``max_consecutive_failures`` failures in a row (a wrong key, a
-dead server) the remaining items are marked missing without being sent.
+dead server) the remaining items are marked missing without being sent. A judge that runs its own server
+(:class:`~medinterp.judges.local_server.LocalJudge`) tells a server that exited from a network error: its
+items say ``judge server exited (signal 11): <log tail>``, no further request is sent, and one WARNING
+line says so.
 
 The API key is read from the environment variable named by ``api_key_env`` when a request is made. It
 is never stored on the judge, in config, cache files, reasons or logs: every reason is passed through
@@ -240,19 +243,26 @@ class LLMJudge(JudgeContext):
         """
         cache = VerdictCache(self.cache_dir if self.use_cache else None)
         out, todo = self._settle(items, cache)
+        gone = None
         if todo:
             try:
                 with self._endpoint() as base_url:
                     self._send(items, todo, out, cache, base_url)
+                    gone = self._endpoint_gone()
             except MedinterpError as err:  # the endpoint could not be opened (a local server did not start)
                 for i, _ in todo:
                     out[i] = out[i] or Verdict(None, missing_reason=_redact(str(err), self._api_key()))
-        return self._report(out)
+        return self._report(out, gone)
 
     @contextmanager
     def _endpoint(self) -> Iterator[str | None]:
         """The base URL to send requests to (subclasses may start a server here)."""
         yield self.base_url
+
+    def _endpoint_gone(self, wait: float = 0.0) -> str | None:
+        """Why the endpoint can no longer answer, or None. A remote endpoint is never known to be gone; a
+        judge that runs its own server says ``judge server exited (signal 11): ...`` once it has died."""
+        return None
 
     def _settle(self, items: Sequence[JudgeItem],
                 cache: VerdictCache) -> tuple[list[Verdict | None], list[tuple[int, str]]]:
@@ -263,7 +273,7 @@ class LLMJudge(JudgeContext):
             if item.ablated_answer is None:
                 raise ValueError(f"judge {self.name!r} needs the lesioned answer text (item {i})")
             if self.skip_identical and item.ablated_answer.strip() == item.clean_answer.strip():
-                out[i] = Verdict(float(SCORE_MIN), "identical answers (not sent)")
+                out[i] = Verdict(float(SCORE_MIN), "identical answers (not sent)", asked=False)
                 continue
             key = request_key(self.cache_model, RUBRIC_VERSION, self.seed, item.prompt, item.clean_answer,
                               item.ablated_answer)
@@ -284,6 +294,9 @@ class LLMJudge(JudgeContext):
         with OpenAI(base_url=base_url, api_key=secret, timeout=self.timeout, max_retries=self.max_retries) as client:
             def work(job: tuple[int, str]) -> Verdict:
                 i, key = job
+                gone = self._endpoint_gone()
+                if gone:  # a dead server answers nothing: say why instead of sending
+                    return Verdict(None, missing_reason=_redact(gone, secret))
                 if breaker.open:
                     return Verdict(None, missing_reason=f"not sent after {breaker.count} consecutive failures "
                                                         f"(last: {breaker.last})")
@@ -300,10 +313,13 @@ class LLMJudge(JudgeContext):
                 for (i, _), verdict in zip(todo, results):
                     out[i] = verdict
 
-    def _report(self, out: list[Verdict | None]) -> list[Verdict]:
-        """Log the missing count (with the first reason) and return the verdicts."""
+    def _report(self, out: list[Verdict | None], gone: str | None = None) -> list[Verdict]:
+        """Log the missing count (with the first reason, or why the endpoint is gone) and return the verdicts."""
         n_missing = sum(v is not None and v.missing for v in out)
-        if n_missing:
+        if gone:  # one line: a crashed server, not a network error
+            log.warning("judge %s: %s; %d of %d items missing", self.name, _redact(gone, self._api_key()),
+                        n_missing, len(out))
+        elif n_missing:
             first = next(v for v in out if v is not None and v.missing)
             log.warning("judge %s: %d of %d items missing (first reason: %s)", self.name, n_missing, len(out),
                         first.missing_reason)
@@ -329,8 +345,9 @@ class LLMJudge(JudgeContext):
             except openai.APIStatusError as err:  # 4xx/5xx after the client's retries
                 detail = _redact(getattr(err, "message", "") or str(err), secret, 160)
                 return Verdict(None, missing_reason=f"HTTP {err.status_code} ({type(err).__name__}): {detail}")
-            except openai.APIConnectionError as err:
-                return Verdict(None, missing_reason=_redact(f"connection error: {err}", secret))
+            except openai.APIConnectionError as err:  # a dead local server, or the network
+                reason = self._endpoint_gone(wait=2.0) or f"connection error: {err}"
+                return Verdict(None, missing_reason=_redact(reason, secret))
             except (openai.OpenAIError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
                 return Verdict(None, missing_reason=_redact(f"{type(err).__name__}: {err}", secret))
             content = getattr(reply, "content", None)

@@ -4,6 +4,9 @@
 --n_ctx 2048 --model_alias <alias>`` as a child process, waits until ``GET /v1/models`` answers (or the
 process dies, or ``startup_timeout`` passes: a one-line error with the end of the server's log), yields
 a :class:`Server` (base URL and pid), and terminates it in ``finally`` (SIGTERM, then SIGKILL after 10 s).
+A server that dies while in use (a crash in llama.cpp's native code: signal 11) is told apart from a network
+error: :meth:`Server.exited` says ``judge server exited (signal 11): <end of its log>``, which becomes the
+reason of every item it did not answer, and the judge logs it in one WARNING line.
 
 :class:`LocalJudge` (registry key ``local``) uses the packaged SmolLM2-135M-Instruct GGUF by default. A
 judge used in a ``with`` block keeps one server up for every ``score`` call inside it; otherwise each
@@ -26,9 +29,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medinterp.errors import MedinterpError
@@ -79,25 +82,55 @@ def _models_answer(base_url: str) -> bool:
         return False
 
 
+def exit_status(returncode: int) -> str:
+    """``signal 11`` for a process killed by a signal (negative return code), else ``exit code N``."""
+    return f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+
+
 @dataclass(frozen=True)
 class Server:
     """A running server: its OpenAI base URL (``http://127.0.0.1:<port>/v1``) and process id."""
 
     base_url: str
     pid: int
+    proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+    logfile: Path | None = field(default=None, repr=False, compare=False)
+
+    def exited(self, wait: float = 0.0) -> str | None:
+        """None while the process runs; once it has exited, ``judge server exited (signal 11): <log tail>``.
+
+        ``wait`` (seconds) gives a process that just closed its socket time to be reaped: a client sees the
+        connection drop a moment before the dying process can be waited for.
+        """
+        if self.proc is None:
+            return None
+        try:
+            code = self.proc.wait(timeout=wait) if wait > 0 else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
+        if code is None:
+            return None
+        tail = _tail(self.logfile) if self.logfile is not None else ""
+        return f"judge server exited ({exit_status(code)})" + (f": {tail}" if tail else "")
 
 
 @contextmanager
 def llama_server(model_path: str | Path, alias: str = "smollm2", n_ctx: int = 2048, host: str = "127.0.0.1",
-                 port: int | None = None, startup_timeout: float = 120.0, n_threads: int | None = None) -> Iterator[Server]:
-    """Run llama-cpp-python's OpenAI-compatible server for the ``with`` block; yields its :class:`Server`."""
-    check_server_installed()
+                 port: int | None = None, startup_timeout: float = 120.0, n_threads: int | None = None,
+                 program: Sequence[str] | None = None) -> Iterator[Server]:
+    """Run llama-cpp-python's OpenAI-compatible server for the ``with`` block; yields its :class:`Server`.
+
+    ``program`` replaces ``python -m llama_cpp.server`` (the same flags follow it): another server that takes
+    llama-cpp-python's flags, or a stand-in in tests.
+    """
+    if program is None:
+        check_server_installed()
     model_path = Path(model_path).expanduser()
     if not model_path.is_file():
         raise MedinterpError(f"local judge: GGUF file not found: {model_path}")
     port = port or free_port(host)
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", host, "--port", str(port),
-           "--n_ctx", str(n_ctx), "--model_alias", alias]
+    cmd = [*(program or (sys.executable, "-m", "llama_cpp.server")), "--model", str(model_path), "--host", host,
+           "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", alias]
     if n_threads:
         cmd += ["--n_threads", str(n_threads)]
     base_url = f"http://{host}:{port}/v1"
@@ -118,7 +151,7 @@ def llama_server(model_path: str | Path, alias: str = "smollm2", n_ctx: int = 20
                     raise MedinterpError(f"local judge: llama_cpp.server did not answer {base_url}/models within "
                                          f"{startup_timeout:g} s (raise judge.startup_timeout): {_tail(logfile)}")
                 time.sleep(0.25)
-            yield Server(base_url, proc.pid)
+            yield Server(base_url, proc.pid, proc, logfile)
         finally:
             if proc.poll() is None:
                 proc.terminate()
@@ -145,14 +178,17 @@ class LocalJudge(LLMJudge):
     n_ctx: int = 2048
     startup_timeout: float = 120.0
     n_threads: int | None = None  # None = llama.cpp's default
+    server_command: Sequence[str] | None = None  # None = python -m llama_cpp.server (see llama_server's program)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.base_url is not None:
             raise MedinterpError("judge 'local': base_url is chosen by the judge (it starts its own server); "
                                  "use judge=openai with base_url=... for a server you run yourself")
-        check_server_installed()
+        if self.server_command is None:
+            check_server_installed()
         object.__setattr__(self, "_session", None)  # (ExitStack, Server) while used as a context manager
+        object.__setattr__(self, "_live", None)  # the Server that requests go to, while score() sends them
 
     @property
     def gguf(self) -> Path:
@@ -164,7 +200,7 @@ class LocalJudge(LLMJudge):
 
     def _server(self):
         return llama_server(self.gguf, alias=self.model, n_ctx=self.n_ctx, startup_timeout=self.startup_timeout,
-                            n_threads=self.n_threads)
+                            n_threads=self.n_threads, program=self.server_command)
 
     @property
     def server(self) -> Server | None:
@@ -187,8 +223,14 @@ class LocalJudge(LLMJudge):
 
     @contextmanager
     def _endpoint(self) -> Iterator[str | None]:
-        if self._session is not None:
-            yield self._session[1].base_url
-        else:
-            with self._server() as server:
+        with ExitStack() as stack:
+            server = self._session[1] if self._session is not None else stack.enter_context(self._server())
+            object.__setattr__(self, "_live", server)
+            try:
                 yield server.base_url
+            finally:
+                object.__setattr__(self, "_live", None)
+
+    def _endpoint_gone(self, wait: float = 0.0) -> str | None:
+        server = self._live
+        return server.exited(wait) if server is not None else None

@@ -226,6 +226,7 @@ class Curve:
     labelings: tuple[str, ...]
     sources: tuple[str, ...]
     filled: tuple[int, ...] = ()
+    nan_layers: Mapping[int, str] = field(default_factory=dict)  # layer → note, where every row is NaN
 
     @property
     def last(self) -> int:
@@ -236,12 +237,19 @@ def mean_curve(rows: Sequence[tuple[Row, str]]) -> Curve | None:
     """The mean over labelings of their per-layer values (layers ≥ 0, finite values only).
 
     A layer missing for some labelings averages the others; a layer missing for all, inside the range,
-    is linearly interpolated and listed in ``filled``. None when no finite value is left.
+    is linearly interpolated and listed in ``filled``. A layer whose rows are all NaN (a value withheld,
+    e.g. ``judge coverage 0.00 < 0.80`` or ``degenerate``) is never read as a number: it is listed in
+    ``nan_layers`` with its row's note (and, inside the range, interpolated like a missing layer). None
+    when no finite value is left.
     """
     by_layer: dict[int, list[float]] = defaultdict(list)
+    nan_notes: dict[int, str] = {}
     for r, _ in rows:
         if r.layer >= 0 and math.isfinite(r.value):
             by_layer[r.layer].append(r.value)
+        elif r.layer >= 0:
+            nan_notes.setdefault(r.layer, r.note or "NaN (no note)")
+    nan_layers = {layer: note for layer, note in sorted(nan_notes.items()) if layer not in by_layer}
     if not by_layer:
         return None
     first, last = min(by_layer), max(by_layer)
@@ -251,7 +259,7 @@ def mean_curve(rows: Sequence[tuple[Row, str]]) -> Curve | None:
     values[~present] = np.interp(layers[~present], layers[present], values[present])
     used = [(r, s) for r, s in rows if r.layer >= 0 and math.isfinite(r.value)]
     return Curve(first, values, tuple(sorted({r.labeling for r, _ in used})), tuple(sorted({s for _, s in used})),
-                 tuple(int(x) for x in layers[~present]))
+                 tuple(int(x) for x in layers[~present]), nan_layers)
 
 
 def _shift(intervals: Iterable[tuple[int, int]], first: int) -> list[list[int]]:
@@ -301,9 +309,13 @@ def _channel_curves(index: _Index, domain: str, method: str, params: MapParams) 
         return found, None if found else f"no {names} rows on {age.labeling} (has: {', '.join(index.metrics(domain, method))})"
     metric = params.channels[method].metric
     patterns = params.labelings.get(method, {}).get(domain, ("*",))
-    curve = mean_curve(index.select(domain, method, metric, patterns))
+    selected = index.select(domain, method, metric, patterns)
+    curve = mean_curve(selected)
     if curve is None:
         where = "" if patterns == ("*",) else f" on labelings {list(patterns)}"
+        nan = [r for r, _ in selected if r.layer >= 0]
+        if nan:  # rows exist, but every value was withheld: say why instead of "no rows"
+            return {}, f"all {len(nan)} {metric} rows{where} are NaN ({nan[0].note or 'no note'})"
         return {}, f"no {metric} rows{where} (has: {', '.join(index.metrics(domain, method))})"
     return {"main": curve}, None
 
@@ -353,6 +365,9 @@ def _entry(found: dict[str, Curve], method: str, params: MapParams, n_layers: in
     filled = sorted({layer for c in found.values() for layer in c.filled})
     if filled:
         entry["interpolated_layers"] = filled
+    nan_layers = {str(layer): note for c in found.values() for layer, note in sorted(c.nan_layers.items())}
+    if nan_layers:
+        entry["nan_layers"] = nan_layers
     return entry
 
 

@@ -33,8 +33,18 @@ times faster on Gemma-3-270M (:class:`LesionScorer`; tests check them against th
 
 Rows (labeling ``all``; block ``l`` at read-out layer ``l + 1``, see methods/base.py): ``kl``, ``dlogp``
 and ``judge_score`` (mean over prompts with a percentile-bootstrap 95 % CI); for LLM judges also
-``judge_missing`` (failed items, no CI) and ``judge_agreement``, the Spearman correlation across
-prompts between KL and the LLM score (no CI; NaN where either is constant).
+``judge_missing`` (failed items, no CI), ``judge_coverage`` and ``judge_agreement``, the Spearman
+correlation across prompts between KL and the LLM score (no CI; NaN where either is constant).
+
+Judge coverage. An LLM judge can fail (a server that answers 500 or garbage, a dead local server); its
+failed items are missing, and identical answers are scored 1 without being sent. So that an outage never
+reads as "no damage" (a mean over the unsent identical items only), a block's ``judge_coverage`` is the
+fraction of the items *sent* to the judge that got a valid verdict (cached verdicts count as answered).
+Below ``min_judge_coverage`` (default 0.8) the block's ``judge_score`` is NaN, without CI, with the note
+``judge coverage 0.25 < 0.80``. A block none of whose items was sent (every lesioned answer identical to
+the intact one) keeps ``judge_score`` 1 (true: the answers did not change), coverage 1, and a note saying
+so. The summary carries the coverage per layer and ``degraded`` (true when any sent item went
+unanswered), and the runner ends the log with one WARNING naming the coverage.
 
 Generation under ablation keeps the KV cache correct instead of turning it off: transformers 5 passes
 the cache to every block (as ``cache`` from 5.24 on, ``past_key_values`` before) and each attention
@@ -508,6 +518,35 @@ def _constant(value: float, n: int) -> Estimate:
     return Estimate(float(value), math.nan, math.nan, int(n))
 
 
+def _unsent_note(n: int) -> str:
+    return f"no item sent to the judge: all {n} lesioned answers equal the intact ones"
+
+
+@dataclass(frozen=True)
+class JudgeCoverage:
+    """Per block: the items sent to the judge (``asked``: not settled unsent) and those it answered."""
+
+    layers: np.ndarray  # (K,) read-out layers (block + 1)
+    sent: np.ndarray  # (K,) int
+    answered: np.ndarray  # (K,) int
+
+    @property
+    def fraction(self) -> np.ndarray:
+        """answered / sent per block; 1 where nothing was sent (nothing went unanswered)."""
+        return np.where(self.sent > 0, self.answered / np.maximum(self.sent, 1), 1.0)
+
+    def withheld(self, threshold: float) -> np.ndarray:
+        """Per block: True where items were sent and the judge answered less than ``threshold`` of them."""
+        return (self.sent > 0) & (self.fraction < threshold)
+
+    @classmethod
+    def of(cls, verdicts: Sequence[Verdict], blocks: Sequence[int], n: int) -> JudgeCoverage:
+        """From block-major verdicts (block k's ``n`` items at ``k*n .. k*n + n - 1``)."""
+        asked = np.array([v.asked for v in verdicts], dtype=bool).reshape(len(blocks), n)
+        ok = np.array([not v.missing for v in verdicts], dtype=bool).reshape(len(blocks), n)
+        return cls(np.asarray(blocks) + 1, asked.sum(1), (asked & ok).sum(1))
+
+
 # ---------------------------------------------------------------------------------------------------
 # The method
 # ---------------------------------------------------------------------------------------------------
@@ -547,6 +586,7 @@ class LayerAblation:
     layers: tuple[int, ...] | None = None
     judge: Any = None
     fast: bool = True
+    min_judge_coverage: float = 0.8  # a block's judge_score is NaN when the judge answered less of what it was sent
 
     def __post_init__(self) -> None:
         for name, low, optional in (("max_prompts", 1, True), ("max_new_tokens", 1, False), ("batch_size", 1, False),
@@ -563,6 +603,9 @@ class LayerAblation:
                 raise MedinterpError(f"ablation method: layers must be null or a non-empty list of block indices; "
                                      f"got {self.layers!r}")
             object.__setattr__(self, "layers", tuple(layers))
+        cover = self.min_judge_coverage
+        if isinstance(cover, bool) or not isinstance(cover, (int, float)) or not 0 <= cover <= 1:
+            raise MedinterpError(f"ablation method: min_judge_coverage must be a number in [0, 1]; got {cover!r}")
         if self.judge is None:
             object.__setattr__(self, "judge", DeterministicJudge())
         elif not (hasattr(self.judge, "score") and hasattr(self.judge, "needs_text")):
@@ -649,38 +692,62 @@ class LayerAblation:
         verdicts = self.judge.score(items)
         assert len(verdicts) == len(items), (len(verdicts), len(items))
         scores = np.array([v.value for v in verdicts]).reshape(len(blocks), n)
-        return MethodResult(self._measurements(blocks, kl, dlogp, scores, bool(self.judge.needs_text)),
-                            artifacts={"summary": self._summary(prompts, blocks, kl, scores, verdicts, answer_tokens),
+        cover = JudgeCoverage.of(verdicts, blocks, n)
+        return MethodResult(self._measurements(blocks, kl, dlogp, scores, cover, bool(self.judge.needs_text)),
+                            artifacts={"summary": self._summary(prompts, blocks, kl, scores, verdicts, answer_tokens,
+                                                                cover),
                                        "ablation_items": self._item_records(prompts, blocks, items, verdicts)})
 
     # -- pieces ----------------------------------------------------------------------------------------
+    def _judge_score(self, scores: np.ndarray, cover: JudgeCoverage, k: int) -> Measurement:
+        """Block ``k``'s judge_score: the mean with CI, or NaN when the judge answered too little of it."""
+        layer, sent, answered = cover.layers[k], int(cover.sent[k]), int(cover.answered[k])
+        if cover.withheld(self.min_judge_coverage)[k]:
+            note = (f"judge coverage {cover.fraction[k]:.2f} < {self.min_judge_coverage:.2f} "
+                    f"({answered} of {sent} sent items answered)")
+            return Measurement("all", "judge_score", layer, Estimate(math.nan, math.nan, math.nan, answered), note)
+        return Measurement("all", "judge_score", layer, _mean_ci(scores[k], self.n_boot, self.seed),
+                           "" if sent else _unsent_note(scores.shape[1]))
+
     def _measurements(self, blocks: list[int], kl: np.ndarray, dlogp: np.ndarray, scores: np.ndarray,
-                      llm: bool) -> list[Measurement]:
+                      cover: JudgeCoverage, llm: bool) -> list[Measurement]:
         out = []
         n = kl.shape[1]
         for k, block in enumerate(blocks):
             layer = block + 1  # block b is reported at read-out b + 1 (methods/base.py)
             out.append(Measurement("all", "kl", layer, _mean_ci(kl[k], self.n_boot, self.seed)))
             out.append(Measurement("all", "dlogp", layer, _mean_ci(dlogp[k], self.n_boot, self.seed)))
-            out.append(Measurement("all", "judge_score", layer, _mean_ci(scores[k], self.n_boot, self.seed)))
+            out.append(self._judge_score(scores, cover, k))
             if llm:
                 out.append(Measurement("all", "judge_missing", layer, _constant(np.isnan(scores[k]).sum(), n)))
+                out.append(Measurement("all", "judge_coverage", layer, _constant(cover.fraction[k], cover.sent[k]),
+                                       "" if cover.sent[k] else _unsent_note(n)))
                 rho, pairs = spearman(kl[k], scores[k])
                 out.append(Measurement("all", "judge_agreement", layer, _constant(rho, pairs)))
         return out
 
     def _summary(self, prompts: list[Prompt], blocks: list[int], kl: np.ndarray, scores: np.ndarray,
-                 verdicts: list[Verdict], answer_tokens: np.ndarray) -> dict[str, Any]:
+                 verdicts: list[Verdict], answer_tokens: np.ndarray, cover: JudgeCoverage) -> dict[str, Any]:
         judge = self.judge
         missing = [v.missing_reason or "" for v in verdicts if v.missing]
+        withheld = cover.layers[cover.withheld(self.min_judge_coverage)].tolist()
+        sent, answered = int(cover.sent.sum()), int(cover.answered.sum())
+        degraded = answered < sent
         summary: dict[str, Any] = {
             "n_prompts": len(prompts), "blocks": blocks, "max_new_tokens": self.max_new_tokens,
             "mean_answer_tokens": float(answer_tokens.mean()), "judge": getattr(judge, "name", type(judge).__name__),
             "judge_items": len(verdicts), "judge_missing": len(missing),
             "judge_missing_reasons": dict(Counter(missing).most_common(5)),
             "judge_cached": sum(v.cached for v in verdicts),
+            "judge_sent": sent, "judge_answered": answered,
+            "judge_coverage": {str(layer): float(f) for layer, f in zip(cover.layers, cover.fraction)},
+            "min_judge_coverage": float(self.min_judge_coverage), "judge_withheld_layers": withheld,
+            "degraded": degraded,
             "generation": "greedy, KV cache (the skipped block's layer gets placeholder keys/values)",
         }
+        if degraded:  # the runner logs these last (runners/map.py)
+            summary["warnings"] = [f"judge answered {answered}/{sent} items (coverage {answered / sent:.2f}); "
+                                   f"judge_score is NaN for {len(withheld)} of {len(blocks)} layers"]
         if judge.needs_text:
             rho, pairs = spearman(kl, scores)
             summary.update(rubric_version=getattr(judge, "rubric_version", None),

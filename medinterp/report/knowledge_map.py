@@ -30,6 +30,10 @@ def map_section(kmap: Mapping[str, Any], png: Path | None) -> str:
                     for m, e in es.items() if isinstance(e, Mapping) and e.get("interpolated_layers")]
     if interpolated:
         body += f'<p class="note">Interpolated layers: {h.text("; ".join(interpolated))}</p>'
+    nan = [f"{d}/{m}: " + ", ".join(f"{layer} ({note})" for layer, note in e["nan_layers"].items())
+           for d, es in kmap["domains"].items() for m, e in es.items() if isinstance(e, Mapping) and e.get("nan_layers")]
+    if nan:
+        body += f'<p class="note">Layers with no value (NaN, not used as numbers): {h.text("; ".join(nan))}</p>'
     return body
 
 

@@ -52,6 +52,24 @@ def _key_numbers(summary: Mapping[str, Any], rows: list[Row]) -> str:
     return body
 
 
+def _judge_coverage(summary: Mapping[str, Any]) -> str:
+    """The judge's coverage (ablation: ``judge_coverage`` per layer, ``degraded``); empty for other methods."""
+    ms = summary.get("method_summary") or {}
+    if not isinstance(ms.get("judge_coverage"), Mapping) or "degraded" not in ms:
+        return ""
+    sent, answered = ms.get("judge_sent", 0), ms.get("judge_answered", 0)
+    withheld = ms.get("judge_withheld_layers") or []
+    line = (f"Judge {h.text(ms.get('judge', '?'))}: answered {h.num(answered)} of the {h.num(sent)} items sent to it "
+            f"(identical answers are not sent) · <b>degraded: {'yes' if ms['degraded'] else 'no'}</b>")
+    if not ms["degraded"]:
+        return f'<h3>Judge coverage</h3><p class="note">{line}.</p>'
+    body = (f'<h3>Judge coverage: degraded</h3><p><b>Degraded run</b>: {line}. judge_score is NaN (withheld) for '
+            f"layers {h.text(h.layer_ranges(withheld))}: below min_judge_coverage "
+            f"{h.num(ms.get('min_judge_coverage'))}.</p>")
+    return body + h.table(["layer", "judge coverage"], [[h.text(layer), h.num(value)]
+                                                         for layer, value in ms["judge_coverage"].items()], cls="num")
+
+
 def _curves(rows: list[Row], summary: Mapping[str, Any]) -> str:
     """Small multiples grouped by labeling."""
     if not rows:
@@ -132,7 +150,7 @@ def run_page(run_dir: Path) -> str:
                                    if k in ("medinterp", "torch", "transformers")) or "—"}
     first = list(summary.get("figures") or [])
     figures = sorted(pngs(run_dir), key=lambda p: (first.index(p.name) if p.name in first else len(first), p.name))
-    sections = [h.Section("key-numbers", "Key numbers", _key_numbers(summary, rows)),
+    sections = [h.Section("key-numbers", "Key numbers", _key_numbers(summary, rows) + _judge_coverage(summary)),
                 h.Section("curves", "Per-layer curves", _curves(rows, summary))]
     if figures:
         sections.append(h.Section("figures", "Figures", "".join(h.figure(p) for p in figures)))

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,40 @@ def test_local_judge_end_to_end_with_smollm2(tmp_path):
     kept = [v.score for v, first in zip(again, verdicts) if not first.missing]
     assert kept == [v.score for v in verdicts if not v.missing]
     assert all(v.cached for v, first in zip(again[:1], verdicts) if not first.missing)
+
+
+# -- a server that crashes while in use (issue 16: a native build for another CPU dies with SIGSEGV) ----------
+STAND_IN = Path(__file__).with_name("crashing_server.py")
+
+
+@pytest.mark.parametrize("extra, status", [([], "signal 11"), (["--exit-code", "3"], "exit code 3")])
+def test_a_server_that_dies_on_its_first_request_is_named_in_every_verdict_and_one_warning(tmp_path, caplog, extra,
+                                                                                           status):
+    gguf = tmp_path / "stand-in.gguf"
+    gguf.write_bytes(b"unused by the stand-in")
+    judge = LocalJudge(model_path=str(gguf), cache_dir=str(tmp_path), startup_timeout=30, timeout=10, max_retries=1,
+                       server_command=[sys.executable, str(STAND_IN), *extra])
+    items = [JudgeItem(f"prompt {i}", "an answer", f"another answer {i}", 0.1, 0.1) for i in range(5)]
+    items.append(JudgeItem("same", "identical", "identical", 0.0, 0.0))  # never sent: scored 1
+    before = children()
+    with caplog.at_level(logging.WARNING):
+        verdicts = judge.score(items)
+    assert children() <= before  # the dead server was reaped
+    assert verdicts[-1].score == 1.0
+    expected = f"judge server exited ({status}): "
+    for v in verdicts[:-1]:
+        assert v.missing and v.missing_reason.startswith(expected), v.missing_reason
+        assert "crashing now" in v.missing_reason  # the tail of the server's log
+        assert "connection error" not in v.missing_reason
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and expected in warnings[0] and "5 of 6 items missing" in warnings[0], warnings
+    assert not list(tmp_path.glob("judge/**/*.json"))  # nothing cached
+
+
+def test_a_live_server_is_not_reported_gone(tmp_path):
+    gguf = tmp_path / "stand-in.gguf"
+    gguf.write_bytes(b"unused")
+    with llama_server(gguf, program=[sys.executable, str(STAND_IN)], startup_timeout=30) as server:
+        assert server.exited() is None and server.exited(wait=0.2) is None
+        os.kill(server.pid, 9)
+        assert server.exited(wait=5).startswith("judge server exited (signal 9): stand-in server: listening on")

@@ -344,15 +344,24 @@ def test_a_text_judge_gets_lesioned_answers_and_adds_missing_and_agreement_rows(
     pairs = [(it.prompt, it.clean_answer) for it in judge.items]
     assert pairs[:4] == pairs[4:]
     get = {(m.metric, m.layer): m.estimate for m in res.measurements}
-    assert sorted({metric for metric, _ in get}) == ["dlogp", "judge_agreement", "judge_missing", "judge_score", "kl"]
+    assert sorted({metric for metric, _ in get}) == ["dlogp", "judge_agreement", "judge_coverage", "judge_missing",
+                                                     "judge_score", "kl"]
     assert {layer for _, layer in get} == {1, 4}
     assert get[("judge_missing", 1)].value == 1 and get[("judge_missing", 4)].value == 0
+    assert get[("judge_coverage", 1)].value == 0.75 and get[("judge_coverage", 4)].value == 1.0
     assert get[("judge_score", 1)].n == 3 and get[("judge_score", 4)].n == 4
+    # 3 of 4 answered is below the default 0.8: no judge_score for that layer, and the row says why
+    assert math.isnan(get[("judge_score", 1)].value) and not math.isnan(get[("judge_score", 4)].value)
+    notes = {(m.metric, m.layer): m.note for m in res.measurements}
+    assert notes[("judge_score", 1)].startswith("judge coverage 0.75 < 0.80") and notes[("judge_score", 4)] == ""
     agree = get[("judge_agreement", 1)]
     assert math.isnan(agree.ci_low) and agree.n == 3
     summary = res.artifacts["summary"]
     assert summary["judge_missing"] == 1 and summary["judge_missing_reasons"] == {"scripted failure": 1}
     assert summary["rubric_version"] == "test-v0" and summary["judge_agreement_pairs"] == 7
+    assert summary["judge_coverage"] == {"1": 0.75, "4": 1.0} and summary["judge_withheld_layers"] == [1]
+    assert summary["degraded"] is True and summary["warnings"] == [
+        "judge answered 7/8 items (coverage 0.88); judge_score is NaN for 1 of 2 layers"]
 
 
 def test_settings_are_validated():
@@ -365,6 +374,8 @@ def test_settings_are_validated():
     with pytest.raises(MedinterpError, match=r"layers \[7\] out of range .* valid: 0\.\.3"):
         LayerAblation(layers=[7]).blocks(4)
     assert LayerAblation(layers=[3, -1, 0]).blocks(4) == [0, 3]
+    with pytest.raises(MedinterpError, match=r"min_judge_coverage must be a number in \[0, 1\]; got 1.5"):
+        LayerAblation(min_judge_coverage=1.5)
 
 
 @pytest.mark.integration
