@@ -27,7 +27,8 @@ def test_one_cell_writes_the_results_format(tmp_path):
     out = tmp_path / "run"
     run_map("model=tiny_llama", "domain=drugs", "method=umap", f"hydra.run.dir={out}", "templates=[started,prescribed]", *FAST)
     rows = read_csv(out / "per_layer.csv")
-    assert list(rows[0]) == ["model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n"]
+    assert list(rows[0]) == ["model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n",
+                            "note"]
     assert {r["model"] for r in rows} == {"tiny_llama"} and {r["method"] for r in rows} == {"umap"}
     assert {r["labeling"] for r in rows} == {"mechanism", "specialty", "specialty-mechanism", "all"}
     layers = {int(r["layer"]) for r in rows if r["metric"] == "silhouette_umap"}
