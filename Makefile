@@ -34,7 +34,7 @@ LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 LLAMA_CMAKE_ARGS  := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
 LLAMA_WHEELS      := .whl/llama-cpp-python-$(LLAMA_CPP_VERSION)-avx2-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-8)
 
-$(LLAMA_WHEELS)/.built:
+$(LLAMA_WHEELS)/.built: | $(VENV)/.stamp
 	test -n "$(LLAMA_CPP_VERSION)" || { echo "error: constraints.txt pins no llama-cpp-python==<version>"; exit 2; }
 	mkdir -p $(LLAMA_WHEELS)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
