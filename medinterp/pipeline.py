@@ -111,6 +111,7 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
     timings["method_s"] = time.perf_counter() - t0
     rows = result.rows(handle.name, prompt_set.domain, method.name)
     writer.add_rows(rows)
+    writer.add_item_rows(result.item_rows(handle.name, prompt_set.domain, method.name))
     t0 = time.perf_counter()
     title = f"{handle.name} · {prompt_set.domain} · {method.name}"
     if plots and method.name in METHOD_CURVES:
