@@ -67,6 +67,8 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
     checkpoints = checkpoints or Checkpoints(None)
     rank0 = strategy.is_rank_zero
     timings: dict[str, float] = {}
+    if getattr(method, "needs_items", True):  # every method but patching reads labelled items
+        prompt_set.require_items(f"method={method.name}")
     points = stack_points(prompt_set, templates)
     t0 = time.perf_counter()
     capture_args: dict[str, Any] = {}

@@ -34,7 +34,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -196,6 +196,8 @@ class PatchingWork:
 @dataclass(frozen=True)
 class ActivationPatching:
     """Denoising activation patching per layer and site. Settings are fixed at construction."""
+
+    needs_items: ClassVar[bool] = False  # pairs are whole prompts: a patching-only prompt set is enough
 
     sites: tuple[str, ...] = DEFAULT_SITES  # any of SITES; resid_all is a check, not a default
     min_gap: float = 1.0  # pairs with |LD_clean − LD_corrupt| below this (logits) are filtered
