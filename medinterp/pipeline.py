@@ -67,6 +67,8 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
     checkpoints = checkpoints or Checkpoints(None)
     rank0 = strategy.is_rank_zero
     timings: dict[str, float] = {}
+    if getattr(method, "needs_items", True):  # every method but patching reads labelled items
+        prompt_set.require_items(f"method={method.name}")
     points = stack_points(prompt_set, templates)
     t0 = time.perf_counter()
     capture_args: dict[str, Any] = {}
@@ -111,6 +113,7 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
     timings["method_s"] = time.perf_counter() - t0
     rows = result.rows(handle.name, prompt_set.domain, method.name)
     writer.add_rows(rows)
+    writer.add_item_rows(result.item_rows(handle.name, prompt_set.domain, method.name))
     t0 = time.perf_counter()
     title = f"{handle.name} · {prompt_set.domain} · {method.name}"
     if plots and method.name in METHOD_CURVES:

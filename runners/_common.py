@@ -20,7 +20,8 @@ log = logging.getLogger("medinterp")
 def check_group_choices(argv: list[str], groups: tuple[str, ...]) -> None:
     """Reject ``group=value`` overrides naming no ``conf/<group>/<value>.yaml``, before Hydra starts.
 
-    Handles multirun lists (``domain=age,drugs``); sweep functions (``choice(...)``) are left to Hydra.
+    Handles multirun lists (``domain=age,drugs``); sweep functions (``choice(...)``) are left to Hydra. A
+    ``domain`` value that is a path (see :func:`prompt_file_choices`) must name an existing file.
     """
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -29,8 +30,89 @@ def check_group_choices(argv: list[str], groups: tuple[str, ...]) -> None:
             continue
         valid = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
         for choice in filter(None, value.split(",")):
-            if choice not in valid:
-                raise unknown_choice(key, choice, valid)
+            if key == "domain" and is_prompt_file(choice):
+                if not Path(choice).expanduser().is_file():
+                    raise MedinterpError(f"domain={choice}: prompt set file not found: "
+                                         f"{Path(choice).expanduser().absolute()}")
+            elif choice not in valid:
+                error = unknown_choice(key, choice, valid)
+                hint = "; or a path to a prompt-set .yaml file (docs/prompt-sets.md)" if key == "domain" else ""
+                raise MedinterpError(f"{error}{hint}")
+
+
+# ---------------------------------------------------------------------------- own prompt files
+def is_prompt_file(value: str) -> bool:
+    """A ``domain=`` value that names a file rather than conf/domain/<name>.yaml: a path separator or a
+    .yaml/.yml suffix (the same rule as :func:`medinterp.prompts.load_prompt_set`)."""
+    return "/" in value or "\\" in value or value.endswith((".yaml", ".yml"))
+
+
+def prompt_file_choices(argv: list[str]) -> list[str]:
+    """Make ``domain=<path to a prompt-set .yaml>`` a config-group choice like the packaged domains.
+
+    For each path in a ``domain=`` override (multirun lists too, mixed with packaged names), a
+    ``domain`` option ``file-<stem>-<hash of the absolute path>`` is stored in Hydra's ConfigStore with
+    ``prompt_set: <absolute path>`` (relative paths resolve against the current directory) and
+    ``labelings: null`` (every labeling the file declares); the override is rewritten to name it.
+    ``domain.prompt_set=<path>`` (the older form) is left as it is. Deterministic, so every rank of a
+    multi-process run rewrites alike.
+    """
+    import hashlib
+    import re
+
+    from hydra.core.config_store import ConfigStore
+
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") != "domain" or "(" in value:
+            out.append(arg)
+            continue
+        choices = []
+        for choice in value.split(","):
+            if choice and is_prompt_file(choice):
+                path = str(Path(choice).expanduser().absolute())
+                stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(path).stem)
+                name = f"file-{stem}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+                ConfigStore.instance().store(group="domain", name=name, node={"prompt_set": path, "labelings": None})
+                choice = name
+            choices.append(choice)
+        out.append(f"{key}={','.join(choices)}")
+    return out
+
+
+def prompt_set_domain(ref: str) -> str:
+    """The ``domain`` key of a prompt set (a packaged name, or a YAML file's own ``domain:``), fit for a folder
+    name; never raises (an unreadable file gives its stem, and loading it later says what is wrong).
+
+    Registered as the ``medinterp.domain`` resolver: conf/map.yaml names run folders with it.
+    """
+    import re
+
+    ref = str(ref)
+    name = ref
+    if is_prompt_file(ref):
+        name = Path(ref).stem
+        try:
+            import yaml
+
+            with open(Path(ref).expanduser(), encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+            if isinstance(data, dict) and isinstance(data.get("domain"), str) and data["domain"].strip():
+                name = data["domain"].strip()
+        except Exception:  # noqa: BLE001 - a folder name is no place to report a bad file
+            pass
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("medinterp.domain"):
+        OmegaConf.register_new_resolver("medinterp.domain", prompt_set_domain)
+
+
+_register_resolvers()
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

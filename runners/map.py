@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (check_group_choices, exit_cleanly_on_sigterm, log, log_run_warnings, publish, quiet_libraries,
-                     sweep_group, user_errors)
+from _common import (check_group_choices, exit_cleanly_on_sigterm, log, log_run_warnings, prompt_file_choices,
+                     prompt_set_domain, publish, quiet_libraries, sweep_group, user_errors)
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -82,6 +82,8 @@ def run_map(cfg: DictConfig, out_dir: Path, method_name: str) -> Path | None:
     rank0 = strategy.is_rank_zero
     prompt_set = load_prompt_set(cfg.domain.prompt_set)
     method = build_method(method_name, cfg)
+    if getattr(method, "needs_items", True):  # a patching-only prompt set: say so before loading the model
+        prompt_set.require_items(f"method={method_name}")
     templates = select_templates(prompt_set, cfg.templates)
     log.info("model=%s domain=%s method=%s device=%s %s cache=%s out=%s", spec.name, prompt_set.domain, method_name,
              cfg.device, strategy.describe(), cfg.cache_dir, out_dir if rank0 else "(rank 0 writes)")
@@ -128,7 +130,8 @@ def main(cfg: DictConfig) -> None:
     choices = HydraConfig.get().runtime.choices
     out_dir = run_map(cfg, Path(HydraConfig.get().runtime.output_dir), choices["method"])
     if out_dir is not None:  # rank 0, results written: report.html, then W&B (conf/logger/)
-        publish(out_dir, cfg, name=f"{choices['model']}-{choices['domain']}-{choices['method']}",
+        domain = prompt_set_domain(cfg.domain.prompt_set)  # the prompt set's own domain key, as the folder
+        publish(out_dir, cfg, name=f"{choices['model']}-{domain}-{choices['method']}",
                 job_type=choices["method"], group=sweep_group(), report="run")
         log_run_warnings(out_dir)  # last, so a degraded run (judge outage) ends its log saying so
 
@@ -136,6 +139,7 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     exit_cleanly_on_sigterm()
     user_errors(check_group_choices)(sys.argv[1:], ("model", "domain", "method", "judge", "strategy", "logger"))
+    sys.argv[1:] = prompt_file_choices(sys.argv[1:])  # domain=<path to a .yaml>: a domain choice per file
     logging.getLogger("medinterp").setLevel(logging.INFO)
     sys.argv[1:] = private_run_dir_for_other_ranks(sys.argv[1:])
     main()

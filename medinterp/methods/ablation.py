@@ -75,7 +75,7 @@ from tqdm.auto import tqdm
 from medinterp.capture import forward_hooks
 from medinterp.errors import MedinterpError
 from medinterp.judges import DeterministicJudge, JudgeItem, Verdict
-from medinterp.methods.base import Measurement, MethodResult, register_method, run_units_here
+from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method, run_units_here
 from medinterp.metrics import Estimate, mean_with_ci
 from medinterp.models import BoundModel, ModelHandle
 from medinterp.prompts import PromptSet
@@ -696,7 +696,8 @@ class LayerAblation:
         return MethodResult(self._measurements(blocks, kl, dlogp, scores, cover, bool(self.judge.needs_text)),
                             artifacts={"summary": self._summary(prompts, blocks, kl, scores, verdicts, answer_tokens,
                                                                 cover),
-                                       "ablation_items": self._item_records(prompts, blocks, items, verdicts)})
+                                       "ablation_items": self._item_records(prompts, blocks, items, verdicts)},
+                            items=self._item_values(prompts, blocks, kl, dlogp, scores, verdicts))
 
     # -- pieces ----------------------------------------------------------------------------------------
     def _judge_score(self, scores: np.ndarray, cover: JudgeCoverage, k: int) -> Measurement:
@@ -754,6 +755,21 @@ class LayerAblation:
                            judge_model=getattr(judge, "cache_model", None), judge_agreement=rho,
                            judge_agreement_pairs=pairs)
         return summary
+
+    @staticmethod
+    def _item_values(prompts: list[Prompt], blocks: list[int], kl: np.ndarray, dlogp: np.ndarray, scores: np.ndarray,
+                     verdicts: list[Verdict]) -> list[ItemValue]:
+        """Per (ablated block, prompt): ``kl``, ``dlogp`` and ``judge_score`` (per_item.csv). A prompt the judge
+        gave no score carries the verdict's reason as its note (the row's mean is over the scored prompts)."""
+        out, n = [], len(prompts)
+        for k, block in enumerate(blocks):
+            for i, p in enumerate(prompts):
+                layer, verdict = block + 1, verdicts[k * n + i]
+                note = "" if np.isfinite(scores[k, i]) else f"no judge score: {verdict.missing_reason or 'missing'}"
+                out += [ItemValue("all", "kl", layer, p.item_id, p.template_id, float(kl[k, i])),
+                        ItemValue("all", "dlogp", layer, p.item_id, p.template_id, float(dlogp[k, i])),
+                        ItemValue("all", "judge_score", layer, p.item_id, p.template_id, float(scores[k, i]), note)]
+        return out
 
     @staticmethod
     def _item_records(prompts: list[Prompt], blocks: list[int], items: list[JudgeItem],

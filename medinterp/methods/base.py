@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from medinterp.metrics import Estimate
 from medinterp.registry import Registry
-from medinterp.results import Row
+from medinterp.results import ItemRow, Row
 
 if TYPE_CHECKING:
     from medinterp.models import ModelHandle
@@ -39,17 +39,43 @@ class Measurement:
     note: str = ""  # why the value is NaN or must be read with care (results column ``note``)
 
 
+@dataclass(frozen=True)
+class ItemValue:
+    """One item's (or contrast pair's) value of a metric at a layer: what a per-layer mean averages.
+
+    ``note`` is empty for a value that enters the mean, else why it does not (results column ``note``).
+    """
+
+    labeling: str
+    metric: str
+    layer: int
+    item: str
+    template: str
+    value: float
+    note: str = ""
+
+
 @dataclass
 class MethodResult:
-    """A method's measurements plus anything it wants drawn (e.g. 2-D embeddings per layer)."""
+    """A method's measurements plus anything it wants drawn (e.g. 2-D embeddings per layer).
+
+    ``items`` are the per-item values behind the measurements (model methods; ``per_item.csv``). They are
+    built in the method's ``finish`` on rank 0, so every distributed strategy writes them.
+    """
 
     measurements: list[Measurement]
     artifacts: dict[str, Any] = field(default_factory=dict)
+    items: list[ItemValue] = field(default_factory=list)
 
     def rows(self, model: str, domain: str, method: str) -> list[Row]:
         """The measurements as per-layer rows of the results table."""
         return [Row(model, domain, m.labeling, method, m.metric, m.layer, m.estimate.value, m.estimate.ci_low,
                     m.estimate.ci_high, m.estimate.n, m.note) for m in self.measurements]
+
+    def item_rows(self, model: str, domain: str, method: str) -> list[ItemRow]:
+        """The per-item values as rows of ``per_item.csv``."""
+        return [ItemRow(model, domain, method, v.labeling, v.metric, v.layer, v.item, v.template, float(v.value), v.note)
+                for v in self.items]
 
 
 @runtime_checkable

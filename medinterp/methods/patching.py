@@ -34,7 +34,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from transformers import PreTrainedTokenizerBase
 
 from medinterp.capture import encode
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.base import Measurement, MethodResult, register_method
+from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method
 from medinterp.methods.patching_engine import (
     DEFAULT_SITES,
     ENGINES,
@@ -197,6 +197,8 @@ class PatchingWork:
 class ActivationPatching:
     """Denoising activation patching per layer and site. Settings are fixed at construction."""
 
+    needs_items: ClassVar[bool] = False  # pairs are whole prompts: a patching-only prompt set is enough
+
     sites: tuple[str, ...] = DEFAULT_SITES  # any of SITES; resid_all is a check, not a default
     min_gap: float = 1.0  # pairs with |LD_clean − LD_corrupt| below this (logits) are filtered
     n_boot: int = 200
@@ -304,17 +306,38 @@ class ActivationPatching:
         if filtered:
             log.warning("patching: %d of %d pairs have |LD_clean - LD_corrupt| < %g and are filtered: %s",
                         len(filtered), len(ids), self.min_gap, ", ".join(filtered))
+        # two different things (docs/patching.md): the corrupted prompt favours the clean answer more than the
+        # clean prompt does (gap < 0: P's denominator is negative), and the model prefers the corrupted answer
+        # on the clean prompt (LD_clean < 0: it gets the clean fact wrong)
         summary.update(n_filtered=len(filtered), filtered_pairs=filtered, n_kept=int(keep.sum()),
-                       n_negative_gap=int((gap[keep] < 0).sum()), **counts)
+                       n_negative_gap=int((gap[keep] < 0).sum()),
+                       n_clean_prefers_corrupted=int((ld_clean[keep] < 0).sum()), **counts)
         scores = {site: patching_score(ld_patched[site][:, keep], ld_clean[keep], ld_corrupt[keep]) for site in self.sites}
         artifacts = {"summary": summary, "pair_ids": ids, "kept": keep, "ld_clean": ld_clean, "ld_corrupt": ld_corrupt,
                      "ld_patched": ld_patched, "p": scores}
+        items = self._item_values(n_layers, ids, keep, gap, ld_clean, ld_corrupt, scores)
         if not keep.any():
             summary["note"] = f"every pair has |LD_clean - LD_corrupt| < min_gap={self.min_gap}"
-            return MethodResult([], artifacts)
-        return MethodResult(self._measurements(n_layers, ld_clean[keep], ld_corrupt[keep], scores), artifacts)
+            return MethodResult([], artifacts, items)
+        return MethodResult(self._measurements(n_layers, ld_clean[keep], ld_corrupt[keep], scores), artifacts, items)
 
     # -- pieces ----------------------------------------------------------------------------------------
+    def _item_values(self, n_layers: int, ids: list[str], keep: np.ndarray, gap: np.ndarray, ld_clean: np.ndarray,
+                     ld_corrupt: np.ndarray, scores: dict[str, np.ndarray]) -> list[ItemValue]:
+        """Per pair: ``ld_clean``/``ld_corrupt`` at layer −1 (a filtered pair's with a note saying so), and P per
+        site and layer for the kept pairs (the values the rows average)."""
+        out = []
+        for i, pair_id in enumerate(ids):
+            note = "" if keep[i] else f"filtered: |LD_clean - LD_corrupt| = {abs(gap[i]):.3g} < min_gap={self.min_gap}"
+            out.append(ItemValue(LABELING, "ld_clean", -1, pair_id, "", float(ld_clean[i]), note))
+            out.append(ItemValue(LABELING, "ld_corrupt", -1, pair_id, "", float(ld_corrupt[i]), note))
+        kept_ids = [pair_id for pair_id, k in zip(ids, keep) if k]
+        for site, p in scores.items():
+            for row, layer in enumerate(site_layers(site, n_layers)):
+                out.extend(ItemValue(LABELING, f"p_{site}", layer, pair_id, "", float(p[row, j]))
+                           for j, pair_id in enumerate(kept_ids))
+        return out
+
     def _measurements(self, n_layers: int, ld_clean: np.ndarray, ld_corrupt: np.ndarray,
                       scores: dict[str, np.ndarray]) -> list[Measurement]:
         """Rows: ld_clean / ld_corrupt at layer −1, then p_<site> per reported layer."""

@@ -52,7 +52,8 @@ def stack_points(prompt_set: PromptSet, templates: Sequence[str]) -> Points:
     n_t = len(templates)
     items = prompt_set.items
     terms = tuple(item.slots[prompt_set.term_slot] for item in items) * n_t
-    labels = {name: np.concatenate([prompt_set.label_array(name)] * n_t) for name in prompt_set.labelings}
+    labels = {name: np.concatenate([prompt_set.label_array(name)] * max(n_t, 1))[:n_t * len(items)]
+              for name in prompt_set.labelings}  # no templates (patching): empty columns
     return Points(
         item_ids=np.array([item.id for item in items] * n_t),
         template_ids=np.repeat(np.array(list(templates)), len(items)),

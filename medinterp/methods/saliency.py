@@ -59,7 +59,7 @@ from torch import nn
 from medinterp.capture import forward_hooks
 from medinterp.capture.params import numel, own_weights, shape
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.base import Measurement, MethodResult, register_method, run_units_here
+from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method, run_units_here
 from medinterp.methods.targets import (Batch, TargetTokens, encode_targets, make_batch, saliency_examples,
                                        select_examples)
 from medinterp.metrics import Estimate, mean_with_ci
@@ -554,4 +554,16 @@ class WeightSaliency:
                       "loss": loss.tolist()}
         if self.mode == "exact":
             per_prompt.update({f"{metric}@{layer}": v.tolist() for (metric, layer), v in series.items()})
-        return MethodResult(measurements, artifacts={"summary": summary, "per_prompt": per_prompt})
+        return MethodResult(measurements, artifacts={"summary": summary, "per_prompt": per_prompt},
+                            items=self._item_values(chosen, loss, series))
+
+    def _item_values(self, chosen, loss: np.ndarray, series: dict[tuple[str, int], np.ndarray]) -> list[ItemValue]:
+        """Per prompt: ``loss`` (layer −1) and, in exact mode, every group's saliency per layer. In
+        ``batch_approx`` mode the group values are per batch, not per prompt, and are not written."""
+        keys = [(e.item_id, e.template_id) for e, _ in chosen]
+        out = [ItemValue("all", "loss", -1, item, template, float(v)) for (item, template), v in zip(keys, loss)]
+        if self.mode == "exact":
+            for (metric, layer), values in series.items():
+                out.extend(ItemValue("all", metric, layer, item, template, float(v))
+                           for (item, template), v in zip(keys, values))
+        return out

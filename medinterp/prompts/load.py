@@ -14,7 +14,9 @@ fault::
 Rules, in the order they are checked:
 
 1. the file is YAML (duplicate mapping keys count as errors) holding a mapping whose top-level keys
-   are exactly :data:`REQUIRED_KEYS` plus any of :data:`OPTIONAL_KEYS`;
+   are :data:`REQUIRED_KEYS`, either all of :data:`ITEM_SECTIONS` or none of them, and any of
+   :data:`OPTIONAL_KEYS`; a file without the item sections is a *patching-only* file and must have
+   ``pairs`` (its PromptSet has no term slot, templates, items or labelings);
 2. ``domain`` equals the file stem; ``version`` looks like ``1.0.0``; ``disclaimer`` is present for
    the domains in :data:`DISCLAIMER_REQUIRED`;
 3. labelings have a known kind, a positive ``min_per_class`` and, for ordinal ones, a ``group_by`` that
@@ -59,7 +61,8 @@ from medinterp.prompts.schema import (
 )
 
 PACKAGE = "medinterp.data.prompts"  # where the shipped YAML files live
-REQUIRED_KEYS = ("domain", "version", "description", "term_slot", "sources", "labelings", "templates", "items")
+REQUIRED_KEYS = ("domain", "version", "description", "sources")  # every file
+ITEM_SECTIONS = ("term_slot", "labelings", "templates", "items")  # all (labelled items) or none (pairs only)
 OPTIONAL_KEYS = ("disclaimer", "pairs")
 DISCLAIMER_REQUIRED = frozenset({"drugs", "dosage"})  # doses and drug labels are not clinical advice
 MIN_TEMPLATES = 3  # paraphrases per domain, so no result hangs on one wording
@@ -171,13 +174,17 @@ def _provenance(value: Any, source: str, where: str) -> dict[str, str]:
 
 def _check_header(data: dict[str, Any], source: str, stem: str) -> None:
     """Top-level keys, domain, version, description, disclaimer, term slot and sources."""
-    for key in REQUIRED_KEYS:
+    for key in data:
+        if key not in REQUIRED_KEYS + ITEM_SECTIONS + OPTIONAL_KEYS:
+            valid = ", ".join(REQUIRED_KEYS + ITEM_SECTIONS + OPTIONAL_KEYS)
+            raise _fail(source, "", f"unknown top-level key {key!r}; valid: {valid}")
+    has_items = any(key in data for key in ITEM_SECTIONS)
+    for key in REQUIRED_KEYS + (ITEM_SECTIONS if has_items else ()):
         if key not in data:
             raise _fail(source, "", f"missing top-level key '{key}'")
-    for key in data:
-        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
-            valid = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
-            raise _fail(source, "", f"unknown top-level key {key!r}; valid: {valid}")
+    if not has_items and not data.get("pairs"):
+        raise _fail(source, "", f"no items and no pairs: give {', '.join(ITEM_SECTIONS)} (labelled items), "
+                                f"or 'pairs' alone (a patching-only file), or both")
     domain = _text(data["domain"], source, "", "domain")
     if domain != stem:
         raise _fail(source, "", f"domain {domain!r} must equal the file stem {stem!r}")
@@ -188,7 +195,7 @@ def _check_header(data: dict[str, Any], source: str, stem: str) -> None:
         raise _fail(source, "", f"domain {domain!r} needs a 'disclaimer' (not clinical advice)")
     if "disclaimer" in data:
         _text(data["disclaimer"], source, "", "disclaimer")
-    if not isinstance(data["term_slot"], str) or not data["term_slot"].isidentifier():
+    if has_items and (not isinstance(data["term_slot"], str) or not data["term_slot"].isidentifier()):
         raise _fail(source, "", f"term_slot must be a slot name, got {data['term_slot']!r}")
     sources = _list(data["sources"], source, "", "sources")
     if not sources:
@@ -378,12 +385,15 @@ def parse_prompt_set(raw: bytes, source: str, stem: str) -> PromptSet:
     """
     data = _read_yaml(raw, source)
     _check_header(data, source, stem)
-    term_slot = data["term_slot"]
-    labelings = _parse_labelings(data["labelings"], source)
-    templates = _parse_templates(data["templates"], term_slot, source)
-    items = _parse_items(data["items"], labelings, source)
-    _check_template_slots(templates, items, source)
-    _check_label_statistics(labelings, items, source)
+    if "items" in data:
+        term_slot = data["term_slot"]
+        labelings = _parse_labelings(data["labelings"], source)
+        templates = _parse_templates(data["templates"], term_slot, source)
+        items = _parse_items(data["items"], labelings, source)
+        _check_template_slots(templates, items, source)
+        _check_label_statistics(labelings, items, source)
+    else:  # a patching-only file: pairs are whole prompts
+        term_slot, labelings, templates, items = "", {}, (), ()
     pairs = _parse_pairs(data.get("pairs", []), source)
     _check_distinct_prompts(templates, items, term_slot, source)
     return PromptSet(

@@ -148,6 +148,8 @@ class Prompt:
 class PromptSet:
     """A validated prompt set for one domain; build it with :func:`medinterp.prompts.load_prompt_set`.
 
+    A *patching-only* set (a file with only ``pairs``) has ``term_slot=""`` and no templates, items or
+    labelings; :meth:`require_items` turns that into one line for methods that need items.
     ``sha256`` is the hash of the file's bytes and ``source`` the path or package resource it was read
     from. ``key`` combines domain, version and hash, so cached activations are invalidated whenever the
     file changes. ``disclaimer`` and ``sources`` are copied from the file ("" and () when absent).
@@ -166,6 +168,13 @@ class PromptSet:
     source: str
     disclaimer: str = ""
     sources: tuple[Mapping[str, str], ...] = ()
+
+    def require_items(self, what: str) -> None:
+        """Raise a one-line error when this is a patching-only set (pairs, no items) and ``what`` needs items."""
+        if not self.items:
+            raise MedinterpError(f"{self.source}: prompt set {self.domain!r} has only contrast pairs (no items, "
+                                 f"templates or labelings); {what} needs labelled items: use method=patching, or "
+                                 f"add term_slot, labelings, templates and items to the file")
 
     @property
     def key(self) -> str:

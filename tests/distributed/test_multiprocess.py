@@ -11,12 +11,14 @@ compared bit for bit, and every other metric of the cell exactly.
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from launch_helpers import make_cache, map_cmd, max_rel_diff, read_rows, run, torchrun_cmd
+from medinterp.results import read_item_rows
 
 pytest.importorskip("deepspeed", reason="the zero3 strategy needs deepspeed (pip install deepspeed; see docs/distributed.md)")
 pytest.importorskip("lightning", reason="ddp/zero3 run on Lightning Fabric (pip install lightning)")
@@ -85,10 +87,14 @@ def test_two_ranks_match_single(strategy, method, reference, tmp_path, private_c
         assert ours.keys() == theirs.keys() and ours
         for key in ours:
             np.testing.assert_array_equal(ours[key], theirs[key])
+    if method != "umap":  # per-item values come out of finish on rank 0: the same rows as one process
+        ours, theirs = read_item_rows(out / "per_item.csv"), read_item_rows(ref / "per_item.csv")
+        assert [astuple(r)[:8] for r in ours] == [astuple(r)[:8] for r in theirs] and ours
+        np.testing.assert_allclose([r.value for r in ours], [r.value for r in theirs], rtol=TOLERANCE[method], atol=0)
     # rank 0 alone wrote the output folder; rank 1's private Hydra folder is gone
     names = {p.name for p in out.iterdir()}
     assert {".hydra", "map.log", "per_layer.csv", "summary.json"} <= names <= {".hydra", "map.log", "per_layer.csv",
-                                                                            "summary.json", "report.html"}
+                                                                            "per_item.csv", "summary.json", "report.html"}
     assert "rank 1" not in (out / "map.log").read_text() and "rank 0 of 2" in (out / "map.log").read_text()
     assert not list((tmp_path / "tmp").glob("medinterp-rank*"))
 

@@ -335,3 +335,25 @@ def test_smollm2_dosage_pairs(smollm2, dosage):
     assert np.abs(p[0]).max() <= 1e-3  # same last token in clean and corrupted prompts
     rows = {(m.metric, m.layer): m.estimate for m in res.measurements}
     assert rows[("p_resid_last", smollm2.n_layers)].n == 4
+
+
+def test_negative_gap_and_clean_preferring_the_corrupted_answer_are_counted_apart():
+    """gap < 0 (the corrupted prompt favours the clean answer more than the clean prompt) and LD_clean < 0 (the
+    model prefers the corrupted answer on the clean prompt) are different pairs; finish counts each."""
+    from types import SimpleNamespace
+
+    from medinterp.methods.patching import CheckedPair, PatchingWork
+
+    # (LD_clean, LD_corrupt): gap < 0 with LD_clean > 0; LD_clean < 0 with gap > 0; both; neither
+    lds = [(1.0, 3.0), (-3.0, -5.0), (-2.0, 1.0), (4.0, 0.0)]
+    pairs = [CheckedPair(pair(f"p{i}", "a b", "a c"), 1, 2, 2) for i in range(len(lds))]
+    method = ActivationPatching(sites=("resid_last",), min_gap=1.0, n_boot=10)
+    work = PatchingWork({"n_pairs": 4}, pairs, [])
+    ld_clean, ld_corrupt = (np.array(v) for v in zip(*lds))
+    result = {"idx": [0, 1, 2, 3], "ld_clean": ld_clean, "ld_corrupt": ld_corrupt,
+              "ld_patched": {"resid_last": np.zeros((2, 4))}, "n_forwards": 0, "n_block_calls": 0}
+    out = method.finish(SimpleNamespace(n_layers=1), work, [result])
+    summary = out.artifacts["summary"]
+    assert summary["n_kept"] == 4
+    assert summary["n_negative_gap"] == 2  # p0, p2
+    assert summary["n_clean_prefers_corrupted"] == 2  # p1, p2

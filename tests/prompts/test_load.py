@@ -453,3 +453,43 @@ def test_dosage_counts(sets):
         assert len(counts) >= 2 and min(counts.values()) >= 3, counts
     for pair in ps.pairs:  # answers never start with a digit (tokenizers split numbers)
         assert not pair.clean_answer.strip()[0].isdigit() and not pair.corrupted_answer.strip()[0].isdigit()
+
+
+# --------------------------------------------------------------------------- patching-only files
+
+
+def pairs_only() -> dict:
+    data = toy()
+    for key in ("term_slot", "labelings", "templates", "items"):
+        del data[key]
+    return data
+
+
+def test_a_pairs_only_file_loads_with_no_items_templates_or_labelings(tmp_path):
+    ps = load_prompt_set(write(tmp_path, pairs_only()))
+    assert [p.id for p in ps.pairs] == ["p1"] and ps.pairs[0].clean_answer == " once"
+    assert (ps.items, ps.templates, dict(ps.labelings), ps.term_slot) == ((), (), {}, "")
+    with pytest.raises(MedinterpError, match=r"toy\.yaml: prompt set 'toy' has only contrast pairs \(no items, templates "
+                                             r"or labelings\); method=umap needs labelled items: use method=patching"):
+        ps.require_items("method=umap")
+    (tmp_path / "f").mkdir()
+    load_prompt_set(write(tmp_path / "f", toy())).require_items("method=umap")  # a file with items passes
+
+
+@pytest.mark.parametrize("drop, message", [
+    (("items",), "missing top-level key 'items'"),  # item sections are all or none
+    (("templates", "items"), "missing top-level key 'templates'"),
+])
+def test_a_file_with_some_item_sections_names_the_missing_one(tmp_path, drop, message):
+    data = toy()
+    for key in drop:
+        del data[key]
+    assert message in error_for(write(tmp_path, data))
+
+
+def test_a_file_with_neither_items_nor_pairs_says_what_it_needs(tmp_path):
+    data = pairs_only()
+    data["pairs"] = []
+    assert "no items and no pairs: give term_slot, labelings, templates, items" in error_for(write(tmp_path, data))
+    del data["pairs"]
+    assert "no items and no pairs" in error_for(write(tmp_path, data))

@@ -48,12 +48,13 @@ def test_multirun_over_models_and_domains(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_map("-m", "domain=age,progression", "model=tiny_llama,tiny_qwen2", f"hydra.sweep.dir={sweep}",
                    "templates=2", "plots=false", *FAST[:3])
-    cells = sorted(p.name for p in sweep.iterdir() if (p / "per_layer.csv").exists())
-    assert cells == ["tiny_llama-age-umap", "tiny_llama-progression-umap", "tiny_qwen2-age-umap", "tiny_qwen2-progression-umap"]
-    age = read_csv(sweep / "tiny_llama-age-umap" / "per_layer.csv")
+    cells = sorted((p.name for p in sweep.iterdir() if (p / "per_layer.csv").exists()), key=lambda n: int(n.split("_")[0]))
+    assert cells == ["0_tiny_llama-age-umap", "1_tiny_qwen2-age-umap", "2_tiny_llama-progression-umap",
+                     "3_tiny_qwen2-progression-umap"]  # job number first: two jobs never share a folder
+    age = read_csv(sweep / "0_tiny_llama-age-umap" / "per_layer.csv")
     assert {r["labeling"] for r in age} >= {"age/pooled", "age/female", "age/male", "gender", "band"}
     assert {r["metric"] for r in age if r["labeling"] == "age/pooled"} >= {"anisotropy", "r2_raw", "discontinuity"}
-    prog = read_csv(sweep / "tiny_qwen2-progression-umap" / "per_layer.csv")
+    prog = read_csv(sweep / "3_tiny_qwen2-progression-umap" / "per_layer.csv")
     assert any(r["labeling"].startswith("stage/") for r in prog)
     assert "results:" in proc.stderr + proc.stdout
 
