@@ -356,6 +356,26 @@ def _entry(found: dict[str, Curve], method: str, params: MapParams, n_layers: in
     return entry
 
 
+def _check_channel_metrics(index: _Index, domains: Sequence[str], params: MapParams) -> None:
+    """A channel metric set by the user (not the default) must be a metric of that method's rows somewhere.
+
+    Otherwise (a typo such as ``map.channels.ablation.metric=kl_div``) every domain would silently lose the
+    method's lane; a default metric that is absent stays a per-domain ``missing`` note (e.g. a numeric
+    domain has no silhouettes). Domains read through the age rule are not considered.
+    """
+    age = params.age
+    for method in params.methods:
+        metric = params.channels[method].metric
+        if metric == DEFAULT_CHANNELS.get(method, {}).get("metric"):
+            continue
+        plain = [d for d in domains if (d, method) in index.groups
+                 and not (age is not None and d == age.domain and method == age.method)]
+        have = sorted({m for d in plain for m in index.metrics(d, method)})
+        if have and metric not in have:
+            raise MedinterpError(f"The 'map.channels.{method}.metric' setting names no metric of the {method} rows: "
+                                 f"{metric!r}; valid: {', '.join(have)}.")
+
+
 def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, Any]:
     """The knowledge map of one model from its (row, source) pairs (see the module docstring)."""
     models = {r.model for r, _ in rows}
@@ -363,6 +383,7 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
         raise MedinterpError(f"build_map needs the rows of exactly one model; got {sorted(models)}")
     index = _Index(rows)
     domains = list(params.domains) + sorted(index.domains() - set(params.domains))
+    _check_channel_metrics(index, domains, params)
     found, missing = {}, []
     for domain in domains:
         for method in params.methods:
