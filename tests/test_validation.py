@@ -8,7 +8,6 @@ from medinterp.errors import MedinterpError
 from medinterp.methods import select_templates
 from medinterp.pipeline import run_cell
 from medinterp.prompts import load_prompt_set
-from medinterp.validation import check_run_settings
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -21,12 +20,16 @@ from medinterp.validation import check_run_settings
      "The 'max_batch_tokens' setting must be a positive integer or null; got 0."),
 ])
 def test_bad_run_settings_are_one_line(settings, message):
+    from medinterp.validation import check_run_settings
+
     with pytest.raises(MedinterpError) as err:
         check_run_settings(**settings)
     assert str(err.value) == message
 
 
 def test_good_run_settings_pass():
+    from medinterp.validation import check_run_settings
+
     check_run_settings(batch_size=1, seed=2**32 - 1, max_batch_tokens=None)
 
 

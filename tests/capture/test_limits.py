@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from medinterp.capture import capture
-from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, memory_errors, prompt_names, token_batches
 from medinterp.errors import MedinterpError
 from medinterp.prompts import load_prompt_set
 from medinterp.prompts.schema import Prompt
@@ -23,6 +22,8 @@ def same(a, b):
 
 
 def test_the_budget_splits_only_a_batch_that_would_exceed_it():
+    from medinterp.capture.limits import token_batches
+
     lengths = [20] * 31 + [12_000]  # a 12k-token prompt among 31 short ones
     assert same(token_batches(lengths, 32, None), old_batches(lengths, 32))  # no budget: one batch of 32
     batches = token_batches(lengths, 32, 16384)
@@ -41,6 +42,8 @@ def test_the_budget_splits_only_a_batch_that_would_exceed_it():
 @pytest.mark.parametrize("domain", ["drugs", "age", "dosage", "symptoms", "disease"])
 def test_default_budget_keeps_the_shipped_prompt_sets_batches(tiny_handles, domain):
     """With the default settings every shipped prompt set is cut exactly as before (same per_layer.csv)."""
+    from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, token_batches
+
     tok = tiny_handles["llama"].tokenizer
     ps = load_prompt_set(domain)
     for t in [t.id for t in ps.templates][:3]:
@@ -53,11 +56,15 @@ def test_default_budget_keeps_the_shipped_prompt_sets_batches(tiny_handles, doma
 
 def test_a_prompt_longer_than_the_context_is_one_line_naming_it(tiny_handles):
     h = tiny_handles["llama"]
-    assert h.max_positions == 512  # medinterp/models/tiny.py
     long = "A patient with " + "a persistent cough and " * 200 + "most likely has"
     prompts = [Prompt("aspirin", "t1", "Aspirin treats", (0, 7)), Prompt("cough", "t2", long, (0, 1))]
+    with pytest.raises(MedinterpError, match="tokens long"):  # before: captured silently past the trained positions
+        capture(h, [p.text for p in prompts])
+    from medinterp.capture.limits import prompt_names
+
     with pytest.raises(MedinterpError) as err:
         capture(h, [p.text for p in prompts], names=prompt_names(prompts))
+    assert h.max_positions == 512  # medinterp/models/tiny.py
     n = len(h.tokenizer(long)["input_ids"])
     assert str(err.value).startswith(f"prompt of item 'cough', template 't2' is {n} tokens long; model 'tiny_llama' "
                                      f"has a context of 512 tokens")
@@ -79,6 +86,8 @@ def test_a_cpu_allocation_failure_is_the_one_line_memory_error(tiny_handles, mon
 
 
 def test_memory_errors_let_other_errors_through():
+    from medinterp.capture.limits import memory_errors
+
     with pytest.raises(RuntimeError, match="shape mismatch"):
         with memory_errors("batch_size", 8, "cpu"):
             raise RuntimeError("shape mismatch")
