@@ -41,6 +41,12 @@ DEFAULT_CHANNELS = {
     "ablation": {"metric": "kl", "rule": "segments"},
     "patching": {"metric": "p_resid_diff", "rule": "segments"},
 }
+METHOD_METRICS = {  # what each method writes (fnmatch patterns; medinterp/methods/), for checking channel metrics
+    "umap": ("silhouette_*", "anisotropy*", "r2_*", "discontinuity*", "effective_rank*", "circular_*", "closure_*"),
+    "saliency": ("grad_*", "loss"),
+    "ablation": ("kl", "dlogp", "judge_*"),
+    "patching": ("p_*", "ld_*"),
+}
 DEFAULT_DOMAINS = ("age", "symptoms", "disease", "progression", "drugs", "dosage")
 
 
@@ -356,24 +362,22 @@ def _entry(found: dict[str, Curve], method: str, params: MapParams, n_layers: in
     return entry
 
 
-def _check_channel_metrics(index: _Index, domains: Sequence[str], params: MapParams) -> None:
-    """A channel metric set by the user (not the default) must be a metric of that method's rows somewhere.
+def _check_channel_metrics(index: _Index, params: MapParams) -> None:
+    """Each channel's metric must be one its method can write (:data:`METHOD_METRICS`) or one in its rows.
 
-    Otherwise (a typo such as ``map.channels.ablation.metric=kl_div``) every domain would silently lose the
-    method's lane; a default metric that is absent stays a per-domain ``missing`` note (e.g. a numeric
-    domain has no silhouettes). Domains read through the age rule are not considered.
+    A typo (``map.channels.ablation.metric=kl_div``) would otherwise drop the method's lane from every
+    domain without a word; a real metric that a table lacks stays a per-domain ``missing`` note.
     """
-    age = params.age
     for method in params.methods:
         metric = params.channels[method].metric
-        if metric == DEFAULT_CHANNELS.get(method, {}).get("metric"):
+        patterns = METHOD_METRICS.get(method, ())
+        have = {m for d in index.domains() for m in index.metrics(d, method)}
+        if metric in have or any(fnmatch.fnmatchcase(metric, p) for p in patterns):
             continue
-        plain = [d for d in domains if (d, method) in index.groups
-                 and not (age is not None and d == age.domain and method == age.method)]
-        have = sorted({m for d in plain for m in index.metrics(d, method)})
-        if have and metric not in have:
-            raise MedinterpError(f"The 'map.channels.{method}.metric' setting names no metric of the {method} rows: "
-                                 f"{metric!r}; valid: {', '.join(have)}.")
+        if not patterns and not have:  # a method of its own with no rows: nothing to check against
+            continue
+        raise MedinterpError(f"The 'map.channels.{method}.metric' setting names no metric of the {method} method: "
+                             f"{metric!r}; valid: {', '.join(sorted(set(patterns) | have))}.")
 
 
 def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, Any]:
@@ -383,7 +387,7 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
         raise MedinterpError(f"build_map needs the rows of exactly one model; got {sorted(models)}")
     index = _Index(rows)
     domains = list(params.domains) + sorted(index.domains() - set(params.domains))
-    _check_channel_metrics(index, domains, params)
+    _check_channel_metrics(index, params)
     found, missing = {}, []
     for domain in domains:
         for method in params.methods:

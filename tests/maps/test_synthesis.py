@@ -169,8 +169,8 @@ def test_an_unknown_channel_metric_is_one_line_not_a_lost_lane():
     params = MapParams.from_dict(channels("ablation", "kl_div"))
     with pytest.raises(MedinterpError) as err:
         build_map(rows, params)
-    assert str(err.value) == ("The 'map.channels.ablation.metric' setting names no metric of the ablation rows: "
-                              "'kl_div'; valid: kl.")
+    assert str(err.value) == ("The 'map.channels.ablation.metric' setting names no metric of the ablation method: "
+                              "'kl_div'; valid: dlogp, judge_*, kl.")
     ok = build_map(rows, MapParams.from_dict(channels("patching", "p_resid_last")))
     assert ok["domains"]["symptoms"]["patching"]["metric"] == "p_resid_last"
     assert {m["method"] for m in ok["missing"] if m["domain"] == "dosage"} >= {"saliency"}  # absent rows: still notes
