@@ -64,8 +64,13 @@ def cell_key(cfg: DictConfig, method_name: str, templates: list[str], prompt_sha
                        "sha256": prompt_sha, "method": method_name, "settings": OmegaConf.to_container(cfg.method, resolve=True),
                        "templates": templates, "labelings": OmegaConf.to_container(OmegaConf.create({"l": cfg.domain.labelings}))["l"],
                        "reduction": cfg.reduction, "batch_size": cfg.batch_size, "seed": cfg.seed,
-                       **({"max_batch_tokens": mbt} if (mbt := OmegaConf.select(cfg, "max_batch_tokens")) is not None
-                          and mbt != DEFAULT_MAX_BATCH_TOKENS else {})})
+                       **budget_key(cfg)})
+
+
+def budget_key(cfg: DictConfig) -> dict:
+    """``max_batch_tokens`` for the resume key when it is not the default (so default keys stay what they were)."""
+    value = OmegaConf.select(cfg, "max_batch_tokens", default=DEFAULT_MAX_BATCH_TOKENS)
+    return {} if value == DEFAULT_MAX_BATCH_TOKENS else {"max_batch_tokens": value}
 
 
 def build_method(name: str, cfg: DictConfig):

@@ -128,5 +128,5 @@ def memory_errors(setting: str, value: int, device: Any, prefix: str = "", detai
         raise memory_error(err, setting, value, device, prefix, detail) from None
 
 
-__all__ = ["DEFAULT_MAX_BATCH_TOKENS", "check_context", "check_positive_int", "is_out_of_memory", "memory_error", "memory_errors",
-           "prompt_batches", "prompt_names", "token_batches"]
+__all__ = ["DEFAULT_MAX_BATCH_TOKENS", "check_context", "check_positive_int", "is_out_of_memory", "memory_error",
+           "memory_errors", "prompt_batches", "prompt_names", "token_batches"]

@@ -51,7 +51,8 @@ def capture_batch(handle: ModelHandle, batch: TokenBatch, layers: Sequence[int],
 
 
 def batch_order(handle: ModelHandle, texts: Sequence[str], batch_size: int,
-                max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, names: Sequence[str] | None = None) -> list[np.ndarray]:
+                max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+                names: Sequence[str] | None = None) -> list[np.ndarray]:
     """Prompt indices per batch, in order of token length (less padding), each batch within ``batch_size``
     prompts and ``max_batch_tokens`` padded tokens; every prompt checked against the model's context
     (medinterp/capture/limits.py). Deterministic, so every rank of a data-parallel run cuts the same

@@ -108,7 +108,8 @@ class CaptureWork(Work):
             texts, spans = [p.text for p in prompts], [p.term_span for p in prompts]
             meta = entry_meta(handle, prompt_set, t, reduction)
             path = entry_path(cache_dir, handle, prompt_set, t, reduction) if cache_dir is not None else None
-            batches = [] if t in cached else batch_order(handle, texts, batch_size, max_batch_tokens, prompt_names(prompts))
+            batches = [] if t in cached else batch_order(handle, texts, batch_size, max_batch_tokens,
+                                                         prompt_names(prompts))
             self.templates.append(_Template(t, texts, spans, batches, meta, path))
             self.units += [f"t{ti:03d}-b{bi:05d}" for bi in range(len(batches))]
 

@@ -284,7 +284,8 @@ class ActivationPatching:
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:  # CPU allocator failures are RuntimeErrors
             if not is_out_of_memory(err):
                 raise
-            raise memory_error(err, "method.batch_size", self.batch_size, handle.device, prefix="patching method: ") from None
+            raise memory_error(err, "method.batch_size", self.batch_size, handle.device,
+                               prefix="patching method: ") from None
         return {"idx": list(idx), "ld_clean": out.ld_clean.cpu().numpy(), "ld_corrupt": out.ld_corrupt.cpu().numpy(),
                 "ld_patched": {site: v.cpu().numpy() for site, v in out.ld_patched.items()},
                 "n_forwards": out.n_forwards, "n_block_calls": out.n_block_calls}
