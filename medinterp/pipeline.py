@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medinterp.capture.cache import model_key
+from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, check_positive_int
 from medinterp.distributed.resume import Checkpoints
 from medinterp.distributed.sharded import run_units
 from medinterp.distributed.strategy import Strategy, StrategyConfig
@@ -54,15 +55,20 @@ def versions() -> dict[str, str]:
 def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: RunWriter | None, templates: Sequence[str],
              labelings: Sequence[str] | None = None, reduction: str = "last", batch_size: int = 32,
              cache_dir: Path | None = None, plots: bool = True, strategy: Strategy | None = None,
-             checkpoints: Checkpoints | None = None) -> dict[str, Any] | None:
+             checkpoints: Checkpoints | None = None,
+             max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> dict[str, Any] | None:
     """Capture (or load) activations for ``templates``, run ``method``, write rows, figures and summary.
 
     Under a data-parallel ``strategy`` (ddp, zero3) every rank calls this: the method's prompt batches are
     shared out across ranks (:mod:`medinterp.distributed.sharded`), the per-prompt results gathered on rank
     0, and only rank 0 computes statistics, writes (``writer`` may be None elsewhere) and returns the
     summary; the other ranks return None. ``checkpoints`` (rank 0) keeps every finished batch, so a
-    killed run started again skips them (:mod:`medinterp.distributed.resume`).
+    killed run started again skips them (:mod:`medinterp.distributed.resume`). ``batch_size`` and
+    ``max_batch_tokens`` (prompts and padded tokens per capture forward, medinterp/capture/limits.py) are
+    checked even when every activation comes from the cache, since the summary records them.
     """
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("max_batch_tokens", max_batch_tokens, allow_none=True)
     strategy = strategy or Strategy(StrategyConfig())
     checkpoints = checkpoints or Checkpoints(None)
     rank0 = strategy.is_rank_zero
@@ -75,6 +81,7 @@ def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: Ru
     if not isinstance(method, ModelMethod):  # activation methods: capture (or load) the residual stream first
         cached = CaptureWork.cached_templates(handle, prompt_set, templates, reduction, cache_dir) if rank0 else None
         capture_args = dict(points=points, reduction=reduction, batch_size=batch_size, cache_dir=cache_dir,
+                            max_batch_tokens=max_batch_tokens,
                             store=checkpoints if checkpoints.enabled else None,
                             cached=strategy.broadcast(cached))
     work = make_work(method, handle, prompt_set, templates, labelings, **capture_args)

@@ -29,6 +29,7 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS  # noqa: E402
 from medinterp.distributed import Checkpoints, Strategy, launcher_rank, make_strategy, resume_key  # noqa: E402
 from medinterp.judges import make_judge  # noqa: E402
 from medinterp.methods import method_class, select_templates  # noqa: E402
@@ -36,6 +37,7 @@ from medinterp.models import ModelSpec  # noqa: E402
 from medinterp.pipeline import run_cell  # noqa: E402
 from medinterp.prompts import load_prompt_set  # noqa: E402
 from medinterp.results import RunWriter  # noqa: E402
+from medinterp.validation import check_run_settings  # noqa: E402
 
 
 @functools.lru_cache(maxsize=1)  # one process group per process, even across a multirun's cells
@@ -61,7 +63,14 @@ def cell_key(cfg: DictConfig, method_name: str, templates: list[str], prompt_sha
     return resume_key({"model": OmegaConf.to_container(cfg.model, resolve=True), "prompt_set": cfg.domain.prompt_set,
                        "sha256": prompt_sha, "method": method_name, "settings": OmegaConf.to_container(cfg.method, resolve=True),
                        "templates": templates, "labelings": OmegaConf.to_container(OmegaConf.create({"l": cfg.domain.labelings}))["l"],
-                       "reduction": cfg.reduction, "batch_size": cfg.batch_size, "seed": cfg.seed})
+                       "reduction": cfg.reduction, "batch_size": cfg.batch_size, "seed": cfg.seed,
+                       **budget_key(cfg)})
+
+
+def budget_key(cfg: DictConfig) -> dict:
+    """``max_batch_tokens`` for the resume key when it is not the default (so default keys stay what they were)."""
+    value = OmegaConf.select(cfg, "max_batch_tokens", default=DEFAULT_MAX_BATCH_TOKENS)
+    return {} if value == DEFAULT_MAX_BATCH_TOKENS else {"max_batch_tokens": value}
 
 
 def build_method(name: str, cfg: DictConfig):
@@ -77,6 +86,8 @@ def build_method(name: str, cfg: DictConfig):
 def run_map(cfg: DictConfig, out_dir: Path, method_name: str) -> Path | None:
     """Build the objects ``cfg`` names and run one cell into ``out_dir`` (rank 0; other ranks write nothing)."""
     t0 = time.perf_counter()
+    check_run_settings(batch_size=cfg.batch_size, seed=cfg.seed,
+                       max_batch_tokens=OmegaConf.select(cfg, "max_batch_tokens", default=None))
     spec = ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     strategy = launched_strategy(json.dumps(strategy_config(cfg), sort_keys=True), cfg.device)
     rank0 = strategy.is_rank_zero
@@ -96,7 +107,8 @@ def run_map(cfg: DictConfig, out_dir: Path, method_name: str) -> Path | None:
     with getattr(method, "judge", None) or contextlib.nullcontext():  # a local judge keeps one server up for the run
         summary = run_cell(handle, prompt_set, method, writer, templates, labelings,
                            cfg.reduction, cfg.batch_size, Path(cfg.cache_dir) if cfg.use_activation_cache else None,
-                           cfg.plots, strategy, checkpoints)
+                           cfg.plots, strategy, checkpoints,
+                           OmegaConf.select(cfg, "max_batch_tokens", default=DEFAULT_MAX_BATCH_TOKENS))
     if rank0:
         summary["config"] = OmegaConf.to_container(cfg, resolve=True)
         summary["timings"]["total_s"] = time.perf_counter() - t0

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from medinterp.capture import batch_order, capture_indices
-from medinterp.capture.cache import FORMAT_VERSION, entry_path
-from medinterp.io import atomic_path, write_json
+from medinterp.capture.cache import commit_entry, entry_meta, entry_path, read_entry
+from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, check_positive_int, prompt_names
+from medinterp.io import atomic_path
 from medinterp.methods import MethodResult, Points, stack_activations
 from medinterp.models import ModelHandle
 from medinterp.prompts import PromptSet
@@ -83,14 +84,6 @@ class _Template:
     tmp: Any = field(default=None, repr=False)
 
 
-def _meta(handle: ModelHandle, prompt_set: PromptSet, template: str, reduction: str) -> dict[str, Any]:
-    """The metadata of one activation-cache entry (medinterp.capture.cache); a hit needs it to match exactly."""
-    prompts = prompt_set.prompts(template)
-    return {"model": handle.name, "model_source": handle.source, "prompt_set": prompt_set.key, "template": template,
-            "reduction": reduction, "item_ids": [p.item_id for p in prompts], "format": FORMAT_VERSION,
-            "shape": [handle.n_layers + 1, len(prompts), handle.d_model]}
-
-
 class CaptureWork(Work):
     """Capture the residual stream of every template's prompts, batch by batch, into the activation cache.
 
@@ -102,7 +95,9 @@ class CaptureWork(Work):
 
     def __init__(self, method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
                  labelings: Sequence[str] | None, points: Points, reduction: str, batch_size: int,
-                 cache_dir: Path | None, cached: set[str], store: Any = None) -> None:
+                 cache_dir: Path | None, cached: set[str], store: Any = None,
+                 max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> None:
+        check_positive_int("batch_size", batch_size)
         self.method, self.handle, self.points, self.labelings = method, handle, points, labelings
         self.store = store  # rank 0: per-layer checkpoints of the statistics stage (methods that take one)
         self.reduction, self.cache_dir = reduction, cache_dir
@@ -111,27 +106,22 @@ class CaptureWork(Work):
         for ti, t in enumerate(templates):
             prompts = prompt_set.prompts(t)
             texts, spans = [p.text for p in prompts], [p.term_span for p in prompts]
-            meta = _meta(handle, prompt_set, t, reduction)
+            meta = entry_meta(handle, prompt_set, t, reduction)
             path = entry_path(cache_dir, handle, prompt_set, t, reduction) if cache_dir is not None else None
-            batches = [] if t in cached else batch_order(handle, texts, batch_size)
+            batches = [] if t in cached else batch_order(handle, texts, batch_size, max_batch_tokens,
+                                                         prompt_names(prompts))
             self.templates.append(_Template(t, texts, spans, batches, meta, path))
             self.units += [f"t{ti:03d}-b{bi:05d}" for bi in range(len(batches))]
 
     @staticmethod
     def cached_templates(handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str], reduction: str,
                          cache_dir: Path | None) -> set[str]:
-        """Templates whose complete cache entry exists (checked on rank 0)."""
-        import json
-
+        """Templates whose complete cache entry exists and passes its checksum (checked on rank 0; a damaged
+        entry is reported and removed, see medinterp.capture.cache.read_entry)."""
         if cache_dir is None:
             return set()
-        out = set()
-        for t in templates:
-            path = entry_path(cache_dir, handle, prompt_set, t, reduction)
-            meta_path = path.with_suffix(".json")
-            if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()) == _meta(handle, prompt_set, t, reduction):
-                out.add(t)
-        return out
+        return {t for t in templates if read_entry(entry_path(cache_dir, handle, prompt_set, t, reduction),
+                                                   entry_meta(handle, prompt_set, t, reduction), load=False)}
 
     def _split(self, unit: str) -> tuple[_Template, np.ndarray]:
         t, b = unit.split("-")
@@ -166,7 +156,7 @@ class CaptureWork(Work):
             if tpl.tmp is not None and ok:
                 tpl.out.flush()
                 tpl.out = None
-                write_json(tpl.path.with_suffix(".json"), tpl.meta)
+                commit_entry(tpl.tmp, tpl.path, tpl.meta)  # metadata (with the array's sha256) before the rename
         if ok:
             self._stack.close()
         else:

@@ -41,6 +41,12 @@ DEFAULT_CHANNELS = {
     "ablation": {"metric": "kl", "rule": "segments"},
     "patching": {"metric": "p_resid_diff", "rule": "segments"},
 }
+METHOD_METRICS = {  # what each method writes (fnmatch patterns; medinterp/methods/), for checking channel metrics
+    "umap": ("silhouette_*", "anisotropy*", "r2_*", "discontinuity*", "effective_rank*", "circular_*", "closure_*"),
+    "saliency": ("grad_*", "loss"),
+    "ablation": ("kl", "dlogp", "judge_*"),
+    "patching": ("p_*", "ld_*"),
+}
 DEFAULT_DOMAINS = ("age", "symptoms", "disease", "progression", "drugs", "dosage")
 
 
@@ -371,6 +377,24 @@ def _entry(found: dict[str, Curve], method: str, params: MapParams, n_layers: in
     return entry
 
 
+def _check_channel_metrics(index: _Index, params: MapParams) -> None:
+    """Each channel's metric must be one its method can write (:data:`METHOD_METRICS`) or one in its rows.
+
+    A typo (``map.channels.ablation.metric=kl_div``) would otherwise drop the method's lane from every
+    domain without a word; a real metric that a table lacks stays a per-domain ``missing`` note.
+    """
+    for method in params.methods:
+        metric = params.channels[method].metric
+        patterns = METHOD_METRICS.get(method, ())
+        have = {m for d in index.domains() for m in index.metrics(d, method)}
+        if metric in have or any(fnmatch.fnmatchcase(metric, p) for p in patterns):
+            continue
+        if not patterns and not have:  # a method of its own with no rows: nothing to check against
+            continue
+        raise MedinterpError(f"The 'map.channels.{method}.metric' setting names no metric of the {method} method: "
+                             f"{metric!r}; valid: {', '.join(sorted(set(patterns) | have))}.")
+
+
 def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, Any]:
     """The knowledge map of one model from its (row, source) pairs (see the module docstring)."""
     models = {r.model for r, _ in rows}
@@ -378,6 +402,7 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
         raise MedinterpError(f"build_map needs the rows of exactly one model; got {sorted(models)}")
     index = _Index(rows)
     domains = list(params.domains) + sorted(index.domains() - set(params.domains))
+    _check_channel_metrics(index, params)
     found, missing = {}, []
     for domain in domains:
         for method in params.methods:

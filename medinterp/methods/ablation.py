@@ -73,6 +73,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medinterp.capture import forward_hooks
+from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_positive_int, is_out_of_memory, memory_error,
+                                      prompt_batches, prompt_names)
 from medinterp.errors import MedinterpError
 from medinterp.judges import DeterministicJudge, JudgeItem, Verdict
 from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method, run_units_here
@@ -587,6 +589,7 @@ class LayerAblation:
     judge: Any = None
     fast: bool = True
     min_judge_coverage: float = 0.8  # a block's judge_score is NaN when the judge answered less of what it was sent
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS  # padded prompt + answer tokens per batch (None: no cap)
 
     def __post_init__(self) -> None:
         for name, low, optional in (("max_prompts", 1, True), ("max_new_tokens", 1, False), ("batch_size", 1, False),
@@ -597,6 +600,7 @@ class LayerAblation:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise MedinterpError(f"ablation method: {name} must be an int >= {low}"
                                      f"{' or null' if optional else ''}; got {value!r}")
+        check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
         if self.layers is not None:
             layers = [self.layers] if isinstance(self.layers, int) else list(self.layers)
             if not layers or any(isinstance(v, bool) or not isinstance(v, int) for v in layers):
@@ -640,9 +644,9 @@ class LayerAblation:
             raise MedinterpError(f"ablation method: no prompts for domain {prompt_set.domain!r} "
                                  f"and templates {list(templates)}")
         texts = [p.text for p in prompts]
-        lengths = [len(ids) for ids in handle.tokenizer(texts)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
-        batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        # similar lengths share a batch (less padding); every prompt plus its answer must fit the context
+        batches = prompt_batches(handle, texts, self.batch_size, self.max_batch_tokens, prompt_names(prompts),
+                                 extra_tokens=self.max_new_tokens)
         return AblationWork(prompts, texts, blocks, batches, lesion_head(handle) if self.fast else None)
 
     def run_unit(self, handle: ModelHandle, work: AblationWork, i: int) -> dict[str, Any]:
@@ -666,10 +670,11 @@ class LayerAblation:
                             a_ids, a_mask = greedy_generate(handle, ids, mask, self.max_new_tokens)
                             ablated[k] = decode_answers(handle.tokenizer, a_ids, a_mask)
                 kl, dlogp = scorer.results()
-        except (torch.OutOfMemoryError, MemoryError) as err:
-            raise MedinterpError(f"ablation method: out of memory at batch_size={self.batch_size} on {handle.device} "
-                                 f"({type(err).__name__}); the log-probs are (batch, answer, vocab) float32: retry "
-                                 f"with method.batch_size={max(1, self.batch_size // 4)}") from None
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:  # CPU allocator failures are RuntimeErrors
+            if not is_out_of_memory(err):
+                raise
+            raise memory_error(err, "method.batch_size", self.batch_size, handle.device, prefix="ablation method: ",
+                               detail="; the log-probs are (batch, answer, vocab) float32") from None
         return {"idx": np.asarray(idx), "kl": kl, "dlogp": dlogp, "ablated": ablated,
                 "clean": decode_answers(handle.tokenizer, ans, ans_mask), "answer_tokens": ans_mask.sum(1).cpu().numpy()}
 

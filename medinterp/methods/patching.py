@@ -42,6 +42,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from medinterp.capture import encode
+from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, check_positive_int, is_out_of_memory,
+                                      memory_error, token_batches)
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method
 from medinterp.methods.patching_engine import (
@@ -163,12 +165,16 @@ def sample_pairs(pairs: Sequence[CheckedPair], fraction: float, seed: int) -> li
     return [pairs[i] for i in chosen]
 
 
-def pair_batches(handle: ModelHandle, pairs: Sequence[CheckedPair], batch_size: int) -> list[tuple[list[int], PairBatch]]:
-    """Pairs batched by token length (less padding): ``(indices into pairs, PairBatch)`` per batch."""
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].n_tokens)
+def pair_batches(handle: ModelHandle, pairs: Sequence[CheckedPair], batch_size: int,
+                 max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> list[tuple[list[int], PairBatch]]:
+    """Pairs batched by token length (less padding), at most ``batch_size`` pairs and ``max_batch_tokens``
+    padded tokens per batch, each pair checked against the model's context (medinterp/capture/limits.py):
+    ``(indices into pairs, PairBatch)`` per batch."""
+    lengths = [p.n_tokens for p in pairs]
+    check_context(lengths, handle.max_positions, lambda i: f"patching pair {pairs[i].pair.id!r}", handle.name)
     out = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for batch in token_batches(lengths, batch_size, max_batch_tokens):
+        idx = [int(i) for i in batch]
         clean = encode(handle.tokenizer, [pairs[i].pair.clean for i in idx])
         corrupt = encode(handle.tokenizer, [pairs[i].pair.corrupted for i in idx])
         answers = torch.tensor([[pairs[i].clean_token, pairs[i].corrupt_token] for i in idx])
@@ -207,6 +213,7 @@ class ActivationPatching:
     engine: str = "fast"  # fast (prefix reuse) | naive (a full forward per site and layer)
     on_length_mismatch: str = "error"  # error | skip
     pair_fraction: float = 1.0  # < 1: a seeded random subset of the checked pairs (robustness across seeds)
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS  # padded tokens per forward (None: no cap)
 
     def __post_init__(self) -> None:
         sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
@@ -224,6 +231,7 @@ class ActivationPatching:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise MedinterpError(f"patching method: {name} must be a positive int; got {value!r}")
+        check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
         if self.engine not in ENGINES:
             raise unknown_choice("patching engine", self.engine, ENGINES)
         if self.on_length_mismatch not in LENGTH_POLICIES:
@@ -263,7 +271,7 @@ class ActivationPatching:
         if self.pair_fraction < 1:
             checked = sample_pairs(checked, self.pair_fraction, self.seed)
             summary.update(pair_fraction=self.pair_fraction, sampled_pairs=[c.pair.id for c in checked])
-        batches = pair_batches(handle, checked, self.batch_size)
+        batches = pair_batches(handle, checked, self.batch_size, self.max_batch_tokens)
         _, first = batches[0]
         with torch.inference_mode():  # once per run: our two-row LM head against the model's own logits
             ours = float(_logit_diff(handle, first.clean.to(handle.device), first.answer_ids.to(handle.device))[0])
@@ -275,10 +283,11 @@ class ActivationPatching:
         idx, batch = work.batches[i]
         try:
             out = patch_pairs(handle, batch, self.sites, self.engine, progress=progress, min_gap=self.min_gap)
-        except (torch.OutOfMemoryError, MemoryError) as err:
-            smaller = max(1, self.batch_size // 4)
-            raise MedinterpError(f"out of memory at method.batch_size={self.batch_size} on {handle.device} "
-                                 f"({type(err).__name__}); retry with method.batch_size={smaller}") from None
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:  # CPU allocator failures are RuntimeErrors
+            if not is_out_of_memory(err):
+                raise
+            raise memory_error(err, "method.batch_size", self.batch_size, handle.device,
+                               prefix="patching method: ") from None
         return {"idx": list(idx), "ld_clean": out.ld_clean.cpu().numpy(), "ld_corrupt": out.ld_corrupt.cpu().numpy(),
                 "ld_patched": {site: v.cpu().numpy() for site, v in out.ld_patched.items()},
                 "n_forwards": out.n_forwards, "n_block_calls": out.n_block_calls}

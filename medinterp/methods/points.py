@@ -41,6 +41,9 @@ def select_templates(prompt_set: PromptSet, templates: str | int | Sequence[str]
                                  f"use 1..{len(valid)}, 'all' or ids from: {', '.join(valid)}")
         return valid[:templates]
     chosen = [templates] if isinstance(templates, str) else list(templates)
+    if not chosen:
+        raise MedinterpError(f"The 'templates' setting must be 'all', a number 1..{len(valid)} or a non-empty list of "
+                             f"template ids of domain {prompt_set.domain!r} ({', '.join(valid)}); got [].")
     for t in chosen:
         if t not in valid:
             raise unknown_choice(f"template for domain {prompt_set.domain!r}:", t, valid)

@@ -57,6 +57,8 @@ import torch
 from torch import nn
 
 from medinterp.capture import forward_hooks
+from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, check_positive_int, memory_errors,
+                                      token_batches)
 from medinterp.capture.params import numel, own_weights, shape
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method, run_units_here
@@ -452,6 +454,7 @@ class SaliencyWork:
     skipped: list[str]
     plan: GradPlan
     starts: list[int]
+    ends: list[int] = field(default_factory=list)  # batch i is chosen[starts[i]:ends[i]]
 
     @property
     def n_units(self) -> int:
@@ -476,6 +479,7 @@ class WeightSaliency:
     n_boot: int = 200
     seed: int = 0
     mode: str = "exact"  # "exact": per-prompt gradients; "batch_approx": |gradient of the batch-mean loss|
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS  # padded prompt + target tokens per batch (None: no cap)
 
     def __post_init__(self) -> None:
         if self.reduction not in REDUCTIONS:
@@ -486,6 +490,7 @@ class WeightSaliency:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise MedinterpError(f"saliency method: {name} must be an integer >= 1; got {value!r}")
+        check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
         m = self.max_prompts
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise MedinterpError(f"saliency method: max_prompts must be an integer >= 1 or null (all); got {m!r}")
@@ -509,13 +514,20 @@ class WeightSaliency:
         if len(chosen) == 0:
             raise MedinterpError(f"saliency: no usable prompts in domain {prompt_set.domain!r} for templates "
                                  f"{list(templates)} (every term slot starts its template?)")
-        starts = list(range(0, len(chosen), self.batch_size))
-        return SaliencyWork(chosen, skipped, grad_plan(handle.parts), starts)
+        # batches in the chosen order (not length-sorted: batch_approx averages within a batch), split further
+        # only where one would exceed max_batch_tokens; every prompt + target must fit the model's context
+        lengths = [len(tok.ids) - 1 for _, tok in chosen]  # the last target token is predicted, never fed
+        check_context(lengths, handle.max_positions, lambda i: f"item {chosen[i][0].item_id!r}, template "
+                      f"{chosen[i][0].template_id!r}", handle.name)
+        batches = token_batches(lengths, self.batch_size, self.max_batch_tokens, sort=False)
+        return SaliencyWork(chosen, skipped, grad_plan(handle.parts), [int(b[0]) for b in batches],
+                            [int(b[-1]) + 1 for b in batches])
 
     def run_unit(self, handle: ModelHandle, work: SaliencyWork, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Batch ``i``: per-prompt losses (B,) and per-group (units, 2) gradient sums."""
-        part = work.chosen[work.starts[i]:work.starts[i] + self.batch_size]
-        return batch_stats(handle, work.plan, [tok for _, tok in part], self.reduction, self.mode)
+        part = work.chosen[work.starts[i]:work.ends[i]]
+        with memory_errors("method.batch_size", self.batch_size, handle.device, prefix="saliency method: "):
+            return batch_stats(handle, work.plan, [tok for _, tok in part], self.reduction, self.mode)
 
     def finish(self, handle: ModelHandle, work: SaliencyWork,
                results: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]]) -> MethodResult:

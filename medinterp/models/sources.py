@@ -57,8 +57,12 @@ def _fingerprint(spec: ModelSpec) -> str:
     if spec.source == "gguf_package":
         parts = [spec.package or "", _package_version(spec.package or ""), spec.gguf_file or "assemble"]
     else:
-        st = Path(spec.gguf_file or "").stat()
-        parts = [str(Path(spec.gguf_file or "").resolve()), str(st.st_size), str(int(st.st_mtime))]
+        path = Path(spec.gguf_file or "").expanduser()
+        if not path.is_file():
+            raise MedinterpError(f"model {spec.name!r}: model.gguf_file {spec.gguf_file!r} is not a file "
+                                 f"(resolved: {path.resolve()})")
+        st = path.stat()
+        parts = [str(path.resolve()), str(st.st_size), str(int(st.st_mtime))]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 

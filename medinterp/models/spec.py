@@ -6,6 +6,7 @@ turns the YAML into a ``ModelSpec``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from medinterp.errors import MedinterpError, unknown_choice
@@ -13,6 +14,20 @@ from medinterp.errors import MedinterpError, unknown_choice
 SOURCES = ("gguf_package", "gguf_file", "hf", "tiny")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3")
+MISSING = "???"  # OmegaConf's mark of a mandatory value the user did not set (conf/model/hf.yaml: path: ???)
+
+
+def looks_like_local_path(text: str) -> bool:
+    """Whether ``text`` names a local folder rather than a hub id (``org/name`` or ``name``).
+
+    Local: absolute, starting with ``.`` or ``~``, a backslash, a trailing or repeated separator, more than
+    one ``/``, or an ``a/b`` whose ``a`` is an existing local folder. Such a path that does not exist is
+    an error at once; only a hub-id-shaped string is ever looked up on the hub.
+    """
+    if text.startswith(("/", ".", "~")) or "\\" in text or text.endswith("/") or "//" in text or text.count("/") > 1:
+        return True
+    head, sep, _ = text.partition("/")
+    return bool(sep) and Path(head).expanduser().is_dir()
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,9 @@ class ModelSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
+        for name in ("path", "package", "gguf_file", "family"):  # Hydra's "???" (mandatory, unset) is no value
+            if getattr(self, name) == MISSING:
+                object.__setattr__(self, name, None)
         if self.source not in SOURCES:
             raise unknown_choice(f"source for model {self.name!r}:", self.source, SOURCES)
         if self.dtype not in DTYPES:
@@ -54,7 +72,8 @@ class ModelSpec:
         need = {"gguf_package": "package", "gguf_file": "gguf_file", "hf": "path", "tiny": "family"}[self.source]
         if not getattr(self, need):
             hint = " (e.g. model.path=/data/Llama-3.3-70B-Instruct)" if need == "path" else ""
-            raise MedinterpError(f"model {self.name!r} (source {self.source}) needs '{need}' to be set{hint}")
+            raise MedinterpError(f"The 'model.{need}' setting is required for model {self.name!r} (source "
+                                 f"{self.source}); it is not set{hint}.")
         if self.source == "tiny" and self.family not in TINY_FAMILIES:
             raise unknown_choice(f"tiny family for model {self.name!r}:", self.family, TINY_FAMILIES)
         if self.padding_side not in (None, "left", "right"):

@@ -37,8 +37,9 @@ from medinterp.results import Row, read_rows
 
 KINDS = ("auto", "maps", "methods")
 SUMMARY_MARKER = "stability.json"   # a folder holding this is a sweep summary, never a job
-DEFAULT_IGNORE = ("cache_dir", "device", "batch_size", "*.batch_size", "*.n_jobs", "use_activation_cache", "plots",
-                  "findings", "runs", "out_dir", "logger", "logger.*", "strategy", "strategy.*", "hydra.*")
+DEFAULT_IGNORE = ("cache_dir", "device", "batch_size", "*.batch_size", "max_batch_tokens", "*.max_batch_tokens",
+                  "*.n_jobs", "use_activation_cache", "plots", "findings", "runs", "out_dir", "logger", "logger.*",
+                  "strategy", "strategy.*", "hydra.*")
 
 
 @dataclass(frozen=True)

@@ -141,5 +141,5 @@ def test_bad_arguments_are_named(tiny_handles):
         capture(h, TEXTS, "first")
     with pytest.raises(MedinterpError, match=r"layer\(s\) \[9\] out of range"):
         capture(h, TEXTS, layers=[9])
-    with pytest.raises(MedinterpError, match="batch_size must be a positive int"):
+    with pytest.raises(MedinterpError, match="The .batch_size. setting must be a positive integer; got 0"):
         capture(h, TEXTS, batch_size=0)

@@ -156,3 +156,21 @@ def test_parameters_are_validated_with_one_line_errors(change, message):
 def test_config_round_trip_and_overrides():
     params, found = params_from_config({**MapParams().as_dict(), "sigma": 2.0, "findings": {"collapse_fraction": 0.3}})
     assert params == replace(MapParams(), sigma=2.0) and found.collapse_fraction == 0.3
+
+
+def test_an_unknown_channel_metric_is_one_line_not_a_lost_lane():
+    """A channel metric the method's rows never have would drop that method from every domain in silence."""
+    rows = load_table([GOLDEN]).of("golden")
+    from medinterp.maps.synthesis import DEFAULT_CHANNELS
+
+    def channels(method, metric):
+        return {"channels": {**DEFAULT_CHANNELS, method: {"metric": metric, "rule": "segments"}}}
+
+    params = MapParams.from_dict(channels("ablation", "kl_div"))
+    with pytest.raises(MedinterpError) as err:
+        build_map(rows, params)
+    assert str(err.value) == ("The 'map.channels.ablation.metric' setting names no metric of the ablation method: "
+                              "'kl_div'; valid: dlogp, judge_*, kl.")
+    ok = build_map(rows, MapParams.from_dict(channels("patching", "p_resid_last")))
+    assert ok["domains"]["symptoms"]["patching"]["metric"] == "p_resid_last"
+    assert {m["method"] for m in ok["missing"] if m["domain"] == "dosage"} >= {"saliency"}  # absent rows: still notes

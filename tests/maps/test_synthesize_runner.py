@@ -44,6 +44,9 @@ def test_golden_folder_end_to_end(tmp_path):
     ([f"runs={GOLDEN}", "map.methods=[umap,magic]"], "error: unknown method 'magic'; valid: ablation, patching, saliency, umap"),
     ([f"runs={GOLDEN}", "map.channels.umap.rule=steep"], "error: unknown map rule 'steep'; valid: segments, window"),
     ([f"runs={GOLDEN}", "map=nope"], "error: unknown map 'nope'; valid: default"),
+    ([f"runs={GOLDEN}", "map.channels.ablation.metric=kl_div"],  # was: exit 0, the ablation lane silently gone
+     "error: The 'map.channels.ablation.metric' setting names no metric of the ablation method: 'kl_div'; "
+     "valid: dlogp, judge_*, kl."),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     (tmp_path / "empty").mkdir()

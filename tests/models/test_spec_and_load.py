@@ -25,7 +25,8 @@ def test_every_model_config_is_a_valid_spec():
 
 @pytest.mark.parametrize("kw, message", [
     (dict(source="zip"), "unknown source for model 'm': 'zip'; valid: gguf_file, gguf_package, hf, tiny"),
-    (dict(source="hf"), "model 'm' (source hf) needs 'path' to be set"),
+    (dict(source="hf"), "The 'model.path' setting is required for model 'm' (source hf); it is not set"),
+    (dict(source="hf", path="???"), "The 'model.path' setting is required for model 'm' (source hf)"),  # Hydra's unset
     (dict(source="hf", path="x", dtype="int3"), "unknown dtype for model 'm': 'int3'"),
     (dict(source="tiny", family="mamba"), "unknown tiny family for model 'm': 'mamba'"),
 ])
@@ -42,7 +43,45 @@ def test_unknown_spec_key_is_named():
 
 def test_missing_local_folder_is_a_clear_error(tmp_path):
     spec = ModelSpec(name="mine", source="hf", path=str(tmp_path / "nope"))
-    with pytest.raises(MedinterpError, match="model 'mine': cannot load"):
+    with pytest.raises(MedinterpError, match="model 'mine': model.path .* does not exist"):
+        load_model(spec, "cpu", tmp_path)
+
+
+@pytest.mark.parametrize("path", ["models/nope", "./nope", "~/nope-medinterp", "a/b/c", "nope/"])
+def test_a_missing_local_looking_path_fails_at_once_without_the_hub(path, tmp_path, monkeypatch):
+    """A relative path that does not exist is an error in one line, before transformers (no hub retries)."""
+    import time
+
+    import transformers
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)  # "models/nope": its first part is an existing folder, so it is a path
+
+    def no_hub(*_a, **_k):
+        raise AssertionError("went to transformers / the hub")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    t0 = time.perf_counter()
+    with pytest.raises(MedinterpError) as err:
+        load_model(ModelSpec(name="mine", source="hf", path=path), "cpu", tmp_path)
+    assert time.perf_counter() - t0 < 5
+    assert f"model.path {path!r} does not exist" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hub_ids_and_local_paths_are_told_apart(tmp_path, monkeypatch):
+    from medinterp.models.spec import looks_like_local_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert not looks_like_local_path("HuggingFaceTB/SmolLM2-135M")  # org/name, no local folder "HuggingFaceTB"
+    assert not looks_like_local_path("gpt2")
+    assert all(map(looks_like_local_path, ["/abs/x", "./x", "../x", "~/x", "a/b/c", "models/x", "x/", "a\\b"]))
+
+
+def test_a_missing_gguf_file_is_one_line(tmp_path):
+    """source=gguf_file with a file that does not exist: one line naming it (was FileNotFoundError in _fingerprint)."""
+    spec = ModelSpec(name="g", source="gguf_file", gguf_file="/missing.gguf")
+    with pytest.raises(MedinterpError, match=r"model 'g': model.gguf_file '/missing.gguf' is not a file"):
         load_model(spec, "cpu", tmp_path)
 
 

@@ -67,7 +67,11 @@ def test_multirun_over_models_and_domains(tmp_path):
     (["model=tiny_llama", "reduction=first"], "error: unknown reduction 'first'; valid: last, mean, term"),
     (["model=tiny_llama", "templates=[nope]"], "error: unknown template for domain 'drugs': 'nope'; valid:"),
     (["model=tiny_llama", "templates=9"], "error: templates=9: domain 'drugs' has 4 templates; use 1..4"),
-    (["model=hf", "model.path=/no/such/folder"], "error: model 'hf': cannot load '/no/such/folder'"),
+    (["model=hf", "model.path=/no/such/folder"], "error: model 'hf': model.path '/no/such/folder' does not exist"),
+    (["model=hf"], "error: The 'model.path' setting is required for model 'hf' (source hf); it is not set"),
+    (["model=tiny_llama", "seed=abc"], "error: The 'seed' setting must be an integer in [0, 2**32); got 'abc'."),
+    (["model=tiny_llama", "templates=[]"], "error: The 'templates' setting must be 'all', a number 1..4 or a non-empty"),
+    (["model=tiny_llama", "batch_size=0"], "error: The 'batch_size' setting must be a positive integer; got 0."),
     (["model=tiny_llama", "domain.prompt_set=/no/such.yaml"], "/no/such.yaml"),
 ])
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):

@@ -1,0 +1,61 @@
+"""Run-level settings fail in one line before any work (medinterp/validation.py, select_templates, run_cell)."""
+from __future__ import annotations
+
+import pytest
+
+from medinterp.capture.cache import cached_activations
+from medinterp.errors import MedinterpError
+from medinterp.methods import select_templates
+from medinterp.pipeline import run_cell
+from medinterp.prompts import load_prompt_set
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(batch_size=0, seed=0), "The 'batch_size' setting must be a positive integer; got 0."),
+    (dict(batch_size="8", seed=0), "The 'batch_size' setting must be a positive integer; got '8'."),
+    (dict(batch_size=True, seed=0), "The 'batch_size' setting must be a positive integer; got True."),
+    (dict(batch_size=8, seed="abc"), "The 'seed' setting must be an integer in [0, 2**32); got 'abc'."),
+    (dict(batch_size=8, seed=-1), "The 'seed' setting must be an integer in [0, 2**32); got -1."),
+    (dict(batch_size=8, seed=0, max_batch_tokens=0),
+     "The 'max_batch_tokens' setting must be a positive integer or null; got 0."),
+])
+def test_bad_run_settings_are_one_line(settings, message):
+    from medinterp.validation import check_run_settings
+
+    with pytest.raises(MedinterpError) as err:
+        check_run_settings(**settings)
+    assert str(err.value) == message
+
+
+def test_good_run_settings_pass():
+    from medinterp.validation import check_run_settings
+
+    check_run_settings(batch_size=1, seed=2**32 - 1, max_batch_tokens=None)
+
+
+def test_an_empty_template_list_is_one_line():
+    ps = load_prompt_set("drugs")
+    with pytest.raises(MedinterpError) as err:
+        select_templates(ps, [])
+    ids = ", ".join(t.id for t in ps.templates)
+    assert str(err.value) == (f"The 'templates' setting must be 'all', a number 1..{len(ids.split(', '))} or a "
+                              f"non-empty list of template ids of domain 'drugs' ({ids}); got [].")
+
+
+class _MustNotRun:
+    """An activation method that fails the test if the pipeline gets as far as running it."""
+
+    name = "stub"
+
+    def run(self, *_args, **_kwargs):
+        raise AssertionError("run_cell ran the method with batch_size=0")
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_batch_size_is_checked_when_the_activation_cache_is_warm(tiny_handles, tmp_path, batch_size):
+    """Every activation is cached, so nothing is batched; batch_size<=0 was accepted (and recorded) anyway."""
+    h, ps = tiny_handles["llama"], load_prompt_set("drugs")
+    t = ps.templates[0].id
+    cached_activations(h, ps, t, cache_dir=tmp_path)  # warm
+    with pytest.raises(MedinterpError, match=rf"The 'batch_size' setting must be a positive integer; got {batch_size}\."):
+        run_cell(h, ps, _MustNotRun(), None, [t], batch_size=batch_size, cache_dir=tmp_path, plots=False)
