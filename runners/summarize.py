@@ -5,7 +5,7 @@
     python runners/summarize.py sweep=my-team/medinterp/abc123xy          # a W&B sweep (needs wandb, online)
 
 Reads every job of the sweep (never reruns a model) and writes stability.{csv,json}, robustness.{csv,json},
-settings.csv, stability_<model>.png, robustness_<model>.png and default_map/<model>/ into out_dir
+findings_stability.json, settings.csv, stability_<model>.png, robustness_<model>.png and default_map/<model>/ into out_dir
 (default outputs/summarize/<time>), then logs the folder to W&B as a run of job_type "summary".
 docs/sweeps.md describes every file.
 """
@@ -73,10 +73,10 @@ def main(cfg: DictConfig) -> None:
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
     folder, name = sweep_folder(cfg, out)
-    params, _ = params_from_config(OmegaConf.to_container(cfg.map, resolve=True))
+    params, findings_params = params_from_config(OmegaConf.to_container(cfg.map, resolve=True))
     summary = summarize(folder, out, params, kind=cfg.kind, ignore=list(cfg.ignore), defaults=runner_defaults,
                         runs=list(cfg.runs) if OmegaConf.is_list(cfg.runs) else ([str(cfg.runs)] if cfg.runs else None),
-                        figures=cfg.plots, source=name)
+                        figures=cfg.plots, source=name, findings_params=findings_params)
     summary.update(config=OmegaConf.to_container(cfg, resolve=True), versions=versions(),
                    timings={"total_s": time.perf_counter() - t0})
     write_json(out / "summary.json", summary)

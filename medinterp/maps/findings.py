@@ -9,6 +9,15 @@
   ``specialty-mechanism`` (specialty − mechanism, null 0): the layers whose CI excludes 0, and the sign;
 - ``collapse``: per domain, ``effective_rank`` on ``all`` and the domain's silhouette curve: layers where
   the value drops below ``collapse_fraction`` × its running maximum and a later layer climbs back above.
+- ``explained_by_spelling`` (the lexical confound): per domain and labeling with a spelling control
+  (``silhouette_surface``, layer −1), the layers whose ``silhouette_umap`` / ``silhouette_raw`` row carries
+  the note ``explained_by_spelling`` (the umap method sets it when the control reaches
+  ``spelling_fraction`` of a positive silhouette; medinterp.metrics.surface.explained_by_spelling).
+  ``drugs_specialty_vs_mechanism`` repeats, per difference metric, the flagged layers of each side.
+
+Every finding carries ``stable``: whether its verdict (:func:`verdicts`) is the same in every setting
+of a robustness sweep. One map has no sweep to compare with: ``stable`` is null and ``stable_note`` says
+"no robustness sweep"; runners/summarize.py fills both in (medinterp.sweeps.findings_stability).
 
 A finding whose metrics are absent (older runs) is ``{"available": false, "missing": [...]}``, never an
 error. Layers are read-out indices; baseline rows (layer −1) are ignored except as nulls.
@@ -28,6 +37,9 @@ AGE_POOLED, AGE_SUBSETS, AGE_DIFF = "age/pooled", ("age/female", "age/male"), "a
 CIRCULAR = {"circular_corr": "higher", "circular_r2_gain": "higher", "closure_ratio": "lower"}  # more circular =
 DRUGS_LABELING, DRUGS_METRICS = "specialty-mechanism", ("silhouette_umap_diff", "silhouette_raw_diff")
 RANK_METRIC, RANK_LABELING = "effective_rank", "all"
+SPELLING_FLAG, SPELLING_METRICS = "explained_by_spelling", ("silhouette_umap", "silhouette_raw")
+FINDINGS = ("age_step", "progression_circularity", "drugs_specialty_vs_mechanism", "collapse", "explained_by_spelling")
+NO_SWEEP = "no robustness sweep"
 
 
 @dataclass(frozen=True)
@@ -162,9 +174,11 @@ def specialty_vs_mechanism(rows: Sequence[Row]) -> dict[str, Any]:
         neg = [p["layer"] for p in s if p["ci_high"] is not None and p["ci_high"] < 0]
         sign = ("specialty > mechanism" if pos and not neg else "mechanism > specialty" if neg and not pos
                 else "mixed" if pos else "none")
+        space = metric.removesuffix("_diff")
+        spelled = {side: _flagged_layers(rows, side, space) for side in DRUGS_LABELING.split("-")}
         found[metric] = {"null": 0.0, "layers_excluding_null": sorted(pos + neg), "specialty_higher": pos,
                          "mechanism_higher": neg, "sign": sign, "peak": max(s, key=lambda p: abs(p["value"])),
-                         "series": s}
+                         "series": s, "explained_by_spelling": spelled}
     if DRUGS_METRICS[0] not in found:
         return _not_available(*missing)
     return {"available": True, "labeling": DRUGS_LABELING, "difference": "specialty - mechanism",
@@ -237,15 +251,81 @@ def collapse(rows: Sequence[Row], silhouettes: Mapping[str, Sequence[float | Non
             "curves": curves, "any_collapse": sorted(k for k, c in curves.items() if c["episodes"]), "missing": missing}
 
 
+# -- 5. lexical confound -----------------------------------------------------------------------------
+def _flagged_layers(rows: Sequence[Row], labeling: str, metric: str, domain: str | None = None) -> list[int]:
+    return sorted(r.layer for r in rows if r.labeling == labeling and r.metric == metric and r.layer >= 0
+                  and SPELLING_FLAG in r.note and (domain is None or r.domain == domain))
+
+
+def spelling_confound(rows: Sequence[Row]) -> dict[str, Any]:
+    """Per ``<domain>/<labeling>`` with a spelling control: the control, and per silhouette metric the
+    layers whose clustering is explained by spelling (their rows' note); ``any``: the labelings with one."""
+    surface = {(r.domain, r.labeling): r for r in rows if r.metric == "silhouette_surface" and r.layer < 0}
+    if not surface:
+        return _not_available("silhouette_surface")
+    labelings = {}
+    for (domain, labeling), r in sorted(surface.items()):
+        labelings[f"{domain}/{labeling}"] = {"surface": _point(r), **{
+            m: _flagged_layers(rows, labeling, m, domain) for m in SPELLING_METRICS}}
+    return {"available": True, "rule": "surface > 0, silhouette > 0 and surface >= spelling_fraction x silhouette",
+            "labelings": labelings,
+            "any": [k for k, e in labelings.items() if any(e[m] for m in SPELLING_METRICS)]}
+
+
+# -- verdicts (what a robustness sweep compares) -----------------------------------------------------
+def _sign(value: float | None, null: float) -> str:
+    return "none" if value is None else "+" if value > null else "-" if value < null else "0"
+
+
+def verdicts(found: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """{finding: {claim: verdict}}: the sign of each claim of a findings dict, as plain strings.
+
+    A robustness sweep calls a finding *stable* when every claim has the same verdict in every setting.
+    age_step: the peak's side of the null where its CI excludes it (``+``/``-``), else ``none``; the
+    female − male difference at the peak likewise. progression: per disease and metric, beats the null
+    or not. drugs: per difference metric, its ``sign``. collapse: per curve, whether it collapses.
+    explained_by_spelling: per labeling, whether any layer is flagged. An unavailable finding: ``{}``.
+    """
+    out: dict[str, dict[str, str]] = {k: {} for k in FINDINGS}
+    f = found.get("age_step") or {}
+    if f.get("available"):
+        peak = f["peak"]
+        out["age_step"]["peak"] = _sign(peak["value"], f["null"]) if peak.get("excludes_null") else "none"
+        g = f.get("gender_difference") or {}
+        if g.get("available") and g.get("at_peak"):
+            p = g["at_peak"]
+            out["age_step"]["female-male"] = _sign(p["value"], 0.0) if _excludes(p, 0.0) else "none"
+    f = found.get("progression_circularity") or {}
+    if f.get("available"):
+        for disease, d in f["diseases"].items():
+            for metric in CIRCULAR:
+                if isinstance(d.get(metric), dict):
+                    out["progression_circularity"][f"{disease}/{metric}"] = str(d[metric].get("beats_null"))
+    f = found.get("drugs_specialty_vs_mechanism") or {}
+    if f.get("available"):
+        out["drugs_specialty_vs_mechanism"] = {m: e["sign"] for m, e in f["metrics"].items()}
+    f = found.get("collapse") or {}
+    if f.get("available"):
+        out["collapse"] = {c: str(bool(e["episodes"])) for c, e in f["curves"].items()}
+    f = found.get("explained_by_spelling") or {}
+    if f.get("available"):
+        out["explained_by_spelling"] = {k: str(k in f["any"]) for k in f["labelings"]}
+    return out
+
+
 # -- all ---------------------------------------------------------------------------------------------
 def findings(rows: Sequence[Row], silhouettes: Mapping[str, Sequence[float | None]] | None = None,
              params: FindingsParams = FindingsParams()) -> dict[str, Any]:
-    """The four findings of one model's rows (see the module docstring)."""
+    """The five findings of one model's rows (see the module docstring)."""
     models = {r.model for r in rows}
     if len(models) > 1:
         raise MedinterpError(f"findings needs the rows of one model; got {sorted(models)}")
-    return {"model": next(iter(models), None), "params": asdict(params),
-            "age_step": age_step(rows, params),
-            "progression_circularity": progression_circularity(rows, params),
-            "drugs_specialty_vs_mechanism": specialty_vs_mechanism(rows),
-            "collapse": collapse(rows, silhouettes or {}, params)}
+    out = {"model": next(iter(models), None), "params": asdict(params),
+           "age_step": age_step(rows, params),
+           "progression_circularity": progression_circularity(rows, params),
+           "drugs_specialty_vs_mechanism": specialty_vs_mechanism(rows),
+           "collapse": collapse(rows, silhouettes or {}, params),
+           "explained_by_spelling": spelling_confound(rows)}
+    for key in FINDINGS:  # one map: nothing to compare with (a sweep summary fills these in)
+        out[key].update(stable=None, stable_note=NO_SWEEP, disagreeing_settings=[])
+    return out

@@ -11,7 +11,8 @@ disease by chapter, progression stage within each disease):
 - ``silhouette_umap_null`` / ``silhouette_raw_null``: the score with shuffled labels (mean and 95 %
   band of the permutation distribution);
 - ``silhouette_surface`` (layer -1): the silhouette of character n-gram TF-IDF features of the term's
-  own text. Drug stems (-olol, -pril, -statin) separate mechanism classes before any layer; a layer's
+  own text, on unique terms (one row per item, not one per prompt: copies of a term would inflate
+  it). Drug stems (-olol, -pril, -statin) separate mechanism classes before any layer; a layer's
   score means something only read against what spelling alone gives.
 
 Numeric labelings (age), pooled and per class of each ``numeric_split`` label (gender):
@@ -40,9 +41,11 @@ can be checkpointed (``store``), so a killed run restarts where it stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +60,7 @@ from medinterp.methods.points import Points
 from medinterp.metrics import (
     Estimate,
     discontinuity_with_ci,
+    explained_by_spelling,
     local_anisotropy,
     local_anisotropy_null,
     mean_with_ci,
@@ -68,7 +72,7 @@ from medinterp.metrics import (
     step_rank,
     surface_features,
 )
-from medinterp.metrics.circularity import circularity_with_ci
+from medinterp.metrics.circularity import CIRCULARITY_METRICS, circularity_with_ci
 from medinterp.metrics.discontinuity import discontinuity_diff_with_ci
 from medinterp.metrics.rank import effective_rank_with_ci
 
@@ -107,11 +111,16 @@ class UmapGeometry:
     contrasts: tuple[tuple[str, str], ...] = (("specialty", "mechanism"),)  # paired silhouette differences a − b
     center: str = "template"  # "template": subtract each template's mean activation per layer; "none"
     n_jobs: int = 1
+    min_distinct_rows: int = 16  # a layer with fewer distinct rows (or fewer than N) is degenerate: NaN + note
+    spelling_fraction: float = 0.5  # flag a silhouette whose spelling control reaches this fraction of it
 
     def __post_init__(self) -> None:
-        for name, low in (("n_neighbors", 2), ("n_components", 2), ("n_boot", 1), ("n_perm", 1), ("k_anisotropy", 2)):
+        for name, low in (("n_neighbors", 2), ("n_components", 2), ("n_boot", 1), ("n_perm", 1), ("k_anisotropy", 2),
+                          ("min_distinct_rows", 1)):
             if int(getattr(self, name)) < low:
                 raise MedinterpError(f"umap method: {name} must be >= {low}; got {getattr(self, name)}")
+        if not 0.0 < self.spelling_fraction <= 1.0:
+            raise MedinterpError(f"umap method: spelling_fraction must be in (0, 1]; got {self.spelling_fraction}")
         if not 0.0 <= self.min_dist <= 1.0:
             raise MedinterpError(f"umap method: min_dist must be in [0, 1]; got {self.min_dist}")
         if self.center not in ("template", "none"):
@@ -153,14 +162,23 @@ class UmapGeometry:
                 if store is not None:
                     store.save(unit(layer), result)
         ordered = [results[layer] for layer in range(acts.shape[0])]
-        measurements = base + [m for ms, _ in ordered for m in ms]
-        return MethodResult(measurements, artifacts={"embedding_2d": [emb for _, emb in ordered]})
+        measurements = flag_spelling(base + [m for ms, _ in ordered for m in ms], self.spelling_fraction)
+        summary = {"spelling_fraction": self.spelling_fraction, "explained_by_spelling": spelling_flags(measurements)}
+        return MethodResult(measurements, artifacts={"embedding_2d": [emb for _, emb in ordered], "summary": summary})
 
     # -- pieces ----------------------------------------------------------------------------------------
     def _baselines(self, points: Points, labelings: Sequence[str]) -> list[Measurement]:
-        """Layer-independent rows: the spelling-only silhouette and the anisotropy null."""
+        """Layer-independent rows: the spelling-only silhouette and the anisotropy null.
+
+        The spelling control is scored on unique terms, one row per item: the same term under every
+        template is the same text, and its copies (at distance 0, in the same class) would shrink a(i)
+        and inflate the silhouette with the number of templates.
+        """
         out = []
-        features = surface_features(points.terms) if self.surface_control else None
+        first = np.zeros(len(points), bool)  # each item's first point (its term, once)
+        first[np.unique(points.item_ids, return_index=True)[1]] = True
+        features = surface_features([t for t, f in zip(points.terms, first) if f]) if self.surface_control else None
+        index = np.cumsum(first) - 1  # point -> its row in features (valid where ``first``)
         for name in labelings:
             if points.kinds[name] == "numeric":
                 for sub, mask in numeric_subsets(points, name, self.numeric_split):
@@ -168,8 +186,15 @@ class UmapGeometry:
                     out.append(Measurement(sub, "anisotropy_null", -1, _constant(null, mask.sum())))
             elif features is not None:
                 for sub, mask, labels in class_subsets(points, name):
-                    est = silhouette_with_ci(features[mask], labels, "cosine", self.n_boot, self.seed)
-                    out.append(Measurement(sub, "silhouette_surface", -1, est))
+                    keep = mask & first
+                    unique_labels = points.labels[name][keep]
+                    n, n_classes = int(keep.sum()), len(set(unique_labels.tolist()))
+                    if 2 <= n_classes <= n - 1:
+                        est = silhouette_with_ci(features[index[keep]], unique_labels, "cosine", self.n_boot, self.seed)
+                        out.append(Measurement(sub, "silhouette_surface", -1, est))
+                    else:  # e.g. one item per stage: the silhouette of unique terms is undefined
+                        out.append(Measurement(sub, "silhouette_surface", -1, _constant(math.nan, n),
+                                               f"undefined: {n} unique terms in {n_classes} classes"))
         return out
 
     def prepare(self, X: np.ndarray, points: Points) -> np.ndarray:
@@ -224,6 +249,34 @@ class UmapGeometry:
         return reducer.fit_transform(X).astype(np.float32)
 
 
+SPELLING_FLAG = "explained_by_spelling"
+FLAGGED_METRICS = ("silhouette_umap", "silhouette_raw")
+
+
+def flag_spelling(measurements: Sequence[Measurement], fraction: float) -> list[Measurement]:
+    """``measurements`` with the note ``explained_by_spelling: ...`` on every layer's silhouette (UMAP and
+    raw) whose labeling's spelling control reaches ``fraction`` of it
+    (:func:`medinterp.metrics.surface.explained_by_spelling` says exactly when)."""
+    surface = {m.labeling: m.estimate.value for m in measurements if m.metric == "silhouette_surface"}
+    out = []
+    for m in measurements:
+        c = surface.get(m.labeling, math.nan)
+        if m.metric in FLAGGED_METRICS and m.layer >= 0 and explained_by_spelling(m.estimate.value, c, fraction):
+            flag = f"{SPELLING_FLAG}: surface {c:.3f} >= {fraction:g} x {m.estimate.value:.3f}"
+            m = dataclasses.replace(m, note=f"{m.note}; {flag}" if m.note else flag)
+        out.append(m)
+    return out
+
+
+def spelling_flags(measurements: Sequence[Measurement]) -> dict[str, dict[str, list[int]]]:
+    """{labeling: {metric: layers}} of the silhouettes flagged by :func:`flag_spelling` (for summary.json)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for m in measurements:
+        if SPELLING_FLAG in m.note:
+            out.setdefault(m.labeling, {}).setdefault(m.metric, []).append(m.layer)
+    return out
+
+
 def class_subsets(points: Points, name: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(labeling name, point mask, labels) to score: the whole set, or one subset per group of an ordinal.
 
@@ -253,51 +306,81 @@ def numeric_subsets(points: Points, name: str, split: Sequence[str]) -> Iterator
                 yield f"{name}/{cls}", points.labels[label] == cls
 
 
+def distinct_rows(X: np.ndarray) -> int:
+    """How many different rows ``X`` (N, D) has (exact comparison of the values)."""
+    return len(np.unique(np.ascontiguousarray(X), axis=0))
+
+
 def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
                    labelings: Sequence[str]) -> tuple[list[Measurement], np.ndarray]:
-    """All metrics of one layer (run in a worker process)."""
+    """All metrics of one layer (run in a worker process).
+
+    A *degenerate* layer, with fewer than ``min(cfg.min_distinct_rows, N)`` distinct rows (read-out 0
+    under ``reduction=last``: every prompt of a template ends in the same token, so after template
+    centring the layer holds one row per template, or one in all), has no geometry to measure: UMAP's
+    neighbour graph is all ties and its fit is arbitrary (run-to-run drift), and a silhouette, rank or
+    regression of a handful of repeated points measures the repetition. Every metric of such a layer
+    is NaN, without a CI, with the note ``degenerate: <n> distinct rows``; nothing is fitted, and its
+    2-D embedding (for the plots) is all points at the origin.
+    """
     warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
     # Expected on clustered data (e.g. one item under several templates); the embedding is still valid.
     warnings.filterwarnings("ignore", message="Graph is not fully connected")
     warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\] \(knn_search_index\) is not an NNDescent")
-    knn = cfg.neighbours(X)
-    emb = cfg.umap(X, cfg.n_components, knn)
-    emb2 = cfg.umap(X, 2, knn)
+    n_distinct = distinct_rows(X)
+    degenerate = n_distinct < min(cfg.min_distinct_rows, len(X))
+    note = f"degenerate: {n_distinct} distinct row{'' if n_distinct == 1 else 's'}" if degenerate else ""
+    if degenerate:
+        emb = emb2 = np.zeros((len(X), 2), np.float32)
+    else:
+        knn = cfg.neighbours(X)
+        emb = cfg.umap(X, cfg.n_components, knn)
+        emb2 = cfg.umap(X, 2, knn)
     out: list[Measurement] = []
 
-    def add(labeling: str, metric: str, est: Estimate) -> None:
-        out.append(Measurement(labeling, metric, layer, est))
+    def add(labeling: str, metric: str, compute: Callable[[], Estimate], n: int) -> None:
+        """One row; on a degenerate layer ``compute`` is not called and the value is NaN with the note."""
+        est = Estimate(math.nan, math.nan, math.nan, int(n)) if degenerate else compute()
+        out.append(Measurement(labeling, metric, layer, est, note))
 
-    add("all", "effective_rank", effective_rank_with_ci(X, n_boot=min(cfg.n_boot, 30), seed=cfg.seed))
+    add("all", "effective_rank", lambda: effective_rank_with_ci(X, n_boot=min(cfg.n_boot, 30), seed=cfg.seed), len(X))
     # Distances once per layer; every labeling and subset indexes into them.
-    d_raw = pairwise_distances(X, metric=cfg.raw_metric)
-    np.fill_diagonal(d_raw, 0.0)  # cosine distances carry ~1e-7 rounding on the diagonal
-    spaces = {"umap": pairwise_distances(emb), "raw": d_raw}
-    per_sample: dict[tuple[str, str], np.ndarray] = {}  # (labeling, space) -> s(i), for contrasts
+    spaces: dict[str, np.ndarray | None] = {"umap": None, "raw": None}
+    if not degenerate:
+        d_raw = pairwise_distances(X, metric=cfg.raw_metric)
+        np.fill_diagonal(d_raw, 0.0)  # cosine distances carry ~1e-7 rounding on the diagonal
+        spaces = {"umap": pairwise_distances(emb), "raw": d_raw}
+    per_sample: dict[tuple[str, str], np.ndarray | None] = {}  # (labeling, space) -> s(i), for contrasts
     for name in labelings:
         if points.kinds[name] == "numeric":
             y = points.labels[name].astype(float)
             for sub, mask in numeric_subsets(points, name, cfg.numeric_split):
-                _numeric_metrics(cfg, X[mask], emb[mask], emb2[mask], y[mask], lambda m, e, s=sub: add(s, m, e))
+                _numeric_metrics(cfg, X[mask], emb[mask], emb2[mask], y[mask],
+                                 lambda m, f, n, s=sub: add(s, m, f, n), degenerate)
             _gender_step_difference(cfg, X, y, points, name, add)
             continue
         for sub, mask, labels in class_subsets(points, name):
             for space, D in spaces.items():
-                Dm = D[np.ix_(mask, mask)]
-                add(sub, f"silhouette_{space}", silhouette_with_ci(Dm, labels, "precomputed", cfg.n_boot, cfg.seed))
-                add(sub, f"silhouette_{space}_null", shuffled_silhouette_null(Dm, labels, "precomputed", cfg.n_perm, cfg.seed))
+                Dm = None if D is None else D[np.ix_(mask, mask)]
+                add(sub, f"silhouette_{space}",
+                    lambda Dm=Dm: silhouette_with_ci(Dm, labels, "precomputed", cfg.n_boot, cfg.seed), mask.sum())
+                add(sub, f"silhouette_{space}_null",
+                    lambda Dm=Dm: shuffled_silhouette_null(Dm, labels, "precomputed", cfg.n_perm, cfg.seed), mask.sum())
                 if sub == name:
-                    per_sample[(name, space)] = silhouette_samples(Dm, labels, metric="precomputed")
+                    per_sample[(name, space)] = None if Dm is None else silhouette_samples(Dm, labels, metric="precomputed")
             if points.kinds[name] == "ordinal" and sub != name and len(set(labels)) >= 3:
-                for metric, (est, null) in circularity_with_ci(X[mask], labels.astype(float), n_boot=cfg.n_boot // 2,
-                                                               n_perm=cfg.n_perm, seed=cfg.seed).items():
-                    add(sub, metric, est)
-                    add(sub, f"{metric}_null", null)
+                found = {} if degenerate else circularity_with_ci(
+                    X[mask], labels.astype(float), n_boot=cfg.n_boot // 2, n_perm=cfg.n_perm, seed=cfg.seed)
+                for metric in CIRCULARITY_METRICS:
+                    est, null = found.get(metric, (None, None))
+                    add(sub, metric, lambda est=est: est, mask.sum())
+                    add(sub, f"{metric}_null", lambda null=null: null, mask.sum())
     for a, b in cfg.contrasts:  # paired: the same points under two labelings
         for space in spaces:
             if (a, space) in per_sample and (b, space) in per_sample:
-                diff = per_sample[(a, space)] - per_sample[(b, space)]
-                add(f"{a}-{b}", f"silhouette_{space}_diff", mean_with_ci(diff, cfg.n_boot, seed=cfg.seed))
+                sa, sb = per_sample[(a, space)], per_sample[(b, space)]
+                add(f"{a}-{b}", f"silhouette_{space}_diff",
+                    lambda sa=sa, sb=sb: mean_with_ci(sa - sb, cfg.n_boot, seed=cfg.seed), len(X))
     return out, emb2
 
 
@@ -311,20 +394,26 @@ def _gender_step_difference(cfg: UmapGeometry, X: np.ndarray, y: np.ndarray, poi
         ma, mb = (points.labels[label] == c for c in classes)
         if at in y[ma] and at in y[mb] and np.any(y[ma] > at) and np.any(y[mb] > at):
             add(f"{name}/{classes[0]}-{classes[1]}", "discontinuity_diff",
-                discontinuity_diff_with_ci(X[ma], y[ma], X[mb], y[mb], at=at, n_boot=cfg.n_boot, seed=cfg.seed))
+                lambda: discontinuity_diff_with_ci(X[ma], y[ma], X[mb], y[mb], at=at, n_boot=cfg.n_boot, seed=cfg.seed),
+                len(y))
 
 
-def _numeric_metrics(cfg: UmapGeometry, X: np.ndarray, emb: np.ndarray, emb2: np.ndarray, y: np.ndarray, add) -> None:
-    """Anisotropy, ridge R² and the discontinuity for one numeric labeling subset."""
-    k = min(cfg.k_anisotropy, len(y) - 1)
-    add("anisotropy", mean_with_ci(local_anisotropy(emb2, k=k), cfg.n_boot, seed=cfg.seed))
-    r2, pred, null = ridge_r2_with_null(X, y, groups=y, n_perm=5, seed=cfg.seed)  # one set of SVDs for both
-    add("r2_raw", r2_with_ci(y, pred, cfg.n_boot, cfg.seed))
-    add("r2_raw_null", null)
-    r2, pred = ridge_r2_cv(emb, y, groups=y, seed=cfg.seed)
-    add("r2_umap", r2_with_ci(y, pred, cfg.n_boot, cfg.seed))
+def _numeric_metrics(cfg: UmapGeometry, X: np.ndarray, emb: np.ndarray, emb2: np.ndarray, y: np.ndarray, add,
+                     degenerate: bool = False) -> None:
+    """Anisotropy, ridge R² and the discontinuity for one numeric labeling subset.
+
+    ``add(metric, compute, n)`` calls ``compute`` unless the layer is degenerate (then nothing is fitted).
+    """
+    n = len(y)
+    k = min(cfg.k_anisotropy, n - 1)
+    add("anisotropy", lambda: mean_with_ci(local_anisotropy(emb2, k=k), cfg.n_boot, seed=cfg.seed), n)
+    # one set of SVDs for the value and its null
+    r2, pred, null = (None, None, None) if degenerate else ridge_r2_with_null(X, y, groups=y, n_perm=5, seed=cfg.seed)
+    add("r2_raw", lambda: r2_with_ci(y, pred, cfg.n_boot, cfg.seed), n)
+    add("r2_raw_null", lambda: null, n)
+    add("r2_umap", lambda: r2_with_ci(y, ridge_r2_cv(emb, y, groups=y, seed=cfg.seed)[1], cfg.n_boot, cfg.seed), n)
     at = cfg.discontinuity_at
     values = np.unique(y)
     if at is not None and at in values and np.any(values > at):
-        add("discontinuity", discontinuity_with_ci(X, y, at=at, n_boot=cfg.n_boot, seed=cfg.seed))
-        add("discontinuity_rank", _constant(step_rank(X, y, at=at), len(y)))
+        add("discontinuity", lambda: discontinuity_with_ci(X, y, at=at, n_boot=cfg.n_boot, seed=cfg.seed), n)
+        add("discontinuity_rank", lambda: _constant(step_rank(X, y, at=at), n), n)

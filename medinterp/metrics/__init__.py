@@ -5,7 +5,7 @@ cluster        silhouette_with_ci, shuffled_silhouette_null        (categorical 
 anisotropy     local_anisotropy, local_anisotropy_null             (age: local line-likeness)
 regression     ridge_r2_cv, r2_with_ci, shuffled_r2_null, ridge_r2_with_null  (age: linear read-out R^2)
 discontinuity  adjacent_steps, discontinuity_score, discontinuity_with_ci, step_rank  (age jump at 17 -> 18)
-surface        surface_features                                    (spelling-only control for drug names)
+surface        surface_features, explained_by_spelling             (spelling-only control for drug names)
 
 Invalid input raises medinterp.errors.MedinterpError; randomness only through an explicit ``seed``.
 """
@@ -16,7 +16,7 @@ from medinterp.metrics.bootstrap import Estimate, bootstrap_ci, mean_with_ci
 from medinterp.metrics.cluster import shuffled_silhouette_null, silhouette_with_ci
 from medinterp.metrics.discontinuity import adjacent_steps, discontinuity_score, discontinuity_with_ci, step_rank
 from medinterp.metrics.regression import r2_with_ci, ridge_r2_cv, ridge_r2_with_null, shuffled_r2_null
-from medinterp.metrics.surface import surface_features
+from medinterp.metrics.surface import explained_by_spelling, surface_features
 
 __all__ = [
     "Estimate", "bootstrap_ci", "mean_with_ci",
@@ -24,5 +24,5 @@ __all__ = [
     "local_anisotropy", "local_anisotropy_null",
     "ridge_r2_cv", "r2_with_ci", "shuffled_r2_null", "ridge_r2_with_null",
     "adjacent_steps", "discontinuity_score", "discontinuity_with_ci", "step_rank",
-    "surface_features",
+    "surface_features", "explained_by_spelling",
 ]

@@ -12,6 +12,7 @@ Reference: Sparck Jones 1972 (IDF); Salton & Buckley 1988 (tf-idf weighting).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,3 +40,19 @@ def surface_features(texts: Sequence[str], ngram_range: tuple[int, int] = (2, 4)
     hi = check_int(ngram_range[1], "ngram_range[1]", fn, lo)
     vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(lo, hi), lowercase=True, sublinear_tf=True, norm="l2")
     return vec.fit_transform(list(texts)).toarray().astype(np.float64)
+
+
+def explained_by_spelling(silhouette: float, surface: float, fraction: float = 0.5) -> bool:
+    """Does spelling alone reach ``fraction`` of a layer's silhouette?
+
+    True when the layer clusters (``silhouette > 0``), spelling clusters too (``surface > 0``), and
+    ``surface >= fraction * silhouette``. A layer with silhouette <= 0 shows no clustering, so there is
+    nothing for spelling to explain (False, however high the control); a control <= 0 explains
+    nothing (False). A near-zero positive silhouette is flagged as soon as the control reaches the
+    fraction of it. NaN on either side gives False. fraction: in (0, 1].
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise MedinterpError(f"The 'fraction' parameter of explained_by_spelling must be in (0, 1]. Got {fraction!r} instead.")
+    if not (math.isfinite(silhouette) and math.isfinite(surface)):
+        return False
+    return silhouette > 0.0 and surface > 0.0 and surface >= fraction * silhouette

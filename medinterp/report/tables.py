@@ -1,8 +1,8 @@
 """Readable tables of a knowledge map (knowledge_map.json) and of the findings (findings.json).
 
 ``findings_rows`` turns the nested findings dict of :func:`medinterp.maps.findings.findings` into one row
-per claim — finding, what, layer, value, 95 % CI, null, verdict — so a reader sees at a glance which
-findings hold and where; ``map_rows`` gives one row per domain with each method's selected layers and
+per claim — finding, what, layer, value, 95 % CI, null, verdict, and whether its verdict holds across the
+settings of a robustness sweep (``stable``) — so a reader sees at a glance which findings hold and where; ``map_rows`` gives one row per domain with each method's selected layers and
 the consensus. Both return cells that are already safe HTML.
 """
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any
 
 from medinterp.report.html import ci, intervals, layer_ranges, num, text
 
-FINDINGS_HEADERS = ("finding", "what", "layer", "value", "95 % CI", "null", "verdict")
+FINDINGS_HEADERS = ("finding", "what", "layer", "value", "95 % CI", "null", "verdict", "stable")
 NAMES = {"age_step": "age 17→18 step", "progression_circularity": "progression circularity",
-         "drugs_specialty_vs_mechanism": "drugs: specialty − mechanism", "collapse": "activation collapse"}
+         "drugs_specialty_vs_mechanism": "drugs: specialty − mechanism", "collapse": "activation collapse",
+         "explained_by_spelling": "clustering explained by spelling"}
 
 
 def _row(finding: str, what: str, p: Mapping[str, Any] | None, null: str, verdict: str) -> list[str]:
@@ -66,6 +67,10 @@ def _drugs(f: Mapping[str, Any]) -> list[list[str]]:
     for metric, m in f["metrics"].items():
         where = m["layers_excluding_null"]
         verdict = f"{m['sign']}; CI excludes 0 at layers {layer_ranges(where)}" if where else "CI includes 0 everywhere"
+        spelled = {side: layers for side, layers in (m.get("explained_by_spelling") or {}).items() if layers}
+        if spelled:
+            verdict += "; " + "; ".join(f"{side} clustering explained by spelling at layers {layer_ranges(layers)}"
+                                        for side, layers in spelled.items())
         out.append(_row(NAMES["drugs_specialty_vs_mechanism"], f"{metric} (largest |difference|)", m["peak"],
                         num(m["null"]), verdict))
     return out
@@ -92,6 +97,31 @@ def _collapse(f: Mapping[str, Any]) -> list[list[str]]:
     return out
 
 
+def _spelling(f: Mapping[str, Any]) -> list[list[str]]:
+    name, out, clean = NAMES["explained_by_spelling"], [], []
+    for labeling, e in f["labelings"].items():
+        flagged = {m: e[m] for m in ("silhouette_umap", "silhouette_raw") if e.get(m)}
+        if not flagged:
+            clean.append(labeling)
+            continue
+        verdict = "; ".join(f"{m} at layers {layer_ranges(layers)}" for m, layers in flagged.items())
+        out.append(_row(name, f"{labeling}: spelling control (layer −1)", e["surface"], "—",
+                        f"explained_by_spelling: {verdict}"))
+    if clean:
+        out.append(_row(name, ", ".join(clean), None, "—", "no layer explained by spelling"))
+    return out
+
+
+def stability_cell(f: Mapping[str, Any]) -> str:
+    """The ``stable`` column: yes / NO with the settings that disagree / — without a robustness sweep."""
+    stable = f.get("stable")
+    if stable is None:
+        return f'<span class="note">— {text(f.get("stable_note") or "no robustness sweep")}</span>'
+    if stable:
+        return "yes" + (f' <span class="note">{text(f["stable_note"])}</span>' if f.get("stable_note") else "")
+    return f"<b>NO</b>: {text(', '.join(map(str, f.get('disagreeing_settings') or [])))} disagree"
+
+
 def _missing(f: Mapping[str, Any]) -> str:
     return "not available" + (f" (missing: {', '.join(f['missing'])})" if f.get("missing") else "")
 
@@ -99,13 +129,14 @@ def _missing(f: Mapping[str, Any]) -> str:
 def findings_rows(found: Mapping[str, Any]) -> list[list[str]]:
     """One row per claim of a findings dict (see the module docstring); unavailable findings say what is missing."""
     makers = {"age_step": _age, "progression_circularity": _progression, "drugs_specialty_vs_mechanism": _drugs,
-              "collapse": _collapse}
+              "collapse": _collapse, "explained_by_spelling": _spelling}
     out = []
     for key, make in makers.items():
         f = found.get(key)
         if f is None:
             continue
-        out += make(f) if f.get("available") else [_row(NAMES[key], "—", None, "—", _missing(f))]
+        rows = make(f) if f.get("available") else [_row(NAMES[key], "—", None, "—", _missing(f))]
+        out += [row + [stability_cell(f)] for row in rows]
     return out
 
 

@@ -14,7 +14,8 @@ folder is never read back as a job.
 A *varied key* is a flattened config key (``seed``, ``method.n_neighbors``, ``sigma``) that takes at least
 two values among the jobs of one cell; keys matching an ``ignore`` pattern (caches, devices, batch sizes)
 never count. Keys that carry the same information (``method.seed`` always equal to ``seed``; a template
-index and the template id it selects) are reported once: the one with the fewest dots, then the shortest
+index and the template id it selects; ``method.center`` of the umap jobs and the ``robustness.center`` that
+set it) are reported once: the one more jobs have, then the one with the fewest dots, then the shortest
 name. A *setting* is one combination of the varied keys' values; jobs of the same setting but different
 cells (umap and patching of one seed) are synthesised together. Two jobs of the same cell and setting
 (a repeated run) become separate settings, told apart by a ``replicate`` number.
@@ -182,7 +183,9 @@ def varied_keys(jobs: Sequence[Job], ignore: Sequence[str] = DEFAULT_IGNORE) -> 
     keys = sorted({k for j in jobs for k in j.config if not _ignored(k, ignore)})
     varied = [k for k in keys
               if any(len({canonical(j.config.get(k)) for j in group}) > 1 for group in by_cell.values())]
-    varied.sort(key=lambda k: (k.count("."), len(k), k))  # the preferred name of equivalent keys comes first
+    # the preferred name of equivalent keys comes first: the one more jobs have, then fewest dots, shortest
+    present = {k: sum(k in j.config for j in jobs) for k in varied}
+    varied.sort(key=lambda k: (-present[k], k.count("."), len(k), k))
     kept: list[str] = []
     for key in varied:
         if not any(_equivalent(key, other, by_cell.values()) for other in kept):
@@ -191,8 +194,13 @@ def varied_keys(jobs: Sequence[Job], ignore: Sequence[str] = DEFAULT_IGNORE) -> 
 
 
 def _equivalent(a: str, b: str, groups: Iterable[Sequence[Job]]) -> bool:
-    """True when, within every cell, the values of ``a`` and ``b`` determine each other."""
+    """True when, within every cell that has ``a``, the values of ``a`` and ``b`` determine each other.
+
+    A cell whose jobs all lack ``a`` says nothing against it: ``method.center`` exists only for umap, and
+    the robustness experiment's ``robustness.center`` that sets it is what the patching jobs share."""
     for group in groups:
+        if not any(a in j.config for j in group):
+            continue
         pairs = {(canonical(j.config.get(a)), canonical(j.config.get(b))) for j in group}
         if len({x for x, _ in pairs}) != len(pairs) or len({y for _, y in pairs}) != len(pairs):
             return False

@@ -11,9 +11,12 @@ It writes into ``out_dir`` (atomically; docs/sweeps.md):
 
     stability.csv  stability.json   fraction of settings selecting each layer (medinterp.sweeps.stability)
     robustness.csv robustness.json  best-layer spread and selection overlap (medinterp.sweeps.robustness)
+    findings_stability.json         per model and finding: does its sign hold in every setting
+                                    (medinterp.sweeps.findings_stability)
     settings.csv                    one line per setting: id, label, varied values, jobs, is_default
     stability_<model>.png  robustness_<model>.png
     default_map/<model>/knowledge_map.{json,png}   the map at the default parameters
+    default_map/<model>/findings.json              its findings, each with ``stable`` across the settings
 
 The *default map*: for a maps sweep, the job whose parameters equal ``params`` (else a fresh synthesis of
 ``runs`` with ``params``, when the tables are known); for a methods sweep, the setting whose varied
@@ -33,7 +36,9 @@ from tqdm.auto import tqdm
 
 from medinterp.errors import MedinterpError
 from medinterp.io import atomic_path, atomic_write, write_json
+from medinterp.maps.findings import FindingsParams
 from medinterp.maps.synthesis import MapParams, Table, build_map, load_table
+from medinterp.sweeps import findings_stability as fstab
 from medinterp.sweeps import robustness as rob
 from medinterp.sweeps import stability as stab
 from medinterp.sweeps.jobs import (DEFAULT_IGNORE, Job, Setting, canonical, find_jobs, flatten, settings_of, value_label,
@@ -126,7 +131,8 @@ def _save(fig, path: Path) -> Path:
 
 def summarize(sweep_dir: str | Path, out_dir: str | Path, params: MapParams | None = None, *, kind: str = "auto",
               ignore: Sequence[str] = DEFAULT_IGNORE, defaults: Defaults | None = None,
-              runs: Sequence[str] | None = None, figures: bool = True, source: str | None = None) -> dict[str, Any]:
+              runs: Sequence[str] | None = None, figures: bool = True, source: str | None = None,
+              findings_params: FindingsParams | None = None) -> dict[str, Any]:
     """Summarise the sweep in ``sweep_dir`` into ``out_dir``; returns what summary.json should hold."""
     params = params or MapParams()
     out = Path(out_dir)
@@ -141,6 +147,8 @@ def summarize(sweep_dir: str | Path, out_dir: str | Path, params: MapParams | No
     s_rows = stab.stability(maps)
     r_rows = rob.robustness(maps)
     default, default_info = default_maps(kind, maps, params, defaults, runs)
+    per_setting = fstab.setting_findings(kind, settings, maps, findings_params)
+    f_table = fstab.stability(per_setting)
 
     files = [_write_csv(out / "stability.csv", stab.COLUMNS, stab.as_dicts(s_rows)),
              _write_csv(out / "robustness.csv", rob.COLUMNS, [rob.as_csv_cells(r) for r in r_rows])]
@@ -155,12 +163,18 @@ def summarize(sweep_dir: str | Path, out_dir: str | Path, params: MapParams | No
             "default_map": default_info, "map_params": params.as_dict()}
     files.append(write_json(out / "stability.json", {**head, "stability": stab.as_json(s_rows)}))
     files.append(write_json(out / "robustness.json", {**head, "robustness": rob.as_dicts(r_rows)}))
+    files.append(write_json(out / "findings_stability.json", {**head, "findings_stability": f_table}))
+    default_found = next((by_model for s, by_model in per_setting if s.id == default_info["setting"]), {})
     for model, kmap in default.items():
         files.append(write_json(out / "default_map" / model / "knowledge_map.json", kmap))
+        if model in default_found:
+            files.append(write_json(out / "default_map" / model / "findings.json",
+                                    fstab.with_stability(default_found[model], f_table.get(model, {}))))
     outline = "the map at the default parameters" if default_info["is_default"] else "the first setting's map"
     figs = _figures(out, s_rows, r_rows, default, outline) if figures else []
     return {**head, "files": [p.relative_to(out).as_posix() for p in files + figs], "figures": [p.name for p in figs],
-            "n_stability_rows": len(s_rows), "n_robustness_rows": len(r_rows)}
+            "n_stability_rows": len(s_rows), "n_robustness_rows": len(r_rows),
+            "findings_stability": fstab.brief(f_table)}
 
 
 def _figures(out: Path, s_rows, r_rows, default: Mapping[str, dict], outline: str) -> list[Path]:

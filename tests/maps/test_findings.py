@@ -142,3 +142,33 @@ def test_findings_bundle_and_validation():
         FindingsParams(progression_best_by="silhouette")
     with pytest.raises(MedinterpError, match="one model"):
         findings(curve("a", "b", [1.0]) + curve("a", "b", [1.0], model="other"))
+
+
+# -- lexical confound ----------------------------------------------------------------------------------
+def test_layers_explained_by_spelling_are_reported_per_labeling_and_beside_the_drugs_difference():
+    from dataclasses import replace
+
+    from medinterp.maps.findings import spelling_confound, verdicts
+    from medinterp.report.tables import findings_rows
+
+    flag = "explained_by_spelling: surface 0.355 >= 0.5 x 0.400"
+    mech = curve("mechanism", "silhouette_umap", [0.4, 0.8, 0.9], domain="drugs")
+    mech[0] = replace(mech[0], note=flag)
+    rows = [Row("m", "drugs", "mechanism", "umap", "silhouette_surface", -1, 0.355, 0.3, 0.4, 55),
+            Row("m", "drugs", "specialty", "umap", "silhouette_surface", -1, 0.05, 0.0, 0.1, 55),
+            *mech, *curve("specialty", "silhouette_umap", [0.1, 0.2, 0.3], domain="drugs"),
+            *curve("specialty-mechanism", "silhouette_umap_diff", [-0.3, -0.6, -0.6], domain="drugs")]
+    f = spelling_confound(rows)
+    assert f["available"] and f["any"] == ["drugs/mechanism"]
+    assert f["labelings"]["drugs/mechanism"]["silhouette_umap"] == [0]
+    assert f["labelings"]["drugs/mechanism"]["silhouette_raw"] == [] and f["labelings"]["drugs/specialty"]["silhouette_umap"] == []
+    found = findings(rows)
+    drugs = found["drugs_specialty_vs_mechanism"]["metrics"]["silhouette_umap_diff"]
+    assert drugs["explained_by_spelling"] == {"specialty": [], "mechanism": [0]}
+    assert found["explained_by_spelling"]["stable"] is None
+    assert found["explained_by_spelling"]["stable_note"] == "no robustness sweep"
+    assert verdicts(found)["explained_by_spelling"] == {"drugs/mechanism": "True", "drugs/specialty": "False"}
+    text = " ".join(" ".join(r) for r in findings_rows(found))
+    assert "mechanism clustering explained by spelling at layers 0" in text
+    assert "drugs/mechanism: spelling control (layer −1)" in text and "explained_by_spelling: silhouette_umap at layers 0" in text
+    assert spelling_confound(mech)["available"] is False  # no control rows (an older table)

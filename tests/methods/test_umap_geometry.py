@@ -215,3 +215,118 @@ def test_finished_layers_are_checkpointed_and_a_restart_fits_only_the_rest():
     assert all(values[k] == 123.0 for k in values if k[1] == 2)
     assert all(values[k] == want[k] for k in values if k[1] in (-1, 0, 1))
     assert len(resumed.artifacts["embedding_2d"]) == 3
+
+
+def templated_points(n_items=30, templates=("t0", "t1", "t2"), classes=("a", "b", "c")):
+    """n_items items under each template (template-major), as the pipeline stacks them."""
+    labels = np.tile(np.repeat(np.array(classes), n_items // len(classes)), len(templates))
+    terms = tuple(f"{labels[i]}term{i}" for i in range(n_items)) * len(templates)
+    return Points(item_ids=np.tile(np.arange(n_items).astype(str), len(templates)),
+                  template_ids=np.repeat(np.array(templates), n_items), terms=terms, labels={"cls": labels},
+                  kinds={"cls": "categorical"}, group_by={"cls": None})
+
+
+@pytest.mark.parametrize("center, distinct", [("template", 3), ("none", 3)])
+def test_a_degenerate_layer_is_nan_with_a_note_and_identical_between_calls(center, distinct):
+    """Read-out 0 under reduction=last: every prompt of a template has the same row (one row per template).
+
+    UMAP fitted on a few distinct rows breaks its ties arbitrarily: two calls with the same seed gave
+    different silhouettes. Such a layer now has NaN values (no CI) with the note, and no fit.
+    """
+    rng = np.random.default_rng(0)
+    pts = templated_points(60)
+    acts = np.empty((2, len(pts), 16), np.float32)
+    acts[0] = np.repeat(rng.normal(size=(3, 16)), 60, axis=0)  # one row per template
+    acts[1] = rng.normal(size=(len(pts), 16))
+    method = UmapGeometry(**FAST, center=center)
+    first, second = (method.run(acts, pts).measurements for _ in range(2))
+    assert [(m.labeling, m.metric, m.layer, m.note) for m in first] == [(m.labeling, m.metric, m.layer, m.note)
+                                                                         for m in second]
+    for a, b in zip(first, second):  # NaN != NaN: compare the text a results table would hold
+        assert repr(a.estimate) == repr(b.estimate), (a, b)
+    layer0 = [m for m in first if m.layer == 0]
+    assert {m.metric for m in layer0} == {"effective_rank", "silhouette_umap", "silhouette_umap_null", "silhouette_raw",
+                                          "silhouette_raw_null"}
+    # template centring leaves float rounding residue: one row per template, still degenerate
+    for m in layer0:
+        assert np.isnan(m.estimate.value) and np.isnan(m.estimate.ci_low) and np.isnan(m.estimate.ci_high)
+        assert m.note == f"degenerate: {distinct} distinct rows" and m.estimate.n == len(pts)
+    layer1 = [m for m in first if m.layer == 1]
+    assert layer1 and all(np.isfinite(m.estimate.value) and m.note == "" for m in layer1)
+
+
+def test_degenerate_threshold_is_a_parameter_and_a_small_set_is_not_degenerate():
+    rng = np.random.default_rng(1)
+    pts = categorical_points(n_per=4)  # 12 points, all distinct: fewer than min_distinct_rows, but every row differs
+    acts = rng.normal(size=(1, len(pts), 8)).astype(np.float32)
+    res = UmapGeometry(**FAST, n_neighbors=5).run(acts, pts)
+    assert all("degenerate" not in m.note for m in res.measurements if m.layer == 0)
+    one = np.zeros_like(acts)  # a single distinct row
+    res = UmapGeometry(**FAST, n_neighbors=5, center="none").run(one, pts)
+    assert {m.note for m in res.measurements if m.layer == 0} == {"degenerate: 1 distinct row"}
+    pairs = np.repeat(acts[:, :6], 2, axis=1)  # 6 distinct rows, each twice
+    res = UmapGeometry(**FAST, n_neighbors=5, center="none").run(pairs, pts)
+    assert {m.note for m in res.measurements if m.layer == 0} == {"degenerate: 6 distinct rows"}
+    res = UmapGeometry(**FAST, n_neighbors=5, center="none", min_distinct_rows=6).run(pairs, pts)
+    assert all("degenerate" not in m.note and np.isfinite(m.estimate.value) for m in res.measurements if m.layer == 0)
+    with pytest.raises(MedinterpError, match="min_distinct_rows must be >= 1"):
+        UmapGeometry(min_distinct_rows=0)
+
+
+def test_spelling_control_is_scored_on_unique_terms_not_on_copies_per_template():
+    """Planted: class-free names; repeated once per template, copies at distance 0 inflate the silhouette."""
+    from medinterp.metrics import surface_features
+
+    rng = np.random.default_rng(5)
+    names = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 7)) for _ in range(30)]
+    classes = np.repeat(np.array(["x", "y", "z"]), 10)
+    want = silhouette_score(surface_features(names), classes, metric="cosine")  # one row per item
+    inflated = silhouette_score(surface_features(names * 4), np.tile(classes, 4), metric="cosine")
+    assert inflated > want + 0.05  # what the old code reported under 4 templates
+    for n_t in (1, 4):
+        pts = Points(item_ids=np.tile(np.arange(30).astype(str), n_t),
+                     template_ids=np.repeat(np.array([f"t{i}" for i in range(n_t)]), 30), terms=tuple(names) * n_t,
+                     labels={"cls": np.tile(classes, n_t)}, kinds={"cls": "categorical"}, group_by={"cls": None})
+        method = UmapGeometry(**FAST)
+        [surface] = [m for m in method._baselines(pts, ["cls"]) if m.metric == "silhouette_surface"]
+        assert surface.estimate.value == pytest.approx(want, abs=1e-12) and surface.estimate.n == 30, n_t
+
+
+def test_spelling_control_with_one_item_per_class_is_nan_with_a_reason():
+    stage = np.tile(np.arange(3).astype(float), 4)  # one item per stage, 4 templates
+    pts = Points(item_ids=np.tile(np.array(["s0", "s1", "s2"]), 4), template_ids=np.repeat(np.array(list("abcd")), 3),
+                 terms=("mild", "moderate", "severe") * 4, labels={"stage": stage}, kinds={"stage": "categorical"},
+                 group_by={"stage": None})
+    [surface] = UmapGeometry(**FAST)._baselines(pts, ["stage"])
+    assert np.isnan(surface.estimate.value) and surface.note == "undefined: 3 unique terms in 3 classes"
+
+
+def test_layers_whose_clustering_spelling_explains_are_noted_and_summarised():
+    """Planted: the class is in the names' stems (-olol, -pril, -statin), so spelling alone separates the
+    classes; layer 0 separates them weakly (flagged), layer 1 strongly (not flagged)."""
+    stems = ("olol", "pril", "statin")
+    names = [f"{p}{s}" for s in stems for p in ("meto", "aten", "biso", "carve", "nado", "ena", "lisi", "rami")]
+    classes = np.repeat(np.array(stems), 8)
+    pts = Points(item_ids=np.arange(24).astype(str), template_ids=np.array(["t"] * 24), terms=tuple(names),
+                 labels={"cls": classes}, kinds={"cls": "categorical"}, group_by={"cls": None})
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(3, 16))
+    k = np.searchsorted(stems, classes, sorter=np.argsort(stems))
+    acts = np.stack([centers[k] * 0.3 + rng.normal(size=(24, 16)), centers[k] * 20 + rng.normal(size=(24, 16))])
+    res = UmapGeometry(**FAST, n_neighbors=5).run(acts.astype(np.float32), pts)
+    get = {(m.metric, m.layer): m for m in res.measurements}
+    c = get[("silhouette_surface", -1)].estimate.value
+    assert c > 0.2
+    weak = get[("silhouette_raw", 0)]
+    assert 0 < weak.estimate.value <= 2 * c
+    assert weak.note == f"explained_by_spelling: surface {c:.3f} >= 0.5 x {weak.estimate.value:.3f}"
+    flagged = {}
+    for metric in ("silhouette_umap", "silhouette_raw"):
+        assert get[(metric, 1)].estimate.value > 2 * c and get[(metric, 1)].note == ""
+        if get[(metric, 0)].estimate.value <= 2 * c:
+            flagged[metric] = [0]
+        else:
+            assert get[(metric, 0)].note == ""
+    assert res.artifacts["summary"] == {"spelling_fraction": 0.5, "explained_by_spelling": {"cls": flagged}}
+    assert all(m.note == "" for m in UmapGeometry(**FAST, n_neighbors=5, spelling_fraction=1.0).run(
+        acts.astype(np.float32), pts).measurements if m.layer == 1)

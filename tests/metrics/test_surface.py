@@ -46,3 +46,27 @@ def test_stems_separate_mechanism_classes(metric):
 def test_bad_texts_are_refused(texts, match):
     with pytest.raises(MedinterpError, match=match):
         surface_features(texts)
+
+
+@pytest.mark.parametrize("silhouette, surface, flagged", [
+    (0.40, 0.20, True),    # exactly half: reaches the fraction
+    (0.40, 0.19, False),
+    (0.01, 0.006, True),   # a near-zero positive silhouette is flagged once the control reaches half of it
+    (-0.10, 0.30, False),  # no clustering at the layer: nothing to explain
+    (0.0, 0.30, False),
+    (0.30, -0.05, False),  # spelling alone does not cluster
+    (float("nan"), 0.3, False),
+])
+def test_explained_by_spelling_rule(silhouette, surface, flagged):
+    from medinterp.metrics import explained_by_spelling
+
+    assert explained_by_spelling(silhouette, surface, 0.5) is flagged
+
+
+def test_explained_by_spelling_fraction_is_checked():
+    from medinterp.errors import MedinterpError
+    from medinterp.metrics import explained_by_spelling
+
+    assert explained_by_spelling(0.4, 0.35, 0.9) is False and explained_by_spelling(0.4, 0.37, 0.9) is True
+    with pytest.raises(MedinterpError, match="'fraction' parameter of explained_by_spelling must be in"):
+        explained_by_spelling(0.4, 0.3, 0.0)

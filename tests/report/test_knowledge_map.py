@@ -32,8 +32,8 @@ def test_map_table_states_each_methods_layers_and_the_consensus(map_dir, parse):
 def test_findings_table_states_the_golden_findings(map_dir, parse):
     page = parse(write_map_report(map_dir))
     assert cells(page.html, "age 17→18 step") == ["age 17→18 step", "age/pooled (peak)", "5", "3", "[2.2, 3.8]", "1",
-                                                 "CI excludes 1"]
-    assert cells(page.html, "age step: female − male")[-1] == "CI excludes 0 at layers 5"
+                                                 "CI excludes 1", "— no robustness sweep"]
+    assert cells(page.html, "age step: female − male")[-2:] == ["CI excludes 0 at layers 5", "— no robustness sweep"]
     assert "parkinsons: circular_corr (higher = more circular) 7 0.9 [0.8, 0.95] 0.1 [0, 0.3] beats the null" in page.text
     assert "specialty > mechanism; CI excludes 0 at layers 5–12" in page.text
     assert "collapse at layer 5 (max 30 at layer 2), recovered at layer 8; trough CI below threshold" in page.text

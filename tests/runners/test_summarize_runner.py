@@ -34,11 +34,12 @@ def test_robustness_multirun_on_a_tiny_model_then_summarize(tmp_path):
     four maps built one by one. Progression needs >= 2 templates (one item per stage), hence leave-one-out."""
     sweep, out = tmp_path / "sweep", tmp_path / "summary"
     run("map.py", "-m", "+experiment=robustness", "model=tiny_llama", "domain=progression", "method=umap",
-        "robustness.template=loo1,loo2", "seed=0,1", f"hydra.sweep.dir={sweep}", "plots=false", "method.n_boot=20",
+        "robustness.template=loo1,loo2", "seed=0,1", "robustness.center=template", f"hydra.sweep.dir={sweep}",
+        "plots=false", "method.n_boot=20",
         "method.n_perm=3", "method.n_jobs=1")
     jobs = sorted(p for p in sweep.iterdir() if (p / "per_layer.csv").exists())
-    assert [p.name for p in jobs] == ["0_tiny_llama-progression-umap-loo1-s0", "1_tiny_llama-progression-umap-loo1-s1",
-                                      "2_tiny_llama-progression-umap-loo2-s0", "3_tiny_llama-progression-umap-loo2-s1"]
+    assert [p.name for p in jobs] == [f"{i}_tiny_llama-progression-umap-{t}-template" for i, t in
+                                      enumerate(["loo1-s0", "loo1-s1", "loo2-s0", "loo2-s1"])]
     loo1, loo2 = ["clinic_note", "follow_up", "assessment"], ["status", "follow_up", "assessment"]
     assert [json.loads((p / "summary.json").read_text())["templates"] for p in jobs] == [loo1, loo1, loo2, loo2]
     proc = run("summarize.py", f"sweep={sweep}", f"out_dir={out}")
@@ -65,7 +66,8 @@ def test_robustness_multirun_of_patching_resamples_pairs_per_seed(tmp_path):
     move with the seed and not with the template (pairs are complete prompts); summarize says exactly that."""
     sweep, out = tmp_path / "sweep", tmp_path / "summary"
     run("map.py", "-m", "+experiment=robustness", "model=tiny_llama", "domain=dosage", "method=patching",
-        "robustness.template=t1,t2", "seed=0,1", f"hydra.sweep.dir={sweep}", "plots=false", "report=false",
+        "robustness.template=t1,t2", "seed=0,1", "robustness.center=template", f"hydra.sweep.dir={sweep}",
+        "plots=false", "report=false",
         "method.n_boot=20", "method.min_gap=0", "logger=none")
     jobs = sorted(p for p in sweep.iterdir() if (p / "per_layer.csv").exists())
     assert len(jobs) == 4

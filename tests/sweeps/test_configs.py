@@ -65,8 +65,18 @@ def test_robustness_experiment_resolves_one_template_set_per_job(domain, templat
     cfg = composed("map", ["+experiment=robustness", f"domain={domain}", f"robustness.template={template}", "seed=2"])
     assert list(cfg.templates) == expected and cfg.method.seed == 2
     assert OmegaConf.to_container(cfg.hydra.sweeper.params) == {
-        "method": "umap,patching", "domain": ",".join(DOMAINS), "robustness.template": "t1,t2,t3", "seed": "0,1,2"}
-    assert n_jobs(cfg.hydra.sweeper.params) == 2 * 6 * 3 * 3
+        "method": "umap,patching", "domain": ",".join(DOMAINS), "robustness.template": "t1,t2,t3", "seed": "0,1,2",
+        "robustness.center": "template,none"}
+    assert n_jobs(cfg.hydra.sweeper.params) == 2 * 6 * 3 * 3 * 2
+
+
+def test_robustness_center_factor_sets_the_umap_methods_centring_and_leaves_patching_alone():
+    assert composed("map", ["method=umap"]).method.center == "template"  # outside the experiment: the default
+    for center in ("template", "none"):
+        cfg = composed("map", ["+experiment=robustness", "domain=drugs", f"robustness.center={center}"])
+        assert cfg.method.center == center
+    patching = composed("map", ["+experiment=robustness", "method=patching", "robustness.center=none"])
+    assert "center" not in patching.method
 
 
 @pytest.mark.parametrize("name", ["map_grid", "umap_bayes"])
