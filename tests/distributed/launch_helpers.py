@@ -63,8 +63,9 @@ def max_rel_diff(a: dict, b: dict, skip=lambda key: False) -> float:
         if skip(key):
             continue
         assert a[key]["n"] == b[key]["n"], key
-        for field in ("value", "ci_low", "ci_high"):
-            x, y = float(a[key][field]), float(b[key][field])
+        assert a[key].get("note", "") == b[key].get("note", ""), (key, a[key].get("note"), b[key].get("note"))
+        for field in ("value", "ci_low", "ci_high"):  # an empty cell is NaN (with a note saying why)
+            x, y = float(a[key][field] or "nan"), float(b[key][field] or "nan")
             if math.isnan(x) or math.isnan(y):
                 assert math.isnan(x) and math.isnan(y), (key, field, x, y)
                 continue
