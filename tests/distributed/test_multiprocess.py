@@ -1,12 +1,13 @@
 """2-rank ZeRO-3 and DDP runs (torchrun subprocesses, gloo, a free port) give the numbers of ``single``.
 
-Each test launches ``runners/map.py`` under ``torchrun --nproc_per_node=2`` on the tiny Llama and compares
-its ``per_layer.csv`` with a one-process run of the same config: ≤ 1e-6 relative for saliency (per-prompt
+Each test launches ``runners/map.py`` under ``torchrun --nproc_per_node=2`` on one tiny family (llama,
+gemma3, qwen2, qwen3, gpt_oss) and compares its ``per_layer.csv`` with a one-process run of the same config: ≤ 1e-6 relative for saliency (per-prompt
 gradient sums from partitioned weights), exact for capture, ablation and patching. The batch counts are
 chosen uneven (3 saliency batches, 2 ablation batches of 4 and 2 prompts, ...) so one rank runs a padding
 round. The UMAP metrics themselves are not compared: they differ between two identical one-process runs
-at read-out 0 of this random model (see test_umap_capture_is_exact); the captured activations are
-compared bit for bit, and every other metric of the cell exactly.
+at read-out 0 of these random models; the captured activations are
+compared bit for bit, and every other metric of the cell exactly. The whole matrix (family x method x
+strategy) is `make test-full`; `make test` keeps the cases listed in FAST.
 """
 from __future__ import annotations
 
