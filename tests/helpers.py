@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3")
+TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss")
 
 
 def run_runner(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = True,

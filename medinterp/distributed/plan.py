@@ -54,6 +54,8 @@ class Arch:
     experts: int = 1  # mixture-of-experts: experts per layer (all held in memory)
     active_experts: int = 1  # experts each token runs
     qkv_bias: bool = False
+    out_bias: bool = False  # o_proj bias (``attention_bias`` models; not Qwen2, whose bias is on q/k/v only)
+    moe_bias: bool = False  # GPT-OSS: biased router and experts, and one attention sink per head
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Arch:
@@ -68,7 +70,9 @@ class Arch:
                        tied=bool(c.get("tie_word_embeddings", config.get("tie_word_embeddings", False))),
                        experts=int(c.get("num_local_experts") or c.get("num_experts") or 1),
                        active_experts=int(c.get("num_experts_per_tok") or c.get("experts_per_token") or 1),
-                       qkv_bias=bool(c.get("attention_bias", False)) or c.get("model_type") == "qwen2")
+                       qkv_bias=bool(c.get("attention_bias", False)) or c.get("model_type") == "qwen2",
+                       out_bias=bool(c.get("attention_bias", False)),
+                       moe_bias=c.get("model_type") == "gpt_oss")
         except KeyError as err:
             raise MedinterpError(f"config.json lacks {err.args[0]!r}; the memory plan needs hidden_size, "
                                  "num_hidden_layers, vocab_size, intermediate_size, num_attention_heads") from None
@@ -76,12 +80,15 @@ class Arch:
     # -- parameter counts ------------------------------------------------------------------------------
     def attn_params(self) -> int:
         q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        bias = (q + 2 * kv) if self.qkv_bias else 0
-        return self.hidden * q + 2 * self.hidden * kv + q * self.hidden + bias
+        bias = ((q + 2 * kv) if self.qkv_bias else 0) + (self.hidden if self.out_bias else 0)
+        sinks = self.heads if self.moe_bias else 0
+        return self.hidden * q + 2 * self.hidden * kv + q * self.hidden + bias + sinks
 
     def mlp_params(self) -> int:
         router = self.hidden * self.experts if self.experts > 1 else 0
-        return self.experts * 3 * self.hidden * self.intermediate + router  # gate, up, down
+        # router bias; per expert the gate/up bias (2 x intermediate) and the down bias (hidden)
+        bias = self.experts * (1 + 2 * self.intermediate + self.hidden) if self.moe_bias else 0
+        return self.experts * 3 * self.hidden * self.intermediate + router + bias  # gate, up, down
 
     def layer_params(self) -> int:
         return self.attn_params() + self.mlp_params() + 2 * self.hidden  # + the block's two norms
@@ -99,7 +106,8 @@ KNOWN: dict[str, Arch] = {
     "google/medgemma-27b-text-it": Arch(5376, 62, 262208, 21504, 32, 16, 128, tied=True),
     "Qwen/Qwen2.5-32B-Instruct": Arch(5120, 64, 152064, 27648, 40, 8, 128, qkv_bias=True),
     "Qwen/Qwen3-32B": Arch(5120, 64, 151936, 25600, 64, 8, 128),
-    "openai/gpt-oss-120b": Arch(2880, 36, 201088, 2880, 64, 8, 64, experts=128, active_experts=4, qkv_bias=True),
+    "openai/gpt-oss-120b": Arch(2880, 36, 201088, 2880, 64, 8, 64, experts=128, active_experts=4, qkv_bias=True,
+                                  out_bias=True, moe_bias=True),
     "google/gemma-3-270m": Arch(640, 18, 262144, 2048, 4, 1, 256, tied=True),
     "HuggingFaceTB/SmolLM2-135M-Instruct": Arch(576, 30, 49152, 1536, 9, 3, 64, tied=True),
 }

@@ -136,6 +136,15 @@ def grad_plan(parts: BoundModel) -> GradPlan:
         plan.lm_head = parts.lm_head
     if plan.loop:
         names = sorted({g for _, g in plan.loop})
+        parted = sorted({g for p, g in plan.loop if hasattr(p, "ds_id")})
+        if parted:
+            # Their gradient is one extra backward per prompt over the retained graph; under ZeRO-3 the tensors
+            # that graph saved from the weights (views, expert slices) were freed when the weights were
+            # re-partitioned after the first backward, so it would fail deep inside autograd.
+            more = f" and {len(parted) - 6} more" if len(parted) > 6 else ""
+            raise MedinterpError(f"saliency: parameters of groups {', '.join(parted[:6])}{more} (not Linear, norm or "
+                                 f"embedding: e.g. MoE experts, routers, attention sinks) have no per-prompt gradient "
+                                 f"under strategy=zero3; use strategy=single or ddp for this model")
         log.warning("saliency: %d parameters (groups %s) have no batched per-prompt gradient; using one backward "
                     "per prompt for them (exact, slower)", len(plan.loop), ", ".join(names[:6]))
     plan.n_params = dict(plan.n_params)

@@ -14,8 +14,8 @@ COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_at
 
 
 def tiny_config(family: str, vocab_size: int, pad_token_id: int | None = None):
-    """The config of a tiny ``family`` model (llama, gemma3, qwen2, qwen3)."""
-    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
+    """The config of a tiny ``family`` model (llama, gemma3, qwen2, qwen3, gpt_oss)."""
+    from transformers import Gemma3TextConfig, GptOssConfig, LlamaConfig, Qwen2Config, Qwen3Config
 
     if family == "llama":
         return LlamaConfig(vocab_size=vocab_size, pad_token_id=pad_token_id, tie_word_embeddings=True, **COMMON)
@@ -28,6 +28,16 @@ def tiny_config(family: str, vocab_size: int, pad_token_id: int | None = None):
         return Gemma3TextConfig(vocab_size=vocab_size, pad_token_id=pad_token_id, head_dim=16, sliding_window=8,
                                 layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
                                 **COMMON)
+    if family == "gpt_oss":
+        # Mixture of experts: 4 experts of which 2 route per token (experts are 3-D tensors, not Linears);
+        # attention sinks, biased projections, sliding/full layers alternating as in the released models.
+        return GptOssConfig(vocab_size=vocab_size, pad_token_id=pad_token_id, head_dim=16, sliding_window=8,
+                            num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False,
+                            layer_types=["sliding_attention", "full_attention"] * 2,
+                            # the released YaRN scaling (x32), from a pre-YaRN context that fits 512 positions
+                            rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=32.0, beta_fast=32.0,
+                                                 beta_slow=1.0, truncate=False, original_max_position_embeddings=16),
+                            **COMMON)
     raise ValueError(f"unknown tiny family {family!r}")
 
 

@@ -18,6 +18,8 @@ from medinterp.methods.ablation import (LayerAblation, LesionScorer, ablate_laye
 from medinterp.models import ModelHandle, adapter_for
 from medinterp.prompts import load_prompt_set
 
+from helpers import TINY_FAMILIES
+
 TEXTS = ["The patient takes metformin 500 mg", "Aspirin", "Discharge medications: lisinopril, 10 mg once daily, and"]
 FAST = dict(max_prompts=4, max_new_tokens=3, batch_size=4, n_boot=20)
 
@@ -117,7 +119,7 @@ def test_an_instance_level_forward_is_restored_and_tuple_blocks_get_tuples():
             pass
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_block_output_types_are_observed_and_the_default_matches(tiny_handles, family):
     h = tiny_handles[family]
     ids, mask = left_batch(h, TEXTS)
@@ -125,7 +127,8 @@ def test_block_output_types_are_observed_and_the_default_matches(tiny_handles, f
 
 
 # -- generation and teacher forcing ----------------------------------------------------------------------
-@pytest.mark.parametrize("family, block", [("llama", 0), ("llama", 3), ("gemma3", 0), ("gemma3", 2)])
+@pytest.mark.parametrize("family, block", [("llama", 0), ("llama", 3), ("gemma3", 0), ("gemma3", 2),
+                                           ("gpt_oss", 0), ("gpt_oss", 1)])
 def test_generation_under_ablation_equals_the_no_cache_reference_of_the_cut_model(tiny_handles, family, block):
     h = tiny_handles[family]
     ids, mask = left_batch(h, TEXTS)
