@@ -85,35 +85,36 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_rows(path: str | Path, rows: Iterable[Row]) -> Path:
-    """Atomically write ``rows`` as a per_layer CSV."""
+def _write_table(path: str | Path, columns: Sequence[str], rows: Iterable[Any]) -> Path:
+    """Atomically write dataclass ``rows`` as a CSV of ``columns`` (NaN as an empty cell)."""
     def write(f):
         w = csv.writer(f)
-        w.writerow(COLUMNS)
+        w.writerow(columns)
         for r in rows:
-            w.writerow([_fmt(getattr(r, c)) for c in COLUMNS])
+            w.writerow([_fmt(getattr(r, c)) for c in columns])
     return atomic_write(path, write, newline="")
 
 
-def read_rows(path: str | Path) -> list[Row]:
-    """Read a per_layer CSV back into rows (empty CI cells become NaN)."""
-    def num(cell: str) -> float:
-        return float(cell) if cell != "" else math.nan
+def _num(cell: str) -> float:
+    return float(cell) if cell != "" else math.nan
 
+
+def write_rows(path: str | Path, rows: Iterable[Row]) -> Path:
+    """Atomically write ``rows`` as a per_layer CSV."""
+    return _write_table(path, COLUMNS, rows)
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Read a per_layer CSV back into rows (empty cells become NaN; a table without ``note`` reads as empty notes)."""
     with open(path, newline="", encoding="utf-8") as f:
         return [Row(model=r["model"], domain=r["domain"], labeling=r["labeling"], method=r["method"], metric=r["metric"],
-                    layer=int(r["layer"]), value=num(r["value"]), ci_low=num(r["ci_low"]), ci_high=num(r["ci_high"]),
+                    layer=int(r["layer"]), value=_num(r["value"]), ci_low=_num(r["ci_low"]), ci_high=_num(r["ci_high"]),
                     n=int(r["n"]), note=r.get("note") or "") for r in csv.DictReader(f)]
 
 
 def write_item_rows(path: str | Path, rows: Iterable[ItemRow]) -> Path:
     """Atomically write ``rows`` as a per_item CSV."""
-    def write(f):
-        w = csv.writer(f)
-        w.writerow(ITEM_COLUMNS)
-        for r in rows:
-            w.writerow([_fmt(getattr(r, c)) for c in ITEM_COLUMNS])
-    return atomic_write(path, write, newline="")
+    return _write_table(path, ITEM_COLUMNS, rows)
 
 
 def read_item_rows(path: str | Path) -> list[ItemRow]:
@@ -121,8 +122,7 @@ def read_item_rows(path: str | Path) -> list[ItemRow]:
     with open(path, newline="", encoding="utf-8") as f:
         return [ItemRow(model=r["model"], domain=r["domain"], method=r["method"], labeling=r["labeling"],
                         metric=r["metric"], layer=int(r["layer"]), item=r["item"], template=r["template"],
-                        value=float(r["value"]) if r["value"] != "" else math.nan, note=r["note"])
-                for r in csv.DictReader(f)]
+                        value=_num(r["value"]), note=r["note"]) for r in csv.DictReader(f)]
 
 
 def best_layers(rows: Sequence[Row]) -> list[dict[str, Any]]:
