@@ -1,4 +1,8 @@
-"""Two identical runs with the same seed write byte-identical per_layer.csv, for every method (fresh processes)."""
+"""Two identical runs with the same seed write byte-identical per_layer.csv, for every method (fresh processes).
+
+UMAP (the method that drifted: arbitrary tie-breaking on degenerate read-outs) runs in the fast tier; the three
+model methods, never seen to drift, are ``slow``.
+"""
 from __future__ import annotations
 
 import csv
@@ -17,17 +21,18 @@ SETTINGS = {  # small but real: umap with two worker processes (the parallel pat
 }
 
 
-@pytest.mark.slow
-def test_same_seed_runs_are_byte_identical_for_every_method(tmp_path):
-    for method, extra in SETTINGS.items():
-        outs = [tmp_path / f"{method}-{i}" for i in (1, 2)]
-        for out in outs:
-            run_runner("map.py", *COMMON, f"method={method}", *extra, f"hydra.run.dir={out}")
-        first, second = ((out / "per_layer.csv").read_bytes() for out in outs)
-        with open(outs[0] / "per_layer.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        assert len(rows) > 3, method  # the run measured something
-        assert first == second, method
-        if method == "umap":  # read-out 0 is one row per template: no fit, NaN with the reason
-            layer0 = [r for r in rows if r["layer"] == "0"]
-            assert layer0 and all(r["value"] == "" and r["note"].startswith("degenerate: ") for r in layer0)
+@pytest.mark.parametrize("method", [pytest.param(m, marks=() if m == "umap" else (pytest.mark.slow,))
+                                    for m in SETTINGS])
+def test_same_seed_runs_are_byte_identical(method, tmp_path):
+    extra = SETTINGS[method]
+    outs = [tmp_path / f"{method}-{i}" for i in (1, 2)]
+    for out in outs:
+        run_runner("map.py", *COMMON, f"method={method}", *extra, f"hydra.run.dir={out}")
+    first, second = ((out / "per_layer.csv").read_bytes() for out in outs)
+    with open(outs[0] / "per_layer.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) > 3, method  # the run measured something
+    assert first == second, method
+    if method == "umap":  # read-out 0 is one row per template: no fit, NaN with the reason
+        layer0 = [r for r in rows if r["layer"] == "0"]
+        assert layer0 and all(r["value"] == "" and r["note"].startswith("degenerate: ") for r in layer0)
