@@ -35,7 +35,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,3 @@ def folder_kind(folder: str | Path) -> str | None:
         return "run"
     return None
 
-
-def rows_as_dicts(rows: Iterable[Row]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]

@@ -107,4 +107,3 @@ def run_units_here(method: Any, handle: ModelHandle, prompt_set: PromptSet, temp
 _METHODS = Registry("method")
 register_method = _METHODS.register  # class decorator; the conf file is conf/method/<name>.yaml
 method_class = _METHODS.get
-registered_methods = _METHODS.names

@@ -7,12 +7,11 @@ knowledge_map  write_map_report(model_dir): a synthesis folder (runners/synthesi
 summary        write_summary_report(summary_dir): a sweep summary (runners/summarize.py) — every PNG,
                CSV (capped) and JSON in it, the map and findings as tables
 folders        report_kind, write_report, write_reports: detect a folder's kind; walk a multirun
-browser        Chromium, check_page: render a page headless and check its figures and errors (tests)
 html, svg,     the building blocks: escaping with secrets scrubbed, tables, JSON views, SVG curves,
 tables         knowledge-map and findings tables
 
 Each writer puts ``report.html`` into the folder it reads (atomically) and returns its path.
-See docs/report.md.
+See docs/report.md. The headless-Chromium checker of the reports lives with the tests (tests/report/browser.py).
 """
 from __future__ import annotations
 

@@ -177,7 +177,7 @@ def make_png():
 def chromium(tmp_path_factory):
     """One headless Chromium for the session (killed at the end)."""
     from medinterp.errors import MedinterpError
-    from medinterp.report.browser import CHROMIUM, Chromium, require_chromium
+    from report.browser import CHROMIUM, Chromium, require_chromium
 
     try:
         executable = require_chromium(CHROMIUM)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from medinterp.errors import MedinterpError
 from medinterp.report import write_map_report, write_run_report, write_summary_report
-from medinterp.report.browser import Chromium, require_chromium
+from report.browser import Chromium, require_chromium
 
 
 def test_reports_render_with_every_figure_and_no_errors(chromium, run_dir, map_dir, summary_dir, parse):
