@@ -83,7 +83,6 @@ def prompt_batches(handle: Any, texts: Sequence[str], batch_size: int,
 
     ``names[i]`` names prompt ``i`` in the too-long error (default: its first characters).
     """
-    check_positive_int("batch_size", batch_size)
     lengths = [len(ids) for ids in handle.tokenizer(list(texts))["input_ids"]] if len(texts) else []
     label = (lambda i: names[i]) if names is not None else (lambda i: repr(texts[i][:60]))
     check_context(lengths, handle.max_positions, label, handle.name, extra_tokens)

@@ -73,8 +73,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medinterp.capture import forward_hooks
-from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_positive_int, is_out_of_memory, memory_error,
-                                      prompt_batches, prompt_names)
+from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_positive_int, memory_errors, prompt_batches,
+                                      prompt_names)
 from medinterp.errors import MedinterpError
 from medinterp.judges import DeterministicJudge, JudgeItem, Verdict
 from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method, run_units_here
@@ -654,27 +654,23 @@ class LayerAblation:
         idx, blocks = work.batches[i], work.blocks
         needs_text = bool(self.judge.needs_text)
         ablated: list[list[str | None]] = [[None] * len(idx) for _ in blocks]
-        try:
-            with padding_side(handle.tokenizer, "left"):
-                enc = handle.tokenizer([work.texts[j] for j in idx], padding=True, return_tensors="pt").to(handle.device)
-                ids, mask = enc["input_ids"], enc["attention_mask"]
-                work.as_tuple = work.as_tuple or block_returns_tuple(handle, ids, mask)
-                ans, ans_mask = greedy_generate(handle, ids, mask, self.max_new_tokens)
-                scorer = LesionScorer(handle, ids, mask, ans, ans_mask, work.as_tuple[0], work.head, self.fast)
-                bar = tqdm(blocks, desc=f"ablation batch {i + 1}/{work.n_units}", unit="block", leave=False,
-                           disable=_not_rank_zero())
-                for k, block in enumerate(bar):
-                    with ablate_layer(handle.parts, block, returns_tuple=work.as_tuple[block]):
-                        scorer.lesion(block)
-                        if needs_text:
-                            a_ids, a_mask = greedy_generate(handle, ids, mask, self.max_new_tokens)
-                            ablated[k] = decode_answers(handle.tokenizer, a_ids, a_mask)
-                kl, dlogp = scorer.results()
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:  # CPU allocator failures are RuntimeErrors
-            if not is_out_of_memory(err):
-                raise
-            raise memory_error(err, "method.batch_size", self.batch_size, handle.device, prefix="ablation method: ",
-                               detail="; the log-probs are (batch, answer, vocab) float32") from None
+        with memory_errors("method.batch_size", self.batch_size, handle.device, prefix="ablation method: ",
+                           detail="; the log-probs are (batch, answer, vocab) float32"), \
+                padding_side(handle.tokenizer, "left"):
+            enc = handle.tokenizer([work.texts[j] for j in idx], padding=True, return_tensors="pt").to(handle.device)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            work.as_tuple = work.as_tuple or block_returns_tuple(handle, ids, mask)
+            ans, ans_mask = greedy_generate(handle, ids, mask, self.max_new_tokens)
+            scorer = LesionScorer(handle, ids, mask, ans, ans_mask, work.as_tuple[0], work.head, self.fast)
+            bar = tqdm(blocks, desc=f"ablation batch {i + 1}/{work.n_units}", unit="block", leave=False,
+                       disable=_not_rank_zero())
+            for k, block in enumerate(bar):
+                with ablate_layer(handle.parts, block, returns_tuple=work.as_tuple[block]):
+                    scorer.lesion(block)
+                    if needs_text:
+                        a_ids, a_mask = greedy_generate(handle, ids, mask, self.max_new_tokens)
+                        ablated[k] = decode_answers(handle.tokenizer, a_ids, a_mask)
+            kl, dlogp = scorer.results()
         return {"idx": np.asarray(idx), "kl": kl, "dlogp": dlogp, "ablated": ablated,
                 "clean": decode_answers(handle.tokenizer, ans, ans_mask), "answer_tokens": ans_mask.sum(1).cpu().numpy()}
 

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from medinterp.capture import encode
-from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, check_positive_int, is_out_of_memory,
-                                      memory_error, token_batches)
+from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, check_positive_int, memory_errors,
+                                      token_batches)
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method
 from medinterp.methods.patching_engine import (
@@ -281,13 +281,8 @@ class ActivationPatching:
     def run_unit(self, handle: ModelHandle, work: PatchingWork, i: int, progress: Any = None) -> dict[str, Any]:
         """Batch ``i``: LDs of its pairs (clean, corrupted, patched per site), and forward counts."""
         idx, batch = work.batches[i]
-        try:
+        with memory_errors("method.batch_size", self.batch_size, handle.device, prefix="patching method: "):
             out = patch_pairs(handle, batch, self.sites, self.engine, progress=progress, min_gap=self.min_gap)
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:  # CPU allocator failures are RuntimeErrors
-            if not is_out_of_memory(err):
-                raise
-            raise memory_error(err, "method.batch_size", self.batch_size, handle.device,
-                               prefix="patching method: ") from None
         return {"idx": list(idx), "ld_clean": out.ld_clean.cpu().numpy(), "ld_corrupt": out.ld_corrupt.cpu().numpy(),
                 "ld_patched": {site: v.cpu().numpy() for site, v in out.ld_patched.items()},
                 "n_forwards": out.n_forwards, "n_block_calls": out.n_block_calls}

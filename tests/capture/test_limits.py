@@ -95,3 +95,31 @@ def test_memory_errors_let_other_errors_through():
                                              r"\(OutOfMemoryError\).* method.batch_size=2"):
         with memory_errors("method.batch_size", 8, "cuda:0", prefix="ablation method: "):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_ablation_and_patching_batches_turn_allocation_failures_into_the_memory_line(tiny_handles, monkeypatch):
+    """The model methods' run_unit goes through the same memory_errors helper as the capture."""
+    import medinterp.methods.ablation as abl
+    import medinterp.methods.patching as pat
+
+    def no_memory(*_a, **_k):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 412316860416 bytes")
+
+    h, ps = tiny_handles["llama"], load_prompt_set("dosage")
+    method = pat.ActivationPatching(sites=("resid_last",), min_gap=0.0, batch_size=8, n_boot=10)
+    work = method.prepare(h, ps, [], None)
+    monkeypatch.setattr(pat, "patch_pairs", no_memory)
+    with pytest.raises(MedinterpError) as err:
+        method.run_unit(h, work, 0)
+    assert str(err.value) == ("patching method: out of memory at method.batch_size=8 on cpu (CPU allocator: can't "
+                              "allocate memory); retry with a smaller method.batch_size, e.g. method.batch_size=2, or "
+                              "a smaller max_batch_tokens")
+    method = abl.LayerAblation(max_prompts=4, max_new_tokens=2, batch_size=4, n_boot=10)
+    work = method.prepare(h, ps, ["reads"], None)
+    side = h.tokenizer.padding_side  # run_unit pads on the left while it runs
+    monkeypatch.setattr(abl, "greedy_generate", no_memory)
+    with pytest.raises(MedinterpError) as err:
+        method.run_unit(h, work, 0)
+    assert str(err.value).startswith("ablation method: out of memory at method.batch_size=4 on cpu (CPU allocator: "
+                                     "can't allocate memory); the log-probs are (batch, answer, vocab) float32; retry")
+    assert h.tokenizer.padding_side == side  # restored on the way out, error or not
