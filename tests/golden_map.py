@@ -1,0 +1,68 @@
+"""The golden tiny-model map: two tiny random models x two domains x every method, run through runners/map.py.
+
+``make_map(out)`` runs the map (two Hydra multiruns in one subprocess each) and returns ``{cell: folder}``;
+``tests/data/golden_map/make_golden_map.py`` keeps its per_layer.csv / per_item.csv as the golden copy and
+``tests/runners/test_golden_map.py`` compares a fresh run with it. The golden copy was made on the code before
+the one-seam redesign (issue 15) and must not change unless a change of numbers is meant (say so in the commit).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from helpers import run_runner
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden_map"
+COMMON = ("logger=none", "report=false", "plots=false", "device=cpu", "use_activation_cache=false", "resume=false")
+RUNS = {  # sweep -> overrides; patching with min_gap 0.01: on random weights most gaps are < 1 logit
+    "main": ("model=tiny_llama,tiny_gemma3", "domain=age,disease", "method=umap,saliency,ablation"),
+    "patching": ("model=tiny_llama,tiny_gemma3", "domain=disease", "method=patching", "method.min_gap=0.01"),
+}
+KEY = ("model", "domain", "labeling", "method", "metric", "layer")
+ITEM_KEY = ("model", "domain", "method", "labeling", "metric", "layer", "item", "template")
+
+
+def make_map(out: Path) -> dict[str, Path]:
+    """Run the golden map into ``out``; ``{"<model>-<domain>-<method>": run folder}``."""
+    cells = {}
+    for name, overrides in RUNS.items():
+        run_runner("map.py", "-m", *overrides, *COMMON, f"hydra.sweep.dir={out / name}", timeout=900)
+        for folder in sorted((out / name).iterdir()):
+            if (folder / "per_layer.csv").is_file():
+                cells[folder.name.split("_", 1)[1]] = folder
+    return cells
+
+
+# Rows that differ between two runs of the same code (UMAP embedding metrics at one read-out of one tiny model:
+# found when the golden copy was made, 2026-12-04; to be fixed, then this set emptied).
+UNSTABLE = {("tiny_gemma3", "age", "umap", "1", metric) for metric in
+            ("r2_umap", "silhouette_umap", "silhouette_umap_null")}
+
+
+def read_table(path: Path, key: tuple[str, ...]) -> dict[tuple, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {tuple(row[k] for k in key): row for row in csv.DictReader(f)}
+
+
+def differences(golden: Path, fresh: Path, key: tuple[str, ...], rtol: float, atol: float) -> list[str]:
+    """Where the table at ``fresh`` differs from ``golden`` (columns of the golden copy only; NaN equals NaN)."""
+    want, got = read_table(golden, key), read_table(fresh, key)
+    out = [f"missing row {k}" for k in want.keys() - got.keys()] + [f"extra row {k}" for k in got.keys() - want.keys()]
+    for k in want.keys() & got.keys():
+        if (k[0], k[1], k[3], k[5], k[4]) in UNSTABLE and key == KEY:
+            continue
+        for col, a in want[k].items():
+            if col in key:
+                continue
+            b = got[k].get(col)
+            if a == b:
+                continue
+            try:
+                x, y = float(a), float(b)
+            except (TypeError, ValueError):
+                out.append(f"{k} {col}: {a!r} != {b!r}")
+                continue
+            if not (math.isnan(x) and math.isnan(y)) and not math.isclose(x, y, rel_tol=rtol, abs_tol=atol):
+                out.append(f"{k} {col}: {a} != {b}")
+    return sorted(out)

@@ -1,0 +1,23 @@
+"""The tiny-model map equals its golden copy (made before the one-seam redesign; tests/golden_map.py)."""
+import pytest
+from golden_map import GOLDEN, ITEM_KEY, KEY, differences, make_map
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    return make_map(tmp_path_factory.mktemp("golden_map"))
+
+
+def test_every_golden_cell_is_reproduced(fresh):
+    golden = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert len(golden) == 14 and sorted(fresh) == golden
+
+
+@pytest.mark.parametrize("cell", sorted(p.name for p in GOLDEN.iterdir() if (p / "per_layer.csv").is_file()))
+def test_cell_equals_golden(fresh, cell):
+    # 1e-6 relative: the same float operations on another CPU (AVX2 / AVX-512 kernels) may round differently
+    diffs = differences(GOLDEN / cell / "per_layer.csv", fresh[cell] / "per_layer.csv", KEY, rtol=1e-6, atol=1e-9)
+    if (GOLDEN / cell / "per_item.csv").is_file():
+        diffs += differences(GOLDEN / cell / "per_item.csv", fresh[cell] / "per_item.csv", ITEM_KEY, rtol=1e-6,
+                             atol=1e-9)
+    assert not diffs, f"{len(diffs)} differences, first: {diffs[:5]}"
