@@ -90,3 +90,33 @@ def metric_curves(rows: Sequence[Row], metrics: Sequence[str], title: str) -> Fi
     fig.suptitle(title + "  (dotted grey: shuffled null; dashed: layer-independent baseline)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+CURVE_METRICS = {  # activation methods: one figure per labeling kind
+    "numeric": ("anisotropy", "r2_raw", "r2_umap", "discontinuity"),
+    "categorical": ("silhouette_umap", "silhouette_raw"),
+}
+METHOD_CURVES = {  # model methods: one panel per metric
+    "saliency": ("grad_block", "grad_attn", "grad_mlp"),
+    "ablation": ("kl", "dlogp", "judge_score"),
+    "patching": ("p_resid_diff", "p_resid_last", "p_attn", "p_mlp"),
+}
+
+
+def cell_figures(method: str, result, rows: Sequence[Row], points, labelings: Sequence[str] | None,
+                 title: str) -> dict[str, Figure]:
+    """A cell's figures by file name: metric curves, and for UMAP one 2-D grid per labeling."""
+    if method in METHOD_CURVES:
+        wanted = METHOD_CURVES[method]
+        return {f"curves_{method}": metric_curves(rows, wanted, title)} if any(r.metric in wanted for r in rows) else {}
+    out = {}
+    labelings = list(points.labels) if labelings is None else list(labelings)
+    emb = result.artifacts.get("embedding_2d")
+    for name in labelings:
+        if emb is not None:
+            out[f"umap_grid_{name}"] = umap_grid(emb, points.labels[name], f"{title} by {name}",
+                                                 points.kinds[name] != "categorical")
+    for kind in sorted({"numeric" if points.kinds[n] == "numeric" else "categorical" for n in labelings}):
+        if any(r.metric in CURVE_METRICS[kind] for r in rows):
+            out[f"curves_{kind}"] = metric_curves(rows, CURVE_METRICS[kind], title)
+    return out

@@ -1,39 +1,159 @@
 """The one driver: run any method on one cell, in one process or many (a single process is a world of one).
 
-(Being rebuilt in issue 15; :func:`run_method` is the stable single-process entry point tests and benches use.)
+Every method is a :class:`medinterp.methods.Method` (prepare / run_unit / finish, optional open / sink / close and
+local units). :func:`drive` runs it the same way under every strategy:
+
+1. ``prepare(cell)`` on every rank; the model units are cut the same way on every rank;
+2. model units in lockstep: rank ``r`` of ``W`` takes the to-do units ``r, r + W, ...`` (:func:`my_units`), so each
+   is computed exactly as a single process computes it. Lockstep matters under ZeRO-3, where every forward gathers
+   each layer's weights from all ranks: every rank runs ``ceil(n / W)`` rounds, and a rank with no unit left in
+   the last round recomputes the last unit and drops the result. After each round the results are gathered to rank
+   0, which hands each to ``sink`` (activation batches go straight into the cache) and checkpoints it;
+3. rank 0: local units (no model; e.g. UMAP's per-layer statistics), in the worker pool, each checkpointed;
+4. rank 0: ``finish`` with every result, in unit order.
+
+Every finished unit is checkpointed (medinterp/resume.py), so a killed run started again with the same cell
+recomputes only the units that had not reached rank 0. :func:`run_cell` drives a cell and writes its results;
+:func:`run_method` is the single-process shortcut tests and benches use.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS
+from medinterp.cell import Cell
 from medinterp.methods import MethodResult
 from medinterp.models import ModelHandle
+from medinterp.plots import cell_figures
 from medinterp.prompts import PromptSet
+from medinterp.resume import Checkpoints
+from medinterp.results import RunWriter
+from medinterp.workers import imap
+
+log = logging.getLogger(__name__)
+
+
+def my_units(todo: Sequence[Any], rank: int, world: int) -> list[Any | None]:
+    """The units rank ``rank`` runs, round by round; ``None`` marks a padding round (see the module docstring)."""
+    rounds = math.ceil(len(todo) / world)
+    return [todo[k * world + rank] if k * world + rank < len(todo) else None for k in range(rounds)]
+
+
+def unit_name(i: int) -> str:
+    """A unit's checkpoint name."""
+    return f"u{i:05d}"
+
+
+def drive(cell: Cell, checkpoints: Checkpoints | None = None) -> tuple[MethodResult | None, dict[str, Any]]:
+    """Run ``cell.method`` on ``cell`` (every rank calls this); rank 0 gets ``(result, info)``, the others
+    ``(None, info)``. ``info``: units, resumed units and timings."""
+    method, strategy, handle = cell.method, cell.strategy, cell.handle
+    checkpoints = checkpoints or Checkpoints(None)
+    rank0 = strategy.is_rank_zero
+    t0 = time.perf_counter()
+    work = method.prepare(cell)
+    n_model, n_local = work.n_units, getattr(work, "n_local_units", 0)
+    names = [unit_name(i) for i in range(n_model + n_local)]
+    stored = checkpoints.done() if rank0 else set()
+    done = strategy.broadcast(sorted(i for i, n in enumerate(names) if n in stored) if rank0 else None)
+    results: list[Any] = [None] * (n_model + n_local)
+    log.info("%s: %d units (%d resumed from checkpoints) over %d rank(s)", cell.name, n_model + n_local, len(done),
+             strategy.world_size)
+
+    def sink(i: int, result: Any) -> None:  # rank 0: every finished model unit, as it arrives
+        checkpoints.save(names[i], result)
+        results[i] = method.sink(handle, work, i, result)
+
+    ok = False
+    if rank0:
+        method.open(handle, work)
+    try:
+        if rank0:
+            for i in (i for i in done if i < n_model):
+                results[i] = method.sink(handle, work, i, checkpoints.load(names[i]))
+        todo = [i for i in range(n_model) if i not in set(done)]
+        run_units(strategy, todo, lambda i: method.run_unit(handle, work, i), sink, desc=f"{method.name} {cell.name}")
+        ok = True
+    finally:
+        if rank0:
+            method.close(handle, work, ok)
+    info = {"units": n_model + n_local, "resumed": len(done), "timings": {"units_s": time.perf_counter() - t0}}
+    if not rank0:
+        return None, info
+    t0 = time.perf_counter()
+    local = [j for j in range(n_local) if n_model + j not in set(done)]
+    for j in range(n_local):
+        if n_model + j in set(done):
+            results[n_model + j] = checkpoints.load(names[n_model + j])
+    tasks = (method.local_unit(handle, work, j) for j in local)
+    n_jobs = getattr(method, "n_jobs", 1)
+    for j, result in zip(local, tqdm(imap(tasks, n_jobs), total=len(local), desc=f"{method.name} local units",
+                                     unit="unit", leave=False)):
+        checkpoints.save(names[n_model + j], result)
+        results[n_model + j] = result
+    result = method.finish(handle, work, results)
+    info["timings"]["finish_s"] = time.perf_counter() - t0
+    return result, info
+
+
+def run_units(strategy: Any, todo: Sequence[int], fn: Callable[[int], Any], sink: Callable[[int, Any], None],
+              desc: str = "units") -> None:
+    """Run ``fn(unit)`` for every unit in ``todo`` across the ranks; rank 0 gets ``sink(unit, result)`` for each.
+
+    Units must be cheap to send (ids); results are pickled to rank 0 once per round.
+    """
+    if not todo:
+        return
+    rank, world = strategy.rank, strategy.world_size
+    for unit in tqdm(my_units(todo, rank, world), desc=desc, unit="unit", leave=False, disable=rank != 0):
+        result = fn(todo[-1] if unit is None else unit)  # a padding round keeps the collectives in step
+        gathered = strategy.gather(None if unit is None else (unit, result))
+        for item in gathered or ():
+            if item is not None:
+                sink(*item)
+
+
+def run_cell(cell: Cell, writer: RunWriter | None, checkpoints: Checkpoints | None = None, plots: bool = True,
+             config: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Drive ``cell`` and, on rank 0, write its rows, per-item rows, figures and summary (with ``config``, the
+    resolved run config) through ``writer``; returns the summary on rank 0, None elsewhere. The checkpoints are
+    cleared once the results are written."""
+    t0 = time.perf_counter()
+    result, info = drive(cell, checkpoints)
+    if result is None:
+        return None
+    h, domain, name = cell.handle.name, cell.prompt_set.domain, cell.method.name
+    rows = result.rows(h, domain, name)
+    writer.add_rows(rows)
+    writer.add_item_rows(result.item_rows(h, domain, name))
+    t1 = time.perf_counter()
+    if plots:
+        labelings = list(cell.labelings) if cell.labelings is not None else None
+        for fig_name, fig in cell_figures(name, result, rows, cell.points, labelings,
+                                          f"{h} · {domain} · {name}").items():
+            writer.add_figure(fig_name, fig)
+    timings = {**info["timings"], "plots_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0}
+    summary = {**cell.summary(info["units"], info["resumed"]), "timings": timings,
+               "method_summary": result.artifacts.get("summary", {})}
+    if config is not None:
+        summary["config"] = config
+    writer.finish(summary)
+    if checkpoints is not None:
+        checkpoints.clear()  # the cell is written; its units are no longer needed
+    return summary
 
 
 def run_method(method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
                labelings: Sequence[str] | None = None, *, reduction: str = "last", batch_size: int = 32,
                max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, cache_dir: Path | None = None) -> MethodResult:
     """Run ``method`` on (``handle``, ``prompt_set``, ``templates``) in this process and return its result."""
-    from medinterp.distributed.work import make_work
-    from medinterp.methods import ModelMethod, stack_points
-
-    capture: dict[str, Any] = {}
-    if not isinstance(method, ModelMethod):
-        capture = dict(points=stack_points(prompt_set, templates), reduction=reduction, batch_size=batch_size,
-                       cache_dir=cache_dir, max_batch_tokens=max_batch_tokens, cached=set())
-    work = make_work(method, handle, prompt_set, templates, labelings, **capture)
-    results: dict[str, Any] = {}
-    if capture:
-        work.open()
-    for unit in work.units:
-        if capture:
-            work.sink(unit, work.run(unit))
-        else:
-            results[unit] = work.run(unit)
-    if capture:
-        work.close(True)
-    return work.finish(results)
+    cell = Cell(handle, prompt_set, method, tuple(templates), None if labelings is None else tuple(labelings),
+                reduction=reduction, batch_size=batch_size, max_batch_tokens=max_batch_tokens, cache_dir=cache_dir)
+    return drive(cell)[0]

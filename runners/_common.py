@@ -136,12 +136,17 @@ def exit_cleanly_on_sigterm() -> None:
 
 
 def quiet_libraries() -> None:
-    """Keep third-party chatter out of the run log (transformers' per-tensor progress bars stay)."""
+    """Keep third-party chatter out of the run log (transformers' per-tensor progress bars stay), and under a
+    multi-process launch keep one log: rank 0's."""
     import warnings
+
+    from medinterp.distributed import launcher_rank
 
     warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
     for name in ("numba", "urllib3", "filelock", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if launcher_rank()[0] != 0:
+        logging.getLogger("medinterp").setLevel(logging.WARNING)
 
 
 def publish(folder: Path, cfg: Any, *, name: str, job_type: str, group: str | None, report: str | None) -> None:
@@ -184,3 +189,23 @@ def sweep_group() -> str | None:
 
     hc = HydraConfig.get()
     return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+
+
+def private_run_dir_for_other_ranks(argv: list[str]) -> list[str]:
+    """On ranks other than 0: point Hydra's run/sweep folders at a private temporary folder, and write no
+    Hydra files (``.hydra/``, the job log), so only rank 0 creates and writes the output folder."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from medinterp.distributed import launcher_rank
+
+    rank, _ = launcher_rank()
+    if rank == 0:
+        return argv
+    private = tempfile.mkdtemp(prefix=f"medinterp-rank{rank}-")
+    atexit.register(shutil.rmtree, private, True)
+    owned = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.output_subdir=", "hydra.job.name=", "hydra/job_logging=")
+    kept = [a for a in argv if not a.lstrip("+").startswith(owned)]
+    return kept + [f"hydra.run.dir={private}", f"hydra.sweep.dir={private}", "hydra.output_subdir=null",
+                   "hydra/job_logging=stdout"]

@@ -12,7 +12,8 @@ from medinterp.errors import MedinterpError
 from medinterp.methods.ablation import LayerAblation
 from medinterp.methods.patching import ActivationPatching
 from medinterp.methods.saliency import WeightSaliency
-from medinterp.pipeline import run_cell
+from medinterp.cell import Cell
+from medinterp.run import run_cell
 from medinterp.prompts import load_prompt_set
 from medinterp.results import ITEM_COLUMNS, ItemRow, Row, RunWriter, read_item_rows, read_rows
 
@@ -32,8 +33,7 @@ MEANS = {"saliency": {"loss", "grad_attn", "grad_mlp", "grad_block", "grad_embed
 def run_into(folder, handle, method_name):
     make, domain, templates = METHODS[method_name]
     writer = RunWriter(folder)
-    summary = run_cell(handle, load_prompt_set(domain), make(), writer, templates, plots=False)
-    writer.finish(summary)
+    summary = run_cell(Cell(handle, load_prompt_set(domain), make(), tuple(templates)), writer, plots=False)
     return read_rows(folder / "per_layer.csv"), read_item_rows(folder / "per_item.csv"), summary
 
 

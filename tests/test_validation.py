@@ -1,12 +1,12 @@
-"""Run-level settings fail in one line before any work (medinterp/validation.py, select_templates, run_cell)."""
+"""Run-level settings fail in one line before any work (medinterp/validation.py, select_templates, Cell)."""
 from __future__ import annotations
 
 import pytest
 
 from medinterp.capture.cache import cached_activations
+from medinterp.cell import Cell
 from medinterp.errors import MedinterpError
 from medinterp.methods import select_templates
-from medinterp.pipeline import run_cell
 from medinterp.prompts import load_prompt_set
 
 
@@ -43,12 +43,12 @@ def test_an_empty_template_list_is_one_line():
 
 
 class _MustNotRun:
-    """An activation method that fails the test if the pipeline gets as far as running it."""
+    """A method that fails the test if the driver gets as far as preparing it."""
 
     name = "stub"
 
-    def run(self, *_args, **_kwargs):
-        raise AssertionError("run_cell ran the method with batch_size=0")
+    def prepare(self, *_args, **_kwargs):
+        raise AssertionError("the cell was run with batch_size=0")
 
 
 @pytest.mark.parametrize("batch_size", [0, -3])
@@ -58,4 +58,4 @@ def test_batch_size_is_checked_when_the_activation_cache_is_warm(tiny_handles, t
     t = ps.templates[0].id
     cached_activations(h, ps, t, cache_dir=tmp_path)  # warm
     with pytest.raises(MedinterpError, match=rf"The 'batch_size' setting must be a positive integer; got {batch_size}\."):
-        run_cell(h, ps, _MustNotRun(), None, [t], batch_size=batch_size, cache_dir=tmp_path, plots=False)
+        Cell(h, ps, _MustNotRun(), (t,), batch_size=batch_size, cache_dir=tmp_path)

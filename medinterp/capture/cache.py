@@ -16,21 +16,25 @@ Gemma-3-270M entry of 20 MB, 0.16 s for 200 MB; docs/benchmarks.md). Every hit i
 entry whose file is missing, truncated, altered in place or unreadable, or whose metadata is unreadable,
 is reported in one WARNING naming the path, removed, and captured again. Entries written before the
 checksum existed (no ``sha256`` in the metadata) are treated as stale and recaptured once: their bytes
-cannot be verified against anything. :func:`read_entry` and :func:`commit_entry` are the one reader
-and writer of entries, shared by :func:`cached_activations` and medinterp.distributed.work.CaptureWork.
+cannot be verified against anything. :func:`read_entry` is the one reader of entries and
+:class:`ActivationCapture` the one writer (the UMAP method's capture units and :func:`cached_activations` use it).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, check_positive_int, prompt_names
-from medinterp.capture.residual import capture
+from medinterp.capture.residual import batch_order, capture_indices
 from medinterp.io import atomic_path, write_json
 from medinterp.models import ModelHandle
 from medinterp.prompts import PromptSet
@@ -129,35 +133,110 @@ def commit_entry(tmp: Path, path: Path, meta: dict[str, Any]) -> None:
     write_json(Path(path).with_suffix(".json"), {**meta, "sha256": file_sha256(Path(tmp))})
 
 
+@dataclass
+class _Entry:
+    """One template's capture: its prompts, its batches still to capture, and where they go."""
+
+    template: str
+    texts: list[str]
+    spans: list[tuple[int, int]]
+    batches: list[np.ndarray]  # empty: the entry is in the cache
+    meta: dict[str, Any]
+    path: Path | None  # the cache entry (None: no cache)
+    out: np.ndarray | None = None  # rank 0, while capturing
+    tmp: Path | None = None
+
+
+class ActivationCapture:
+    """The one writer of the activation cache: every template's prompts as batches (units) that any rank can
+    capture, written on rank 0 straight into the entry's memmap, committed (checksum, then rename) when complete.
+
+    Templates whose verified entry exists (``cached``: rank 0's view, since other nodes may not see the same
+    disk) have no batches. Without a cache (``cache_dir=None``) batches go into plain arrays.
+    Rank 0 calls :meth:`open`, :meth:`sink` for every batch (any order), :meth:`close`, then :meth:`activations`.
+    """
+
+    def __init__(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str], reduction: str,
+                 batch_size: int, max_batch_tokens: int | None, cache_dir: Path | None, cached: set[str]) -> None:
+        check_positive_int("batch_size", batch_size)
+        self.handle, self.reduction = handle, reduction
+        self.entries: list[_Entry] = []
+        self.units: list[tuple[int, int]] = []  # (entry, batch)
+        for ti, t in enumerate(templates):
+            prompts = prompt_set.prompts(t)
+            texts, spans = [p.text for p in prompts], [p.term_span for p in prompts]
+            batches = [] if t in cached else batch_order(handle, texts, batch_size, max_batch_tokens,
+                                                         prompt_names(prompts))
+            path = entry_path(cache_dir, handle, prompt_set, t, reduction) if cache_dir is not None else None
+            self.entries.append(_Entry(t, texts, spans, batches, entry_meta(handle, prompt_set, t, reduction), path))
+            self.units += [(ti, bi) for bi in range(len(batches))]
+        self._stack = contextlib.ExitStack()
+
+    @staticmethod
+    def cached(handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str], reduction: str,
+               cache_dir: Path | None) -> set[str]:
+        """Templates whose complete entry exists and passes its checksum (a damaged entry is reported and removed,
+        see :func:`read_entry`)."""
+        if cache_dir is None:
+            return set()
+        return {t for t in templates if read_entry(entry_path(cache_dir, handle, prompt_set, t, reduction),
+                                                   entry_meta(handle, prompt_set, t, reduction), load=False)}
+
+    def run(self, i: int) -> np.ndarray:
+        """Capture batch ``i`` (any rank): (n_layers + 1, batch, d_model) float32."""
+        e, b = self.units[i]
+        entry = self.entries[e]
+        return capture_indices(self.handle, entry.texts, entry.batches[b], self.reduction, entry.spans)
+
+    def open(self) -> None:
+        """Rank 0: the arrays the batches are written into (a temporary file per cache entry)."""
+        for entry in self.entries:
+            if entry.batches:
+                shape = tuple(entry.meta["shape"])
+                if entry.path is None:
+                    entry.out = np.zeros(shape, dtype=np.float32)
+                else:
+                    log.info("capturing %s/%s into %s", entry.meta["prompt_set"], entry.template, entry.path)
+                    entry.tmp = self._stack.enter_context(atomic_path(entry.path))
+                    entry.out = np.lib.format.open_memmap(entry.tmp, mode="w+", dtype=np.float32, shape=shape)
+
+    def sink(self, i: int, acts: np.ndarray) -> None:
+        e, b = self.units[i]
+        self.entries[e].out[:, self.entries[e].batches[b]] = acts
+
+    def close(self, ok: bool) -> None:
+        """Rank 0: flush the memmaps and move complete entries into place (metadata, with the sha256, first: a crash
+        in between leaves metadata the old file cannot match); on failure remove the temporary files."""
+        if not ok:
+            self._stack.__exit__(RuntimeError, RuntimeError("capture failed"), None)
+            return
+        for entry in self.entries:
+            if entry.tmp is not None:
+                entry.out.flush()
+                entry.out = None
+                commit_entry(entry.tmp, entry.path, entry.meta)
+        self._stack.close()
+
+    def activations(self) -> list[np.ndarray]:
+        """Rank 0, after :meth:`close`: each template's (n_layers + 1, n_items, d_model) array (cache entries
+        memory-mapped, read-only)."""
+        return [np.load(e.path, mmap_mode="r") if e.path is not None else e.out for e in self.entries]
+
+
 def cached_activations(handle: ModelHandle, prompt_set: PromptSet, template: str, reduction: str = "last",
                        batch_size: int = 32, cache_dir: Path | None = None,
                        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
-    """Activations (n_layers + 1, n_items, d_model) for ``template``, from the cache or captured now.
-
-    With ``cache_dir=None`` nothing is stored. A cached entry is verified (see the module docstring) and
-    returned memory-mapped, read-only.
-    """
-    check_positive_int("batch_size", batch_size)
-    prompts = prompt_set.prompts(template)
-    texts = [p.text for p in prompts]
-    spans = [p.term_span for p in prompts]
-    names = prompt_names(prompts)
-    desc = f"{prompt_set.domain}/{template}"
-    if cache_dir is None:
-        return capture(handle, texts, reduction, batch_size, spans, desc=desc, max_batch_tokens=max_batch_tokens,
-                       names=names)
-    path = entry_path(cache_dir, handle, prompt_set, template, reduction)
-    meta = entry_meta(handle, prompt_set, template, reduction)
-    hit = read_entry(path, meta)
-    if hit is not None:
-        return hit
-    log.info("capturing %s into %s", desc, path)
-    with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(meta["shape"]))
-        capture(handle, texts, reduction, batch_size, spans, out=out, desc=desc, max_batch_tokens=max_batch_tokens,
-                names=names)
-        out.flush()
-        del out
-        commit_entry(tmp, path, meta)  # metadata first; the array lands last, so a hit needs both complete
-    return np.load(path, mmap_mode="r")
-
+    """Activations (n_layers + 1, n_items, d_model) for ``template``, from the cache or captured now (in this
+    process, through :class:`ActivationCapture`). With ``cache_dir=None`` nothing is stored. A cached entry is
+    verified (see the module docstring) and returned memory-mapped, read-only."""
+    cap = ActivationCapture(handle, prompt_set, [template], reduction, batch_size, max_batch_tokens, cache_dir,
+                            ActivationCapture.cached(handle, prompt_set, [template], reduction, cache_dir))
+    cap.open()
+    ok = False
+    try:
+        for i in tqdm(range(len(cap.units)), desc=f"{prompt_set.domain}/{template}", unit="batch", leave=False):
+            cap.sink(i, cap.run(i))
+        ok = True
+    finally:
+        cap.close(ok)
+    return cap.activations()[0]

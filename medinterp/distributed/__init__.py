@@ -1,8 +1,5 @@
-"""Sharded and multi-process runs: strategies (single, device_map, ddp, zero3), the lockstep batch driver,
-resume checkpoints and the memory plan. See docs/distributed.md."""
-from medinterp.distributed.resume import Checkpoints, resume_key
-from medinterp.distributed.sharded import my_units, run_units
+"""Sharded and multi-process runs: strategies (single, device_map, ddp, zero3), their launch and weight placement,
+and the memory plan. The driver that runs units across ranks is medinterp/run.py. See docs/distributed.md."""
 from medinterp.distributed.strategy import STRATEGIES, Strategy, StrategyConfig, launcher_rank, make_strategy
 
-__all__ = ["STRATEGIES", "Checkpoints", "Strategy", "StrategyConfig", "launcher_rank", "make_strategy", "my_units",
-           "resume_key", "run_units"]
+__all__ = ["STRATEGIES", "Strategy", "StrategyConfig", "launcher_rank", "make_strategy"]

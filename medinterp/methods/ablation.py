@@ -65,7 +65,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -77,11 +77,14 @@ from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_positive_i
                                       prompt_names)
 from medinterp.errors import MedinterpError
 from medinterp.judges import DeterministicJudge, JudgeItem, Verdict
-from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method, run_units_here
+from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
 from medinterp.metrics import Estimate, mean_with_ci
 from medinterp.models import BoundModel, ModelHandle
 from medinterp.prompts import PromptSet
 from medinterp.prompts.schema import Prompt
+
+if TYPE_CHECKING:
+    from medinterp.cell import Cell
 
 log = logging.getLogger(__name__)
 
@@ -570,7 +573,7 @@ class AblationWork:
 
 @register_method("ablation")
 @dataclass(frozen=True)
-class LayerAblation:
+class LayerAblation(Method):
     """Per-block ablation with KL, Δlog p and a judge. Settings are fixed at construction.
 
     ``max_new_tokens`` defaults to 8 to keep the CPU default map short; the paper generated 64 tokens on GPUs.
@@ -626,18 +629,9 @@ class LayerAblation:
                                  f"valid: 0..{n_layers - 1}")
         return sorted({v % n_layers for v in self.layers})
 
-    def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
-                  labelings: Sequence[str] | None = None) -> MethodResult:
-        """Ablate each block of ``handle`` on prompts of ``prompt_set`` under ``templates`` (labelings unused).
-
-        The same three steps run data-parallel under medinterp.distributed: :meth:`prepare` (every rank),
-        :meth:`run_unit` (each rank its share of the prompt batches), :meth:`finish` (rank 0).
-        """
-        return run_units_here(self, handle, prompt_set, templates)
-
-    def prepare(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
-                labelings: Sequence[str] | None = None) -> AblationWork:
+    def prepare(self, cell: Cell) -> AblationWork:
         """The prompts, cut into length-sorted batches, and the LM head the fast scorer reads (every rank)."""
+        handle, prompt_set, templates = cell.handle, cell.prompt_set, cell.templates
         blocks = self.blocks(handle.n_layers)
         prompts = select_prompts(prompt_set, templates, self.max_prompts, self.seed)
         if not prompts:

@@ -1,11 +1,18 @@
-"""What every method returns, the two kinds of method, and the registry (keys = ``conf/method/<key>.yaml``).
+"""The one seam every method plugs into, what every method returns, and the registry (keys = ``conf/method/<key>.yaml``).
 
-Two kinds of method, told apart by the method they define:
+A method is a :class:`Method`: the driver (:func:`medinterp.run.run_cell`) calls
 
-- an *activation method* (``umap``) defines ``run(acts, points, labelings)``: the pipeline captures the
-  residual stream (through the activation cache) and hands it over;
-- a *model method* (``saliency``, ``ablation``, ``patching``) defines
-  ``run_model(handle, prompt_set, templates, labelings)``: it needs the model itself.
+- ``prepare(cell) -> work`` on every rank: the method's state for one :class:`~medinterp.cell.Cell`, with
+  ``work.n_units`` model units (prompt batches; the same cut on every rank) and optionally
+  ``work.n_local_units`` local units (rank 0, after every model unit; e.g. UMAP's per-layer statistics);
+- ``run_unit(handle, work, i)`` for model unit ``i`` on whichever rank owns it (a forward/backward pass);
+- ``local_unit(handle, work, j)`` on rank 0: a picklable zero-argument callable computing local unit ``j``
+  (run in a worker process; medinterp/workers.py);
+- ``open(handle, work)``, ``sink(handle, work, i, result)`` and ``close(handle, work, ok)`` on rank 0 around and
+  for every finished model unit (defaults: nothing, keep the result, nothing); activation capture writes its
+  batches into the cache there;
+- ``finish(handle, work, results)`` on rank 0 with every unit's result in unit order (model units, then local
+  units): the :class:`MethodResult`.
 
 The ``layer`` column (docs/results-format.md) is a read-out index shared by all methods: ``l`` is the
 residual stream after ``l`` blocks (0 = embedding output). Quantities that belong to a module are
@@ -15,17 +22,17 @@ ablation, its attention/MLP outputs) at ``b + 1``. Residual-stream sites are rep
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from medinterp.metrics import Estimate
 from medinterp.registry import Registry
 from medinterp.results import ItemRow, Row
 
 if TYPE_CHECKING:
+    from medinterp.cell import Cell
     from medinterp.models import ModelHandle
-    from medinterp.prompts import PromptSet
 
 
 @dataclass(frozen=True)
@@ -78,30 +85,33 @@ class MethodResult:
                 for v in self.items]
 
 
-@runtime_checkable
-class ModelMethod(Protocol):
-    """A method that runs the model itself (see the module docstring)."""
+class Method:
+    """The base of every method (see the module docstring); subclasses define ``name``, ``prepare``, ``run_unit``
+    and ``finish``, and override the optional steps they need."""
 
-    name: str
+    name: str = ""
+    needs_items: bool = True  # False: the method reads only contrast pairs (patching)
 
-    def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
-                  labelings: Sequence[str] | None = None) -> MethodResult: ...
+    def prepare(self, cell: Cell) -> Any:
+        raise NotImplementedError
 
+    def run_unit(self, handle: ModelHandle, work: Any, i: int) -> Any:
+        raise NotImplementedError
 
-def run_units_here(method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
-                   labelings: Sequence[str] | None = None) -> MethodResult:
-    """A split model method (``prepare`` / ``run_unit`` / ``finish``) in this process, one unit after another.
+    def local_unit(self, handle: ModelHandle, work: Any, j: int) -> Callable[[], Any]:
+        raise NotImplementedError(f"{self.name}: no local units")
 
-    The ``run_model`` of such methods; under medinterp.distributed the same three steps run data-parallel
-    (``prepare`` on every rank, ``run_unit`` on each rank's share of the units, ``finish`` on rank 0).
-    """
-    from tqdm.auto import tqdm
+    def open(self, handle: ModelHandle, work: Any) -> None:
+        return None
 
-    work = method.prepare(handle, prompt_set, templates, labelings)
-    results = [method.run_unit(handle, work, i)
-               for i in tqdm(range(work.n_units), desc=f"{method.name} {handle.name}/{prompt_set.domain}", unit="batch",
-                             leave=False)]
-    return method.finish(handle, work, results)
+    def sink(self, handle: ModelHandle, work: Any, i: int, result: Any) -> Any:
+        return result
+
+    def close(self, handle: ModelHandle, work: Any, ok: bool) -> None:
+        return None
+
+    def finish(self, handle: ModelHandle, work: Any, results: Sequence[Any]) -> MethodResult:
+        raise NotImplementedError
 
 
 _METHODS = Registry("method")

@@ -34,18 +34,17 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from medinterp.capture import encode
 from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, check_positive_int, memory_errors,
                                       token_batches)
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method
+from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
 from medinterp.methods.patching_engine import (
     DEFAULT_SITES,
     ENGINES,
@@ -58,7 +57,10 @@ from medinterp.methods.patching_engine import (
 )
 from medinterp.metrics import Estimate, mean_with_ci
 from medinterp.models import ModelHandle
-from medinterp.prompts import ContrastPair, PromptSet
+from medinterp.prompts import ContrastPair
+
+if TYPE_CHECKING:
+    from medinterp.cell import Cell
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +202,7 @@ class PatchingWork:
 # --------------------------------------------------------------------------------------------------
 @register_method("patching")
 @dataclass(frozen=True)
-class ActivationPatching:
+class ActivationPatching(Method):
     """Denoising activation patching per layer and site. Settings are fixed at construction."""
 
     needs_items: ClassVar[bool] = False  # pairs are whole prompts: a patching-only prompt set is enough
@@ -240,23 +242,10 @@ class ActivationPatching:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
             raise MedinterpError(f"patching method: pair_fraction must be a number in (0, 1]; got {f!r}")
 
-    def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str] = (),
-                  labelings: Sequence[str] | None = None) -> MethodResult:
-        """Patch every pair of ``prompt_set`` at every site and layer (``templates``/``labelings`` do not apply).
-
-        The same three steps run data-parallel under medinterp.distributed: :meth:`prepare` (every rank),
-        :meth:`run_unit` (each rank its share of the batches), :meth:`finish` (rank 0, in batch order).
-        """
-        work = self.prepare(handle, prompt_set, templates)
-        per_batch = 2 + sum(len(site_layers(s, handle.n_layers)) for s in self.sites)
-        with tqdm(total=per_batch * work.n_units, desc=f"patching {self.engine}", unit="fwd", leave=False) as bar:
-            results = [self.run_unit(handle, work, i, progress=bar) for i in range(work.n_units)]
-        return self.finish(handle, work, results)
-
-    def prepare(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str] = (),
-                labelings: Sequence[str] | None = None) -> PatchingWork:
+    def prepare(self, cell: Cell) -> PatchingWork:
         """Check the pairs, batch them, and run the logit guard on the first batch (deterministic: every rank
         does the same, so every rank runs the same forward passes)."""
+        handle, prompt_set = cell.handle, cell.prompt_set
         summary: dict[str, Any] = {"n_pairs": len(prompt_set.pairs), "engine": self.engine, "sites": list(self.sites),
                                    "min_gap": self.min_gap}
         if not prompt_set.pairs:

@@ -45,6 +45,8 @@ its CI is over batches. It is what one ``loss.mean().backward()`` gives and is k
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import logging
 import math
 from collections import defaultdict
@@ -61,12 +63,14 @@ from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, c
                                       token_batches)
 from medinterp.capture.params import numel, own_weights, shape
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.base import ItemValue, Measurement, MethodResult, register_method, run_units_here
+from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
 from medinterp.methods.targets import (Batch, TargetTokens, encode_targets, make_batch, saliency_examples,
                                        select_examples)
 from medinterp.metrics import Estimate, mean_with_ci
 from medinterp.models import BoundModel, ModelHandle
-from medinterp.prompts import PromptSet
+
+if TYPE_CHECKING:
+    from medinterp.cell import Cell
 
 log = logging.getLogger(__name__)
 
@@ -479,7 +483,7 @@ def _estimate(values: np.ndarray, n_boot: int, seed: int) -> Estimate:
 
 @register_method("saliency")
 @dataclass(frozen=True)
-class WeightSaliency:
+class WeightSaliency(Method):
     """Per-block weight-gradient saliency of the medical term's log-likelihood (see the module docstring)."""
 
     reduction: str = "abs"  # "abs": mean |∂L/∂w|; "abs_wxg": mean |w·∂L/∂w|
@@ -504,19 +508,9 @@ class WeightSaliency:
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise MedinterpError(f"saliency method: max_prompts must be an integer >= 1 or null (all); got {m!r}")
 
-    def run_model(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
-                  labelings: Sequence[str] | None = None) -> MethodResult:
-        """Measure every block of ``handle`` on ``prompt_set`` under ``templates``.
-
-        ``labelings`` is unused: saliency has one labeling, "all". The same three steps run data-parallel
-        under medinterp.distributed: :meth:`prepare` (every rank), :meth:`run_unit` (each rank its share
-        of the batches), :meth:`finish` (rank 0, on every batch's result in batch order).
-        """
-        return run_units_here(self, handle, prompt_set, templates)
-
-    def prepare(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
-                labelings: Sequence[str] | None = None) -> SaliencyWork:
+    def prepare(self, cell: Cell) -> SaliencyWork:
         """The chosen prompts, cut into batches (deterministic: the same on every rank)."""
+        handle, prompt_set, templates = cell.handle, cell.prompt_set, cell.templates
         per_template = {t: encode_targets(handle.tokenizer, saliency_examples(prompt_set, t)) for t in templates}
         skipped = [t for t, ex in per_template.items() if not ex]
         chosen = select_examples(per_template, self.max_prompts, self.seed)

@@ -36,26 +36,28 @@ Before measuring, each template's mean activation is subtracted (``center="templ
 otherwise prompts that end in the same words cluster by template and every metric measures the
 template. ``center="none"`` keeps the raw activations.
 
-Layers are independent, so they run in parallel worker processes (``n_jobs``), and each finished layer
-can be checkpointed (``store``), so a killed run restarts where it stopped.
+As a method (medinterp/methods/base.py), its model units capture the residual stream into the activation cache
+and its local units measure one read-out layer each, in ``n_jobs`` worker processes (medinterp/workers.py); the
+driver checkpoints every unit, so a killed run restarts where it stopped.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from joblib import Parallel, delayed
 from sklearn.metrics import pairwise_distances, silhouette_samples
 from tqdm.auto import tqdm
 
+from medinterp.capture.cache import ActivationCapture
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.base import Measurement, MethodResult, register_method
+from medinterp.methods.base import Measurement, Method, MethodResult, register_method
 from medinterp.methods.points import Points
 from medinterp.metrics import (
     Estimate,
@@ -75,16 +77,36 @@ from medinterp.metrics import (
 from medinterp.metrics.circularity import CIRCULARITY_METRICS, circularity_with_ci
 from medinterp.metrics.discontinuity import discontinuity_diff_with_ci
 from medinterp.metrics.rank import effective_rank_with_ci
+from medinterp.workers import imap
+
+if TYPE_CHECKING:
+    from medinterp.cell import Cell
+    from medinterp.models import ModelHandle
 
 log = logging.getLogger(__name__)
 
 
-class LayerStore(Protocol):
-    """Where :meth:`UmapGeometry.run` keeps finished layers (``medinterp.distributed.Checkpoints`` is one)."""
+@dataclass
+class UmapWork:
+    """One UMAP cell: capture units (the activation cache's batches), then one local unit per read-out layer."""
 
-    def done(self) -> set[str]: ...
-    def load(self, unit: str) -> Any: ...
-    def save(self, unit: str, result: Any) -> None: ...
+    capture: ActivationCapture
+    points: Points
+    labelings: list[str]
+    n_layers: int
+    acts: list[np.ndarray] | None = None  # rank 0, after the capture: one array per template
+
+    @property
+    def n_units(self) -> int:
+        return len(self.capture.units)
+
+    @property
+    def n_local_units(self) -> int:
+        return self.n_layers + 1
+
+    def layer(self, layer: int) -> np.ndarray:
+        """Read-out ``layer`` of every point (N, D), template-major."""
+        return np.concatenate([np.asarray(a[layer]) for a in self.acts], axis=0)
 
 
 def _constant(value: float, n: int) -> Estimate:
@@ -93,8 +115,11 @@ def _constant(value: float, n: int) -> Estimate:
 
 @register_method("umap")
 @dataclass(frozen=True)
-class UmapGeometry:
-    """Per-layer UMAP geometry. Settings are fixed at construction; :meth:`run` measures."""
+class UmapGeometry(Method):
+    """Per-layer UMAP geometry. Settings are fixed at construction. As a :class:`Method`, its model units capture
+    the residual stream into the activation cache and its local units measure one read-out layer each;
+    :meth:`run` measures given activations."""
+
 
     n_neighbors: int = 15
     min_dist: float = 0.1
@@ -131,43 +156,69 @@ class UmapGeometry:
             raise MedinterpError(f"umap method: contrasts must be pairs of labelings [a, b]; got {self.contrasts}")
         object.__setattr__(self, "contrasts", contrasts)
 
-    def run(self, acts: np.ndarray, points: Points, labelings: Sequence[str] | None = None,
-            store: LayerStore | None = None) -> MethodResult:
-        """Measure every layer of ``acts`` (n_layers + 1, N, D) for the chosen ``labelings`` of ``points``.
+    # -- the Method seam (medinterp/methods/base.py) -------------------------------------------------------
+    def prepare(self, cell: Cell) -> UmapWork:
+        h, ps = cell.handle, cell.prompt_set
+        rank0 = cell.strategy.is_rank_zero
+        cached = ActivationCapture.cached(h, ps, cell.templates, cell.reduction, cell.cache_dir) if rank0 else None
+        capture = ActivationCapture(h, ps, cell.templates, cell.reduction, cell.batch_size, cell.max_batch_tokens,
+                                    cell.cache_dir, cell.strategy.broadcast(cached))
+        points = cell.points
+        return UmapWork(capture, points, self.check_labelings(points, cell.labelings), h.n_layers)
 
-        ``store`` (e.g. :class:`medinterp.distributed.Checkpoints`) keeps each layer's result as it
-        completes (unit ``umap-L<layer>``) and hands back the layers a killed run had finished, so a
-        restart fits only the rest; the caller makes the store specific to these inputs and settings.
-        """
+    def run_unit(self, handle: ModelHandle, work: UmapWork, i: int) -> np.ndarray:
+        return work.capture.run(i)
+
+    def open(self, handle: ModelHandle, work: UmapWork) -> None:
+        work.capture.open()
+
+    def sink(self, handle: ModelHandle, work: UmapWork, i: int, result: np.ndarray) -> None:
+        work.capture.sink(i, result)  # into the cache entry; the driver keeps nothing
+
+    def close(self, handle: ModelHandle, work: UmapWork, ok: bool) -> None:
+        work.capture.close(ok)
+        if ok:
+            work.acts = work.capture.activations()
+            log.info("%s: %d points x %d read-outs x d=%d; measuring layers", handle.name, len(work.points),
+                     work.n_layers + 1, handle.d_model)
+
+    def local_unit(self, handle: ModelHandle, work: UmapWork, j: int) -> Callable[[], Any]:
+        return functools.partial(_measure_layer, self, j, self.centred(work.layer(j), work.points), work.points,
+                                 work.labelings)
+
+    def finish(self, handle: ModelHandle, work: UmapWork, results: Sequence[Any]) -> MethodResult:
+        return self.combine(self.baselines(work.points, work.labelings), list(results[work.n_units:]))
+
+    # -- measuring given activations ---------------------------------------------------------------------
+    def run(self, acts: np.ndarray, points: Points, labelings: Sequence[str] | None = None) -> MethodResult:
+        """Measure every layer of ``acts`` (n_layers + 1, N, D) for the chosen ``labelings`` of ``points``."""
         if acts.ndim != 3 or acts.shape[1] != len(points):
             raise MedinterpError(f"activations of shape {acts.shape} do not match {len(points)} points")
+        labelings = self.check_labelings(points, labelings)
+        tasks = (functools.partial(_measure_layer, self, layer, self.centred(acts[layer], points), points, labelings)
+                 for layer in range(acts.shape[0]))
+        per_layer = list(tqdm(imap(tasks, self.n_jobs), total=acts.shape[0], desc="umap layers", unit="layer",
+                              leave=False))
+        return self.combine(self.baselines(points, labelings), per_layer)
+
+    @staticmethod
+    def check_labelings(points: Points, labelings: Sequence[str] | None) -> list[str]:
+        """``labelings`` (None: all of ``points``'), each checked to exist."""
         labelings = list(points.labels) if labelings is None else list(labelings)
         unknown = [name for name in labelings if name not in points.labels]
         if unknown:
             raise MedinterpError(f"unknown labeling(s) {unknown}; valid: {', '.join(points.labels)}")
-        base = self._baselines(points, labelings)
-        unit = "umap-L{:04d}".format
-        finished = store.done() if store is not None else set()
-        results = {layer: store.load(unit(layer)) for layer in range(acts.shape[0]) if unit(layer) in finished}
-        todo = [layer for layer in range(acts.shape[0]) if layer not in results]
-        if results:
-            log.info("umap: %d of %d layers resumed from checkpoints", len(results), acts.shape[0])
-        jobs = (delayed(_measure_layer)(self, layer, self.prepare(acts[layer], points), points, labelings)
-                for layer in todo)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
-            done = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)  # in submission order
-            for layer, result in zip(todo, tqdm(done, total=len(todo), desc="umap layers", unit="layer", leave=False)):
-                results[layer] = result
-                if store is not None:
-                    store.save(unit(layer), result)
-        ordered = [results[layer] for layer in range(acts.shape[0])]
-        measurements = flag_spelling(base + [m for ms, _ in ordered for m in ms], self.spelling_fraction)
+        return labelings
+
+    def combine(self, baselines: list[Measurement], per_layer: Sequence[tuple[list[Measurement], np.ndarray]]
+                ) -> MethodResult:
+        """The result from the baselines and each layer's (measurements, 2-D embedding), in layer order."""
+        measurements = flag_spelling(baselines + [m for ms, _ in per_layer for m in ms], self.spelling_fraction)
         summary = {"spelling_fraction": self.spelling_fraction, "explained_by_spelling": spelling_flags(measurements)}
-        return MethodResult(measurements, artifacts={"embedding_2d": [emb for _, emb in ordered], "summary": summary})
+        return MethodResult(measurements, artifacts={"embedding_2d": [emb for _, emb in per_layer], "summary": summary})
 
     # -- pieces ----------------------------------------------------------------------------------------
-    def _baselines(self, points: Points, labelings: Sequence[str]) -> list[Measurement]:
+    def baselines(self, points: Points, labelings: Sequence[str]) -> list[Measurement]:
         """Layer-independent rows: the spelling-only silhouette and the anisotropy null.
 
         The spelling control is scored on unique terms, one row per item: the same term under every
@@ -197,7 +248,7 @@ class UmapGeometry:
                                                f"undefined: {n} unique terms in {n_classes} classes"))
         return out
 
-    def prepare(self, X: np.ndarray, points: Points) -> np.ndarray:
+    def centred(self, X: np.ndarray, points: Points) -> np.ndarray:
         """One layer's activations (N, D) as float32, template-centred if ``center == "template"``.
 
         At the last token, prompts that share a template share their final words, and the template

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medinterp.capture.cache import cached_activations, entry_path
-from medinterp.distributed.work import CaptureWork
+from medinterp.capture.cache import ActivationCapture
 from medinterp.prompts import load_prompt_set
 
 
@@ -60,13 +60,13 @@ def test_bytes_altered_in_place_are_detected(entry, tmp_path, caplog):
 
 
 def test_the_distributed_writer_checks_the_same_way(entry, tmp_path, caplog):
-    """CaptureWork (the runner's path) treats a damaged entry as not cached and reports it once."""
+    """ActivationCapture (the driver's path) treats a damaged entry as not cached and reports it once."""
     h, ps, t, path, _ = entry
-    assert CaptureWork.cached_templates(h, ps, [t], "last", tmp_path) == {t}
+    assert ActivationCapture.cached(h, ps, [t], "last", tmp_path) == {t}
     with open(path, "r+b") as f:
         f.truncate(100)
     with caplog.at_level(logging.WARNING):
-        assert CaptureWork.cached_templates(h, ps, [t], "last", tmp_path) == set()
+        assert ActivationCapture.cached(h, ps, [t], "last", tmp_path) == set()
     assert len(warnings_about(caplog, path)) == 1 and not path.exists()
 
 
@@ -80,6 +80,6 @@ def test_an_entry_without_a_checksum_is_stale(entry, tmp_path):
     del meta["sha256"]
     assert meta == entry_meta(h, ps, t, "last")
     meta_path.write_text(json.dumps(meta))
-    assert CaptureWork.cached_templates(h, ps, [t], "last", tmp_path) == set()
+    assert ActivationCapture.cached(h, ps, [t], "last", tmp_path) == set()
     np.testing.assert_array_equal(cached_activations(h, ps, t, cache_dir=tmp_path), fresh)
     assert "sha256" in json.loads(meta_path.read_text())  # upgraded by the recapture

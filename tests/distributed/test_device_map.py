@@ -6,7 +6,7 @@ import pytest
 
 from medinterp.capture import capture
 from medinterp.capture.params import full_weights
-from medinterp.distributed.work import make_work
+from medinterp.run import run_method
 from medinterp.methods.ablation import LayerAblation
 from medinterp.methods.patching import ActivationPatching
 from medinterp.methods.saliency import WeightSaliency
@@ -27,12 +27,6 @@ def offloaded(tmp_path_factory, cache_dir):
 @pytest.fixture(scope="module")
 def disease():
     return load_prompt_set("disease")
-
-
-def run_work(method, handle, prompt_set, templates):
-    """The method as the pipeline runs it under every strategy: its units, then finish."""
-    work = make_work(method, handle, prompt_set, templates, None)
-    return work.finish({u: work.run(u) for u in work.units})
 
 
 def values(result):
@@ -61,8 +55,8 @@ def test_capture_is_identical(offloaded, tiny_handles, disease):
                          ids=lambda m: type(m).__name__)
 def test_model_methods_are_identical(method, offloaded, tiny_handles, disease):
     templates = [disease.templates[0].id]
-    ours = values(run_work(method, offloaded, disease, templates))
-    ref = values(method.run_model(tiny_handles["llama"], disease, templates))
+    ours = values(run_method(method, offloaded, disease, templates))
+    ref = values(run_method(method, tiny_handles["llama"], disease, templates))
     assert ours.keys() == ref.keys() and ours
     # saliency ≤ 1e-6 relative; ablation's KL/Δlog p are differences of nearby float32 quantities and move by
     # float32 rounding (measured: ≤ 2e-8 absolute, judge score ≤ 8e-8 on its 1–10 scale) under accelerate's

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from medinterp.distributed import Checkpoints, StrategyConfig, make_strategy, my_units, resume_key, run_units
+from medinterp.distributed import StrategyConfig, make_strategy
+from medinterp.resume import Checkpoints, resume_key
+from medinterp.run import my_units, run_units
 from medinterp.errors import MedinterpError
 
 

@@ -15,6 +15,7 @@ from medinterp.errors import MedinterpError
 from medinterp.judges import RUBRIC_VERSION, JudgeItem, LLMJudge, make_judge
 from medinterp.judges.cache import VerdictCache, request_key
 from medinterp.judges.llm import build_messages, parse_reply, swap_order
+from medinterp.run import run_method
 
 FAKE_KEY = "sk-test-NEVER-LEAK-7f3a9c"
 
@@ -272,7 +273,7 @@ def test_an_ablation_run_with_the_llm_judge_writes_no_key_anywhere(tiny_handles,
     with FakeOpenAI([("echo_auth", 401), ("ok", 3, "similar"), ("ok", 8, "off topic")]) as server:
         method = LayerAblation(max_prompts=3, max_new_tokens=3, n_boot=10, layers=[0, 3],
                                judge=judge(server, tmp_path, skip_identical=False))
-        result = method.run_model(tiny_handles["llama"], ps, ["reads"])
+        result = run_method(method, tiny_handles["llama"], ps, ["reads"])
         n_requests = len(server.chat_requests)
     assert n_requests == 6  # 2 blocks x 3 prompts, one request each (401 is not retried)
     get = {(m.metric, m.layer): m.estimate for m in result.measurements}

@@ -175,46 +175,36 @@ def test_precomputed_neighbours_give_umaps_own_graph_and_embedding(metric):
     assert cfg.neighbours(np.zeros((4096, 2), np.float32)) is None          # large: nearest-neighbour descent
 
 
-class DictStore:
-    """An in-memory layer store (the runner passes medinterp.distributed.Checkpoints)."""
+def test_the_driver_checkpoints_every_unit_and_a_restart_runs_only_the_rest(tiny_handles, tmp_path):
+    """Capture batches and layers are units of the one driver: each is checkpointed; a restart loads what was
+    saved (a marked layer comes back as saved) and computes only the missing units."""
+    from medinterp.cell import Cell
+    from medinterp.prompts import load_prompt_set
+    from medinterp.resume import Checkpoints
+    from medinterp.run import drive, unit_name
 
-    def __init__(self, saved=None):
-        self.saved = dict(saved or {})
-        self.writes = []
-
-    def done(self):
-        return set(self.saved)
-
-    def load(self, unit):
-        return self.saved[unit]
-
-    def save(self, unit, result):
-        self.writes.append(unit)
-        self.saved[unit] = result
-
-
-def test_finished_layers_are_checkpointed_and_a_restart_fits_only_the_rest():
-    rng = np.random.default_rng(3)
-    pts = categorical_points(n_per=12)
-    acts = rng.normal(size=(3, len(pts), 8)).astype(np.float32)
-    method = UmapGeometry(**FAST)
-    plain = method.run(acts, pts)
-    store = DictStore()
-    first = method.run(acts, pts, store=store)
-    assert store.writes == ["umap-L0000", "umap-L0001", "umap-L0002"]
-    assert [(m.metric, m.layer, m.estimate.value) for m in first.measurements] == \
-        [(m.metric, m.layer, m.estimate.value) for m in plain.measurements]  # a store changes no number
-    # a run killed after layers 0 and 2: layer 1 alone is fitted; the others come from the store as saved
-    marked = ([dataclasses.replace(m, estimate=dataclasses.replace(m.estimate, value=123.0))
-               for m in store.saved["umap-L0002"][0]], store.saved["umap-L0002"][1])
-    restart = DictStore({"umap-L0000": store.saved["umap-L0000"], "umap-L0002": marked})
-    resumed = method.run(acts, pts, store=restart)
-    assert restart.writes == ["umap-L0001"]
-    values = {(m.metric, m.layer): m.estimate.value for m in resumed.measurements}
-    want = {(m.metric, m.layer): m.estimate.value for m in plain.measurements}
-    assert all(values[k] == 123.0 for k in values if k[1] == 2)
-    assert all(values[k] == want[k] for k in values if k[1] in (-1, 0, 1))
-    assert len(resumed.artifacts["embedding_2d"]) == 3
+    ps = load_prompt_set("drugs")
+    cell = Cell(tiny_handles["llama"], ps, UmapGeometry(**FAST), (ps.templates[0].id,), batch_size=16)
+    plain, info = drive(cell)
+    n, n_layers = info["units"], tiny_handles["llama"].n_layers + 1
+    assert n > n_layers + 1  # several capture batches, then one unit per read-out layer
+    store = Checkpoints(tmp_path / "cell")
+    first, _ = drive(cell, store)
+    assert store.done() == {unit_name(i) for i in range(n)}
+    want = {(m.labeling, m.metric, m.layer): m.estimate.value for m in plain.measurements}
+    assert {(m.labeling, m.metric, m.layer): m.estimate.value for m in first.measurements} == want
+    # a run killed before capture batch 0 and read-out 1 were saved; read-out 0's saved result is marked
+    measurements, emb = store.load(unit_name(n - n_layers))
+    store.save(unit_name(n - n_layers), ([dataclasses.replace(m, estimate=dataclasses.replace(m.estimate, value=123.0))
+                                          for m in measurements], emb))
+    for i in (0, n - n_layers + 1):
+        (tmp_path / "cell" / f"{unit_name(i)}.pkl").unlink()
+    resumed, info = drive(cell, store)
+    assert info["resumed"] == n - 2
+    got = {(m.labeling, m.metric, m.layer): m.estimate.value for m in resumed.measurements}
+    assert got.keys() == want.keys()
+    for k, v in got.items():
+        assert v == 123.0 if k[2] == 0 else np.array_equal(v, want[k], equal_nan=True), k
 
 
 def templated_points(n_items=30, templates=("t0", "t1", "t2"), classes=("a", "b", "c")):
