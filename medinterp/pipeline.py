@@ -5,9 +5,7 @@ method instance, a writer) and returns the summary; the runner only composes con
 """
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ from medinterp.methods import MethodResult, ModelMethod, Points, stack_points
 from medinterp.models import ModelHandle
 from medinterp.plots import metric_curves, umap_grid
 from medinterp.prompts import PromptSet
+from medinterp.provenance import versions
 from medinterp.results import RunWriter
 
 log = logging.getLogger(__name__)
@@ -38,18 +37,6 @@ METHOD_CURVES = {  # model methods: one panel per metric
     "ablation": ("kl", "dlogp", "judge_score"),
     "patching": ("p_resid_diff", "p_resid_last", "p_attn", "p_mlp"),
 }
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages a result depends on (for summary.json)."""
-    out = {"python": platform.python_version()}
-    for dist in ("medinterp", "torch", "transformers", "umap-learn", "scikit-learn", "numpy", "hydra-core", "deepspeed",
-                 "lightning"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 def run_cell(handle: ModelHandle, prompt_set: PromptSet, method: Any, writer: RunWriter | None, templates: Sequence[str],

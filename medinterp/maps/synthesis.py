@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.io import atomic_path, write_json
+from medinterp.io import save_png, write_json
 from medinterp.maps import curves
 from medinterp.maps.findings import FindingsParams, findings
 from medinterp.results import Row, read_rows
@@ -423,15 +423,6 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
 
 
 # -- the whole stage ---------------------------------------------------------------------------------
-def _save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, params: MapParams | None = None,
                findings_params: FindingsParams | None = None, *, figures: bool = True, with_findings: bool = True,
                table: Table | None = None) -> list[Path]:
@@ -456,7 +447,7 @@ def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, pa
         if figures:
             from medinterp.maps.plot import knowledge_map_figure
 
-            _save_figure(knowledge_map_figure(kmap), folder / "knowledge_map.png")
+            save_png(knowledge_map_figure(kmap), folder / "knowledge_map.png")
         if with_findings:
             silhouettes = {d: e["umap"]["raw"] for d, e in kmap["domains"].items()
                            if "umap" in e and e["umap"]["rule"] == "window"}
@@ -465,6 +456,6 @@ def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, pa
             if figures:
                 from medinterp.maps.plot import findings_figure
 
-                _save_figure(findings_figure(found), folder / "findings.png")
+                save_png(findings_figure(found), folder / "findings.png")
         folders.append(folder)
     return folders

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medinterp.io import read_csv_head
+from medinterp.io import read_csv_cells
 
 REDACTED = "[redacted]"
 SECRET_ENV = ("OPENAI_API_KEY", "WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -126,22 +126,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], note: str = "",
             f"</table></div>{note_html}")
 
 
-def _cell(s: str) -> str:
-    """A CSV cell: numbers to 4 significant digits (ints kept), anything else as text."""
-    try:
-        return str(int(s))
-    except ValueError:
-        pass
-    try:
-        return num(float(s))
-    except ValueError:
-        return text(s)
-
-
 def csv_table(path: Path, max_rows: int = CSV_MAX_ROWS) -> str:
-    """A CSV file as a table of its first ``max_rows`` rows, with a note when it has more."""
-    headers, raw, total = read_csv_head(path, max_rows)
-    rows = [[_cell(c) for c in row] for row in raw]
+    """A CSV file (:func:`medinterp.io.read_csv_cells`) as a table of its first ``max_rows`` rows, numbers to
+    4 significant digits, with a note when it has more."""
+    headers, cells, total = read_csv_cells(path, max_rows)
+    rows = [[num(c) for c in row] for row in cells]
     note = f"{total} rows." if total <= max_rows else \
         f"Showing the first {max_rows} of {total} rows; the full table is {text(path.name)}."
     return table(headers, rows, note=note, cls="num", tall=True)
