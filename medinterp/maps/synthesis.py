@@ -33,6 +33,7 @@ from medinterp.io import save_png, write_json
 from medinterp.maps import curves
 from medinterp.maps.findings import FindingsParams, findings
 from medinterp.results import Row, read_rows
+from medinterp.validation import is_int, is_number
 
 RULES = ("window", "segments")
 DEFAULT_CHANNELS = {
@@ -66,7 +67,7 @@ def _build(kind: str, cls: type, cfg: Mapping[str, Any]):
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     """A number in [low, high], or a one-line error naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    if not is_number(value) or not low <= value <= high:
         raise MedinterpError(f"The map parameter '{name}' must be in [{low:g}, {high:g}]. Got {value!r} instead.")
 
 
@@ -123,7 +124,7 @@ class MapParams:
         _check_range("percentile", self.percentile, 0.0, 100.0)
         for name, low in (("window", 2), ("min_segment", 1), ("max_segments", 1), ("min_methods", 1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise MedinterpError(f"The map parameter '{name}' must be an integer >= {low}. Got {value!r} instead.")
         set_ = object.__setattr__  # frozen: normalise containers in place
         set_(self, "channels", {k: v if isinstance(v, Channel) else _build("channel", Channel, v)
