@@ -139,11 +139,17 @@ def write_rows(path: str | Path, rows: Iterable[Row]) -> Path:
 
 
 def read_rows(path: str | Path) -> list[Row]:
-    """Read a per_layer CSV back into rows (empty cells become NaN; older tables: see the module docstring)."""
+    """Read a per_layer CSV back into rows (empty cells become NaN; older tables: see the module docstring).
+
+    A file that is not a per_layer table is a :class:`MedinterpError` naming it."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [Row(model=r["model"], domain=r["domain"], labeling=r["labeling"], method=r["method"], metric=r["metric"],
-                    layer=int(r["layer"]), value=_num(r["value"]), ci_low=_num(r["ci_low"]), ci_high=_num(r["ci_high"]),
-                    n=int(r["n"]), note=r.get("note") or "", **_provenance(r)) for r in csv.DictReader(f)]
+        try:
+            return [Row(model=r["model"], domain=r["domain"], labeling=r["labeling"], method=r["method"],
+                        metric=r["metric"], layer=int(r["layer"]), value=_num(r["value"]), ci_low=_num(r["ci_low"]),
+                        ci_high=_num(r["ci_high"]), n=int(r["n"]), note=r.get("note") or "", **_provenance(r))
+                    for r in csv.DictReader(f)]
+        except (KeyError, ValueError, TypeError) as err:
+            raise MedinterpError(f"{str(path)!r} is not a per_layer table ({type(err).__name__}: {err})") from None
 
 
 def write_item_rows(path: str | Path, rows: Iterable[ItemRow]) -> Path:
@@ -263,12 +269,14 @@ class RunFolder:
         return read_item_rows(path) if path.exists() else []
 
 
-def _config_of(folder: Path, summary: Mapping[str, Any]) -> dict[str, Any] | None:
-    """config.json; else summary.json's ``config`` or ``.hydra/config.yaml`` (folders written before config.json)."""
+def read_config(folder: str | Path, summary: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """A result folder's resolved config: config.json; else (folders written before config.json) ``summary``'s
+    ``config`` (summary.json's), else Hydra's ``.hydra/config.yaml``; None when there is none."""
+    folder = Path(folder)
     path = folder / "config.json"
     if path.exists():
         return _json_file(path)
-    if isinstance(summary.get("config"), Mapping):
+    if summary is not None and isinstance(summary.get("config"), Mapping):
         return dict(summary["config"])
     hydra = folder / ".hydra" / "config.yaml"
     if hydra.exists():
@@ -279,19 +287,16 @@ def _config_of(folder: Path, summary: Mapping[str, Any]) -> dict[str, Any] | Non
 def read_run(folder: str | Path) -> RunFolder:
     """Read a run folder (``per_layer.csv``; ``summary.json`` and ``config.json`` when present).
 
-    The one reader of run folders: reports, tracking and sweeps go through it. A table that is not a
-    per_layer table is a :class:`MedinterpError` naming the file.
+    The one reader of run folders: reports, tracking and sweeps go through it. A missing or malformed file
+    is a :class:`MedinterpError` naming it.
     """
     folder = Path(folder)
     table = folder / "per_layer.csv"
     if not table.is_file():
         raise MedinterpError(f"no per_layer.csv in run folder '{folder}'")
-    try:
-        rows = read_rows(table)
-    except (KeyError, ValueError) as err:
-        raise MedinterpError(f"{str(table)!r} is not a per_layer table ({type(err).__name__}: {err})") from None
+    rows = read_rows(table)
     summary = _json_file(folder / "summary.json") if (folder / "summary.json").is_file() else {}
-    return RunFolder(folder, rows, summary, _config_of(folder, summary))
+    return RunFolder(folder, rows, summary, read_config(folder, summary))
 
 
 def _json_file(path: Path) -> Any:

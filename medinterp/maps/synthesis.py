@@ -208,11 +208,7 @@ def load_table(paths: str | Path | Iterable[str | Path]) -> Table:
     sources: list[str] = []
     seen: dict[tuple, str] = {}
     for path, name in find_tables(paths):
-        try:
-            table = read_rows(path)
-        except (KeyError, ValueError) as err:
-            raise MedinterpError(f"{str(path)!r} is not a per_layer table ({type(err).__name__}: {err})") from None
-        for r in table:
+        for r in read_rows(path):
             key = (r.model, r.domain, r.method, r.labeling, r.metric, r.layer)
             if key in seen:
                 raise MedinterpError(f"{name!r} repeats {'/'.join(map(str, key))} from {seen[key]!r}; "

@@ -38,6 +38,7 @@ from medinterp.errors import MedinterpError
 from medinterp.io import atomic_write, save_png, write_json
 from medinterp.maps.findings import FindingsParams
 from medinterp.maps.synthesis import MapParams, Table, build_map, load_table
+from medinterp.results import read_config
 from medinterp.sweeps import findings_stability as fstab
 from medinterp.sweeps import robustness as rob
 from medinterp.sweeps import stability as stab
@@ -68,15 +69,12 @@ def setting_maps(kind: str, settings: Sequence[Setting], params: MapParams) -> l
 
 # -- the default map ---------------------------------------------------------------------------------
 def _runs_of(jobs: Sequence[Job]) -> list[str] | None:
-    """The ``runs`` a synthesize job read, from its .hydra/config.yaml (when the sweep kept it)."""
-    import yaml
-
+    """The ``runs`` a synthesize job read, from its config (:func:`medinterp.results.read_config`; a synthesize
+    job has Hydra's .hydra/config.yaml when the sweep kept it)."""
     for job in jobs:
-        config = job.path / ".hydra" / "config.yaml"
-        if config.exists():
-            runs = (yaml.safe_load(config.read_text()) or {}).get("runs")
-            if runs:
-                return [runs] if isinstance(runs, str) else list(runs)
+        runs = (read_config(job.path) or {}).get("runs")
+        if runs:
+            return [runs] if isinstance(runs, str) else list(runs)
     return None
 
 
