@@ -49,6 +49,16 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write(path, lambda f: json.dump(data, f, indent=2, default=_plain, allow_nan=True))
 
 
+def save_png(figure: Any, path: str | os.PathLike) -> Path:
+    """Atomically save a matplotlib figure as a PNG (110 dpi, tight box) and close it: the one figure saver."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)
+
+
 def _plain(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
@@ -57,10 +67,28 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-def read_csv_head(path: str | os.PathLike, max_rows: int | None = None) -> tuple[list[str], list[list[str]], int]:
-    """A CSV file's header, its first ``max_rows`` rows (all when None) as text cells, and its total row count.
+CsvCell = int | float | str | None
 
-    A ragged line is padded or cut to the header's width, so it cannot break a table built from it.
+
+def parse_cell(text: str) -> CsvCell:
+    """A CSV cell as an int, a float (NaN and infinities kept), None (empty) or the text itself."""
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_csv_cells(path: str | os.PathLike, max_rows: int | None = None) -> tuple[list[str], list[list[CsvCell]], int]:
+    """A CSV file's header, its first ``max_rows`` rows (all when None) as :func:`parse_cell` values, and its
+    total row count: the one CSV parser of the report and W&B tables, which render the cells their own way.
+
+    A ragged line is padded (with None) or cut to the header's width, so it cannot break a table built from it.
     """
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -69,5 +97,5 @@ def read_csv_head(path: str | os.PathLike, max_rows: int | None = None) -> tuple
         for cells in reader:
             total += 1
             if max_rows is None or len(rows) < max_rows:
-                rows.append((cells + [""] * len(header))[:len(header)])
+                rows.append([parse_cell(c) for c in (cells + [""] * len(header))[:len(header)]])
     return list(header), rows, total

@@ -2,7 +2,7 @@
 
 ``per_layer.csv`` has one row per (model, domain, labeling, method, metric, layer):
 
-    model, domain, labeling, method, metric, layer, value, ci_low, ci_high, n, note
+    model, domain, labeling, method, metric, layer, value, ci_low, ci_high, n, note, run_id, seed, config_hash
 
 - ``labeling`` names what was separated or regressed, with an optional ``/subset`` (``mechanism``,
   ``stage/parkinsons``, ``age/female``);
@@ -11,7 +11,9 @@
 - ``ci_low``/``ci_high`` are a 95 % interval (empty where a metric has none); ``n`` is the sample size;
 - ``note`` is empty, or says why a value is missing or must be read with care (``degenerate: 1 distinct
   row``, ``judge coverage 0.00 < 0.80``, ...): a NaN value always carries a note, a fault is never a
-  silent number. Tables written before the column existed read back with an empty note.
+  silent number;
+- ``run_id``, ``seed``, ``config_hash``: which run wrote the row, its seed, and the hash of the settings
+  that decide its numbers (:mod:`medinterp.provenance`), stamped by :meth:`RunWriter.finish`.
 
 :class:`RunWriter` collects rows, figures and the summary of one run and writes them atomically into
 the run folder. Later sinks (W&B) subscribe to the same calls.
@@ -19,7 +21,7 @@ the run folder. Later sinks (W&B) subscribe to the same calls.
 ``per_item.csv`` (model methods: saliency, ablation, patching) holds the values the per-layer means are
 taken over, one row per (item or pair, metric, layer):
 
-    model, domain, method, labeling, metric, layer, item, template, value, note
+    model, domain, method, labeling, metric, layer, item, template, value, note, run_id, seed, config_hash
 
 - ``item`` is the item id (saliency, ablation) or the pair id (patching); ``template`` the template id
   of the prompt (empty for patching pairs, which are whole prompts);
@@ -27,23 +29,40 @@ taken over, one row per (item or pair, metric, layer):
   a judge that gave no score): the per_layer ``value`` is the mean of the rows with an empty note and a
   finite value (docs/results-format.md).
 
+A run folder holds ``per_layer.csv``, ``summary.json``, ``config.json`` (the resolved config, secrets
+removed), figures and, for model methods, ``per_item.csv``. :func:`read_run` is the one reader of run
+folders (reports, tracking and sweeps use it). **Old folders** read as well: tables without ``note``,
+``run_id``, ``seed`` or ``config_hash`` read back with empty notes and ids and seed None; a folder without
+``config.json`` takes its config from ``summary.json``'s ``config`` (written before config.json existed),
+else from Hydra's ``.hydra/config.yaml``.
+
 A results folder is never silently overwritten: :class:`RunWriter` refuses a folder that already holds
 a ``per_layer.csv``.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medinterp.errors import MedinterpError
-from medinterp.io import atomic_path, atomic_write, write_json
+import yaml
 
-COLUMNS = ("model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n", "note")
-ITEM_COLUMNS = ("model", "domain", "method", "labeling", "metric", "layer", "item", "template", "value", "note")
+from medinterp.errors import MedinterpError
+from medinterp.io import atomic_write, save_png, write_json
+from medinterp.provenance import config_hash, run_id
+from medinterp.secrets import redact
+
+PROVENANCE_COLUMNS = ("run_id", "seed", "config_hash")
+COLUMNS = ("model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n", "note",
+           *PROVENANCE_COLUMNS)
+ITEM_COLUMNS = ("model", "domain", "method", "labeling", "metric", "layer", "item", "template", "value", "note",
+                *PROVENANCE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,9 @@ class Row:
     ci_high: float = math.nan
     n: int = 0
     note: str = ""
+    run_id: str = ""             # stamped by RunWriter.finish; empty in tables written before it
+    seed: int | None = None
+    config_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,9 +99,14 @@ class ItemRow:
     template: str
     value: float
     note: str = ""  # non-empty: the value does not enter the per-layer mean, and why
+    run_id: str = ""
+    seed: int | None = None
+    config_hash: str = ""
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
     return str(v)
@@ -99,17 +126,30 @@ def _num(cell: str) -> float:
     return float(cell) if cell != "" else math.nan
 
 
+def _provenance(r: Mapping[str, str]) -> dict[str, Any]:
+    """The provenance cells of a CSV row; a table written before they existed gives empty ids, seed None."""
+    seed = r.get("seed") or ""
+    return {"run_id": r.get("run_id") or "", "seed": int(seed) if seed else None,
+            "config_hash": r.get("config_hash") or ""}
+
+
 def write_rows(path: str | Path, rows: Iterable[Row]) -> Path:
     """Atomically write ``rows`` as a per_layer CSV."""
     return _write_table(path, COLUMNS, rows)
 
 
 def read_rows(path: str | Path) -> list[Row]:
-    """Read a per_layer CSV back into rows (empty cells become NaN; a table without ``note`` reads as empty notes)."""
+    """Read a per_layer CSV back into rows (empty cells become NaN; older tables: see the module docstring).
+
+    A file that is not a per_layer table is a :class:`MedinterpError` naming it."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [Row(model=r["model"], domain=r["domain"], labeling=r["labeling"], method=r["method"], metric=r["metric"],
-                    layer=int(r["layer"]), value=_num(r["value"]), ci_low=_num(r["ci_low"]), ci_high=_num(r["ci_high"]),
-                    n=int(r["n"]), note=r.get("note") or "") for r in csv.DictReader(f)]
+        try:
+            return [Row(model=r["model"], domain=r["domain"], labeling=r["labeling"], method=r["method"],
+                        metric=r["metric"], layer=int(r["layer"]), value=_num(r["value"]), ci_low=_num(r["ci_low"]),
+                        ci_high=_num(r["ci_high"]), n=int(r["n"]), note=r.get("note") or "", **_provenance(r))
+                    for r in csv.DictReader(f)]
+        except (KeyError, ValueError, TypeError) as err:
+            raise MedinterpError(f"{str(path)!r} is not a per_layer table ({type(err).__name__}: {err})") from None
 
 
 def write_item_rows(path: str | Path, rows: Iterable[ItemRow]) -> Path:
@@ -118,11 +158,11 @@ def write_item_rows(path: str | Path, rows: Iterable[ItemRow]) -> Path:
 
 
 def read_item_rows(path: str | Path) -> list[ItemRow]:
-    """Read a per_item CSV back into rows (an empty value cell becomes NaN)."""
+    """Read a per_item CSV back into rows (an empty value cell becomes NaN; older tables: see the module docstring)."""
     with open(path, newline="", encoding="utf-8") as f:
         return [ItemRow(model=r["model"], domain=r["domain"], method=r["method"], labeling=r["labeling"],
                         metric=r["metric"], layer=int(r["layer"]), item=r["item"], template=r["template"],
-                        value=_num(r["value"]), note=r["note"]) for r in csv.DictReader(f)]
+                        value=_num(r["value"]), note=r["note"], **_provenance(r)) for r in csv.DictReader(f)]
 
 
 def best_layers(rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -143,12 +183,15 @@ class RunWriter:
 
     A folder that already holds a ``per_layer.csv`` is refused (:class:`MedinterpError`, at construction
     and again before writing): two runs, or two jobs of a multirun, never replace each other's results.
+    ``run_id`` is :func:`medinterp.provenance.run_id` of the folder's name and the writer's start time.
     """
 
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
         self._refuse_existing()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = datetime.now(timezone.utc).isoformat()
+        self.run_id = run_id(self.out_dir.name, self.started_at)
         self.rows: list[Row] = []
         self.item_rows: list[ItemRow] = []
         self.figures: list[Path] = []
@@ -168,24 +211,31 @@ class RunWriter:
 
     def add_figure(self, name: str, figure: Any) -> Path:
         """Save a matplotlib figure as ``<out_dir>/<name>.png`` (atomically) and close it."""
-        import matplotlib.pyplot as plt
-
-        path = self.out_dir / f"{name}.png"
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        plt.close(figure)
+        path = save_png(figure, self.out_dir / f"{name}.png")
         self.figures.append(path)
         return path
 
     def finish(self, summary: dict[str, Any]) -> Path:
-        """Write ``per_layer.csv``, ``per_item.csv`` (when there are per-item rows) and ``summary.json`` (with
-        the best layer per metric); return the folder."""
+        """Write ``config.json``, ``per_item.csv`` (when there are per-item rows), ``per_layer.csv`` and
+        ``summary.json`` (with the best layer per metric); return the folder.
+
+        ``summary["config"]`` (the resolved config; when given) moves to ``config.json`` with secrets
+        removed (:func:`medinterp.secrets.redact`); every row is stamped with this run's ``run_id``, the
+        config's ``seed`` and its :func:`~medinterp.provenance.config_hash`, which summary.json records too.
+        """
         self._refuse_existing()  # a concurrent job may have written here since construction
+        summary = dict(summary)
+        config = redact(summary.pop("config", None) or {})
+        stamp = {"run_id": self.run_id, "seed": config.get("seed"),
+                 "config_hash": config_hash(config) if config else ""}
+        if config:
+            write_json(self.out_dir / "config.json", config)
         if self.item_rows:  # before per_layer.csv: a folder with per_layer.csv is complete
-            write_item_rows(self.out_dir / "per_item.csv", self.item_rows)
-        write_rows(self.out_dir / "per_layer.csv", self.rows)
-        summary = {**summary, "best_layers": best_layers(self.rows), "n_rows": len(self.rows),
-                   "n_item_rows": len(self.item_rows), "figures": [p.name for p in self.figures]}
+            write_item_rows(self.out_dir / "per_item.csv", (dataclasses.replace(r, **stamp) for r in self.item_rows))
+        rows = [dataclasses.replace(r, **stamp) for r in self.rows]
+        write_rows(self.out_dir / "per_layer.csv", rows)
+        summary = {**summary, **stamp, "started_at": self.started_at, "best_layers": best_layers(rows),
+                   "n_rows": len(rows), "n_item_rows": len(self.item_rows), "figures": [p.name for p in self.figures]}
         write_json(self.out_dir / "summary.json", summary)
         return self.out_dir
 
@@ -202,3 +252,55 @@ def folder_kind(folder: str | Path) -> str | None:
         return "run"
     return None
 
+
+
+@dataclass
+class RunFolder:
+    """One run folder as read back: per-layer rows, summary, config; per-item rows on demand (they can be large)."""
+
+    path: Path
+    rows: list[Row]
+    summary: dict[str, Any]
+    config: dict[str, Any] | None = None     # config.json, else the old places (module docstring); None: unknown
+
+    def item_rows(self) -> list[ItemRow]:
+        """``per_item.csv``'s rows ([] when the run wrote none)."""
+        path = self.path / "per_item.csv"
+        return read_item_rows(path) if path.exists() else []
+
+
+def read_config(folder: str | Path, summary: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """A result folder's resolved config: config.json; else (folders written before config.json) ``summary``'s
+    ``config`` (summary.json's), else Hydra's ``.hydra/config.yaml``; None when there is none."""
+    folder = Path(folder)
+    path = folder / "config.json"
+    if path.exists():
+        return _json_file(path)
+    if summary is not None and isinstance(summary.get("config"), Mapping):
+        return dict(summary["config"])
+    hydra = folder / ".hydra" / "config.yaml"
+    if hydra.exists():
+        return yaml.safe_load(hydra.read_text(encoding="utf-8")) or {}
+    return None
+
+
+def read_run(folder: str | Path) -> RunFolder:
+    """Read a run folder (``per_layer.csv``; ``summary.json`` and ``config.json`` when present).
+
+    The one reader of run folders: reports, tracking and sweeps go through it. A missing or malformed file
+    is a :class:`MedinterpError` naming it.
+    """
+    folder = Path(folder)
+    table = folder / "per_layer.csv"
+    if not table.is_file():
+        raise MedinterpError(f"no per_layer.csv in run folder '{folder}'")
+    rows = read_rows(table)
+    summary = _json_file(folder / "summary.json") if (folder / "summary.json").is_file() else {}
+    return RunFolder(folder, rows, summary, read_config(folder, summary))
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MedinterpError(f"{path} is not valid JSON ({err})") from None

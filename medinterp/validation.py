@@ -1,34 +1,42 @@
-"""Checks of run-level settings, with one-line messages that name the setting and what it accepts.
+"""Value checks in one place: what counts as an integer or a number, and the run-level settings.
 
-Hydra passes settings through as the user typed them (``seed=abc`` arrives as the string ``'abc'``); these
-checks stop a run before any work with ``The 'seed' setting must be an integer >= 0; got 'abc'.``
-instead of a traceback deep inside a method.
+:func:`is_int` and :func:`is_number` are the type tests every check uses (metrics/_validation.py, map
+parameters, tracker settings), so none of them lets ``True`` pass as 1 or a numpy integer fail.
+
+Hydra passes settings through as the user typed them (``seed=abc`` arrives as the string ``'abc'``); the
+setting checks stop a run before any work with ``The 'seed' setting must be an integer in [0, 2**32);
+got 'abc'.`` instead of a traceback deep inside a method.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any
-
-import numpy as np
 
 from medinterp.errors import MedinterpError
 
 
-def _is_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (int or float, Python or numpy), never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
     """``The 'batch_size' setting must be a positive integer; got 0.`` unless ``value`` is an int >= 1."""
     if allow_none and value is None:
         return
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         extra = " or null" if allow_none else ""
         raise MedinterpError(f"The {name!r} setting must be a positive integer{extra}; got {value!r}.")
 
 
 def check_seed(value: Any, name: str = "seed") -> None:
     """A seed is an integer in [0, 2**32) (what numpy, torch and UMAP all accept)."""
-    if not _is_int(value) or not 0 <= value < 2**32:
+    if not is_int(value) or not 0 <= value < 2**32:
         raise MedinterpError(f"The {name!r} setting must be an integer in [0, 2**32); got {value!r}.")
 
 
@@ -39,4 +47,4 @@ def check_run_settings(*, batch_size: Any, seed: Any, max_batch_tokens: Any = No
     check_seed(seed)
 
 
-__all__ = ["check_positive_int", "check_run_settings", "check_seed"]
+__all__ = ["check_positive_int", "check_run_settings", "check_seed", "is_int", "is_number"]

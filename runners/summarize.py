@@ -25,8 +25,9 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from medinterp.errors import MedinterpError  # noqa: E402
 from medinterp.io import write_json  # noqa: E402
 from medinterp.maps.synthesis import params_from_config  # noqa: E402
+from medinterp.provenance import SUMMARY_PACKAGES, versions  # noqa: E402
 from medinterp.sweeps.jobs import Job, flatten, job_choices  # noqa: E402
-from medinterp.sweeps.summary import summarize, versions  # noqa: E402
+from medinterp.sweeps.summary import summarize  # noqa: E402
 from medinterp.sweeps.wandb_source import fetch_sweep, sweep_path  # noqa: E402
 
 CELL_GROUPS = ("model", "domain", "method", "judge")   # what a method run's defaults depend on
@@ -77,7 +78,7 @@ def main(cfg: DictConfig) -> None:
     summary = summarize(folder, out, params, kind=cfg.kind, ignore=list(cfg.ignore), defaults=runner_defaults,
                         runs=list(cfg.runs) if OmegaConf.is_list(cfg.runs) else ([str(cfg.runs)] if cfg.runs else None),
                         figures=cfg.plots, source=name, findings_params=findings_params)
-    summary.update(config=OmegaConf.to_container(cfg, resolve=True), versions=versions(),
+    summary.update(config=OmegaConf.to_container(cfg, resolve=True), versions=versions(SUMMARY_PACKAGES),
                    timings={"total_s": time.perf_counter() - t0})
     write_json(out / "summary.json", summary)
     log.info("sweep %s: %d settings (%s); default map: %s", name, len(summary["settings"]),

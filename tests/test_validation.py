@@ -59,3 +59,13 @@ def test_batch_size_is_checked_when_the_activation_cache_is_warm(tiny_handles, t
     cached_activations(h, ps, t, cache_dir=tmp_path)  # warm
     with pytest.raises(MedinterpError, match=rf"The 'batch_size' setting must be a positive integer; got {batch_size}\."):
         Cell(h, ps, _MustNotRun(), (t,), batch_size=batch_size, cache_dir=tmp_path)
+
+
+def test_one_integer_and_number_test_for_every_check():
+    import numpy as np
+
+    from medinterp.validation import is_int, is_number
+
+    assert [is_int(v) for v in (3, np.int64(3), True, 3.0, "3", None)] == [True, True, False, False, False, False]
+    assert [is_number(v) for v in (3, 0.5, np.float32(0.5), np.int8(2), False, "1", None)] == \
+        [True, True, True, True, False, False, False]

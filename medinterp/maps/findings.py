@@ -32,6 +32,7 @@ from typing import Any
 
 from medinterp.errors import MedinterpError
 from medinterp.results import Row
+from medinterp.validation import is_number
 
 AGE_POOLED, AGE_SUBSETS, AGE_DIFF = "age/pooled", ("age/female", "age/male"), "age/female-male"
 CIRCULAR = {"circular_corr": "higher", "circular_r2_gain": "higher", "closure_ratio": "lower"}  # more circular =
@@ -55,10 +56,10 @@ class FindingsParams:
         if self.progression_best_by not in CIRCULAR:
             raise MedinterpError(f"The findings parameter 'progression_best_by' must be one of {sorted(CIRCULAR)}. "
                                  f"Got {self.progression_best_by!r} instead.")
-        if not 0.0 < self.collapse_fraction < 1.0:
+        if not is_number(self.collapse_fraction) or not 0.0 < self.collapse_fraction < 1.0:
             raise MedinterpError("The findings parameter 'collapse_fraction' must be in (0, 1). "
                                  f"Got {self.collapse_fraction!r} instead.")
-        if not self.collapse_min_peak >= 0.0:
+        if not is_number(self.collapse_min_peak) or not self.collapse_min_peak >= 0.0:
             raise MedinterpError("The findings parameter 'collapse_min_peak' must be >= 0. "
                                  f"Got {self.collapse_min_peak!r} instead.")
 

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.io import atomic_path, write_json
+from medinterp.io import save_png, write_json
 from medinterp.maps import curves
 from medinterp.maps.findings import FindingsParams, findings
 from medinterp.results import Row, read_rows
+from medinterp.validation import is_int, is_number
 
 RULES = ("window", "segments")
 DEFAULT_CHANNELS = {
@@ -66,7 +67,7 @@ def _build(kind: str, cls: type, cfg: Mapping[str, Any]):
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     """A number in [low, high], or a one-line error naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    if not is_number(value) or not low <= value <= high:
         raise MedinterpError(f"The map parameter '{name}' must be in [{low:g}, {high:g}]. Got {value!r} instead.")
 
 
@@ -123,7 +124,7 @@ class MapParams:
         _check_range("percentile", self.percentile, 0.0, 100.0)
         for name, low in (("window", 2), ("min_segment", 1), ("max_segments", 1), ("min_methods", 1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise MedinterpError(f"The map parameter '{name}' must be an integer >= {low}. Got {value!r} instead.")
         set_ = object.__setattr__  # frozen: normalise containers in place
         set_(self, "channels", {k: v if isinstance(v, Channel) else _build("channel", Channel, v)
@@ -207,11 +208,7 @@ def load_table(paths: str | Path | Iterable[str | Path]) -> Table:
     sources: list[str] = []
     seen: dict[tuple, str] = {}
     for path, name in find_tables(paths):
-        try:
-            table = read_rows(path)
-        except (KeyError, ValueError) as err:
-            raise MedinterpError(f"{str(path)!r} is not a per_layer table ({type(err).__name__}: {err})") from None
-        for r in table:
+        for r in read_rows(path):
             key = (r.model, r.domain, r.method, r.labeling, r.metric, r.layer)
             if key in seen:
                 raise MedinterpError(f"{name!r} repeats {'/'.join(map(str, key))} from {seen[key]!r}; "
@@ -423,15 +420,6 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
 
 
 # -- the whole stage ---------------------------------------------------------------------------------
-def _save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, params: MapParams | None = None,
                findings_params: FindingsParams | None = None, *, figures: bool = True, with_findings: bool = True,
                table: Table | None = None) -> list[Path]:
@@ -456,7 +444,7 @@ def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, pa
         if figures:
             from medinterp.maps.plot import knowledge_map_figure
 
-            _save_figure(knowledge_map_figure(kmap), folder / "knowledge_map.png")
+            save_png(knowledge_map_figure(kmap), folder / "knowledge_map.png")
         if with_findings:
             silhouettes = {d: e["umap"]["raw"] for d, e in kmap["domains"].items()
                            if "umap" in e and e["umap"]["rule"] == "window"}
@@ -465,6 +453,6 @@ def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, pa
             if figures:
                 from medinterp.maps.plot import findings_figure
 
-                _save_figure(findings_figure(found), folder / "findings.png")
+                save_png(findings_figure(found), folder / "findings.png")
         folders.append(folder)
     return folders

@@ -6,11 +6,10 @@ scikit-learn-style message naming the parameter, the function, what was expected
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from medinterp.errors import MedinterpError
+from medinterp.validation import is_int, is_number
 
 
 def _bad(name: str, fn: str, expected: str, got: str) -> MedinterpError:
@@ -53,15 +52,14 @@ def check_int(value, name: str, fn: str, low: int, high: int | None = None, high
     else:
         bounds = f"[{low}, {high_text}] = [{low}, {high}]" if high_text else f"[{low}, {high}]"
         expected = f"an int in {bounds}"
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
+    if not is_int(value) or value < low or (high is not None and value > high):
         raise _bad(name, fn, expected, repr(value))
     return int(value)
 
 
 def check_alpha(alpha, fn: str) -> float:
     """Return the two-sided miscoverage ``alpha`` as a float in (0, 1)."""
-    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 < alpha < 1.0:
+    if not is_number(alpha) or not 0.0 < alpha < 1.0:
         raise _bad("alpha", fn, "a float in (0, 1)", repr(alpha))
     return float(alpha)
 

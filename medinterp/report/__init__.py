@@ -6,7 +6,8 @@ knowledge_map  write_map_report(model_dir): a synthesis folder (runners/synthesi
                map and its table, the findings table and figure, parameters, sources
 summary        write_summary_report(summary_dir): a sweep summary (runners/summarize.py) — every PNG,
                CSV (capped) and JSON in it, the map and findings as tables
-folders        report_kind, write_report, write_reports: detect a folder's kind; walk a multirun
+folders        write_report, write_reports: the report of a folder's kind (medinterp.results.folder_kind);
+               walk a multirun
 html, svg,     the building blocks: escaping with secrets scrubbed, tables, JSON views, SVG curves,
 tables         knowledge-map and findings tables
 
@@ -16,10 +17,10 @@ See docs/report.md. The headless-Chromium checker of the reports lives with the 
 from __future__ import annotations
 
 from medinterp.report.common import REPORT_NAME
-from medinterp.report.folders import find_report_folders, report_kind, write_report, write_reports
+from medinterp.report.folders import find_report_folders, write_report, write_reports
 from medinterp.report.knowledge_map import write_map_report
 from medinterp.report.run import write_run_report
 from medinterp.report.summary import write_summary_report
 
-__all__ = ["REPORT_NAME", "write_run_report", "write_map_report", "write_summary_report", "report_kind",
-           "write_report", "write_reports", "find_report_folders"]
+__all__ = ["REPORT_NAME", "write_run_report", "write_map_report", "write_summary_report", "write_report", "write_reports",
+           "find_report_folders"]

@@ -28,19 +28,14 @@ WRITERS: dict[str, Callable[[str | Path], Path]] = {
     "run": write_run_report, "map": write_map_report, "summary": write_summary_report}
 
 
-def report_kind(folder: str | Path) -> str | None:
-    """``"summary"``, ``"map"``, ``"run"`` or None (:func:`medinterp.results.folder_kind`)."""
-    return folder_kind(folder)
-
-
 def write_report(folder: str | Path, kind: str = "auto") -> Path:
-    """Write ``<folder>/report.html`` as ``kind`` (``auto``: :func:`report_kind`); return its path."""
+    """Write ``<folder>/report.html`` as ``kind`` (``auto``: :func:`medinterp.results.folder_kind`); return its path."""
     folder = Path(folder)
     if kind != "auto" and kind not in WRITERS:
         raise unknown_choice("report kind", kind, ["auto", *WRITERS])
     if not folder.is_dir():
         raise MedinterpError(f"report: no such folder '{folder}'")
-    kind = report_kind(folder) if kind == "auto" else kind
+    kind = folder_kind(folder) if kind == "auto" else kind
     if kind is None:
         raise MedinterpError(f"report: '{folder}' is not a run, knowledge-map or sweep-summary folder")
     path = WRITERS[kind](folder)
@@ -55,7 +50,7 @@ def find_report_folders(path: str | Path) -> list[tuple[Path, str]]:
         raise MedinterpError(f"report: no such folder '{path}'")
     found = []
     for root, dirs, _ in os.walk(path):
-        kind = report_kind(root)
+        kind = folder_kind(root)
         if kind:
             found.append((Path(root), kind))
             dirs.clear()  # a result folder's sub-folders are part of it

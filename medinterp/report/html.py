@@ -6,8 +6,9 @@ is inline and a Content-Security-Policy forbids every other source: a report ope
 and shows the same thing anywhere.
 
 - ``text``, ``num``, ``layer_ranges``: one value as safe HTML;
-- ``redact``: a config mapping minus keys that look like secrets (``api_key``, ``token``, ``secret``,
-  ``password``, ``authorization``) — their values become ``[redacted]``;
+- ``redact``: a config mapping whose secret-looking keys (:func:`medinterp.secrets.is_secret_key`: ``api_key``,
+  ``token``, ``secret``, ``password``, ...) show ``[redacted]`` as their value; secret environment values
+  (:func:`medinterp.secrets.secret_values`) are scrubbed from all text;
 - ``table``, ``csv_table``, ``json_view``, ``details``, ``figure``: page parts;
 - ``page``: the whole document from a header and :class:`Section` s.
 """
@@ -16,42 +17,26 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medinterp.io import read_csv_head
+from medinterp import secrets
+from medinterp.io import read_csv_cells
+from medinterp.secrets import is_secret_key
 
-REDACTED = "[redacted]"
-SECRET_ENV = ("OPENAI_API_KEY", "WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-# a key is secret when one of its _/-/. separated words is one of these, or it contains api_key / apikey
-_SECRET_WORDS = {"token", "secret", "password", "passwd", "authorization", "apikey"}
+REDACTED = "[redacted]"  # what a report shows instead of a secret (W&B configs drop the key instead)
 _MIMES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
           ".webp": "image/webp", ".svg": "image/svg+xml"}
 CSV_MAX_ROWS = 200    # a CSV longer than this shows its first rows and a note
 LIST_INLINE = 12      # longer lists of numbers are shortened in JSON views
 
 
-# -- secrets -----------------------------------------------------------------------------------------
-def secret_values() -> list[str]:
-    """The values of the secret environment variables that are set (at least 4 characters)."""
-    return [v for v in (os.environ.get(k, "") for k in SECRET_ENV) if len(v) >= 4]
-
-
-def is_secret_key(key: object) -> bool:
-    """``api_key``, ``OPENAI_API_KEY``, ``hf_token``, ``client-secret`` are secret; ``max_tokens`` is not."""
-    k = str(key).lower()
-    return "api_key" in k or "api-key" in k or bool(_SECRET_WORDS & set(re.split(r"[_\-.\s]+", k)))
-
-
+# -- secrets (which keys and values are secret: medinterp.secrets; here only how a page shows them) ---
 def scrub(s: str) -> str:
     """``s`` with every secret environment value replaced by ``[redacted]``."""
-    for v in secret_values():
-        s = s.replace(v, REDACTED)
-    return s
+    return secrets.scrub(s, marker=REDACTED)
 
 
 def redact(obj: Any) -> Any:
@@ -126,22 +111,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], note: str = "",
             f"</table></div>{note_html}")
 
 
-def _cell(s: str) -> str:
-    """A CSV cell: numbers to 4 significant digits (ints kept), anything else as text."""
-    try:
-        return str(int(s))
-    except ValueError:
-        pass
-    try:
-        return num(float(s))
-    except ValueError:
-        return text(s)
-
-
 def csv_table(path: Path, max_rows: int = CSV_MAX_ROWS) -> str:
-    """A CSV file as a table of its first ``max_rows`` rows, with a note when it has more."""
-    headers, raw, total = read_csv_head(path, max_rows)
-    rows = [[_cell(c) for c in row] for row in raw]
+    """A CSV file (:func:`medinterp.io.read_csv_cells`) as a table of its first ``max_rows`` rows, numbers to
+    4 significant digits, with a note when it has more."""
+    headers, cells, total = read_csv_cells(path, max_rows)
+    rows = [[num(c) for c in row] for row in cells]
     note = f"{total} rows." if total <= max_rows else \
         f"Showing the first {max_rows} of {total} rows; the full table is {text(path.name)}."
     return table(headers, rows, note=note, cls="num", tall=True)

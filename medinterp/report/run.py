@@ -18,10 +18,10 @@ import yaml
 from medinterp.errors import MedinterpError
 from medinterp.maps.findings import findings
 from medinterp.report import html as h
-from medinterp.report.common import REPORT_NAME, footer, header, load_json, pngs, when, write_page
+from medinterp.report.common import REPORT_NAME, footer, header, pngs, when, write_page
 from medinterp.report.svg import LEGEND, panel_svg, panels
 from medinterp.report.tables import FINDINGS_HEADERS, findings_rows
-from medinterp.results import Row, read_rows
+from medinterp.results import Row, read_run
 
 
 def _key(value: str, label: str) -> str:
@@ -109,11 +109,11 @@ def _labels(summary: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def _setup(summary: Mapping[str, Any]) -> str:
+def _setup(summary: Mapping[str, Any], config: Mapping[str, Any] | None) -> str:
     """Config (collapsed), versions, model, prompt set, timings."""
     parts = []
-    if summary.get("config") is not None:
-        cfg = yaml.safe_dump(h.redact(summary["config"]), sort_keys=False, allow_unicode=True, width=120)
+    if config is not None:
+        cfg = yaml.safe_dump(h.redact(config), sort_keys=False, allow_unicode=True, width=120)
         parts.append(h.details("Resolved config (secrets redacted)", f"<pre>{h.text(cfg)}</pre>"))
     if summary.get("versions"):
         parts.append("<h3>Versions</h3>" + h.table(["package", "version"],
@@ -130,14 +130,13 @@ def _setup(summary: Mapping[str, Any]) -> str:
 
 def run_page(run_dir: Path) -> str:
     """The HTML of ``run_dir``'s report."""
-    summary = load_json(run_dir / "summary.json")
-    csv_path = run_dir / "per_layer.csv"
-    if not csv_path.is_file():
-        raise MedinterpError(f"report: no per_layer.csv in run folder '{run_dir}'")
+    if not (run_dir / "summary.json").is_file():
+        raise MedinterpError(f"report: no summary.json in '{run_dir}'")
     try:
-        rows = read_rows(csv_path)
-    except (KeyError, ValueError) as err:
-        raise MedinterpError(f"report: {csv_path} is not a per_layer table ({err})") from None
+        run = read_run(run_dir)
+    except MedinterpError as err:
+        raise MedinterpError(f"report: {err}") from None
+    summary, rows, csv_path = run.summary, run.rows, run_dir / "per_layer.csv"
     model = (summary.get("model") or {}).get("name") or next((r.model for r in rows), "?")
     domain, method = summary.get("domain", "?"), summary.get("method", "?")
     title = f"{model} · {domain} · {method}"
@@ -160,7 +159,7 @@ def run_page(run_dir: Path) -> str:
     labels = _labels(summary)
     if labels:
         sections.append(h.Section("labels", "Labels and method summary", labels))
-    sections.append(h.Section("setup", "Config and versions", _setup(summary)))
+    sections.append(h.Section("setup", "Config and versions", _setup(summary, run.config)))
     return h.page(f"medinterp · {title}", header(title, facts), sections, footer())
 
 

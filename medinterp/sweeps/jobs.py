@@ -3,8 +3,9 @@
 A sweep folder is what a Hydra multirun writes (``<sweep dir>/<job subdir>/...``) or what
 :mod:`medinterp.sweeps.wandb_source` downloads from a W&B sweep. Two kinds of jobs are recognised:
 
-- ``methods``: a folder with ``per_layer.csv`` (runners/map.py). Its configuration is ``summary.json``'s
-  resolved ``config`` (else ``.hydra/config.yaml``); its *cell* is the (model, domain, method) of its rows.
+- ``methods``: a folder with ``per_layer.csv`` (runners/map.py), read by :func:`medinterp.results.read_run`.
+  Its configuration is the run's ``config.json`` (older folders: summary.json's ``config``, else
+  ``.hydra/config.yaml``); its *cell* is the (model, domain, method) of its rows.
 - ``maps``: a folder ``<job>/<model>/knowledge_map.json`` (runners/synthesize.py). Its configuration is the
   map's ``params``; its cell is the model.
 
@@ -34,7 +35,7 @@ from typing import Any
 import yaml
 
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.results import Row, read_rows
+from medinterp.results import Row, read_run
 
 KINDS = ("auto", "maps", "methods")
 SUMMARY_MARKER = "stability.json"   # a folder holding this is a sweep summary, never a job
@@ -117,18 +118,6 @@ def _in_summary(path: Path, root: Path) -> bool:
     return any((p / SUMMARY_MARKER).exists() for p in [path, *path.parents] if p == root or root in p.parents)
 
 
-def _method_config(folder: Path) -> dict[str, Any]:
-    summary = folder / "summary.json"
-    if summary.exists():
-        config = json.loads(summary.read_text()).get("config")
-        if isinstance(config, Mapping):
-            return flatten(config)
-    hydra_config = folder / ".hydra" / "config.yaml"
-    if hydra_config.exists():
-        return flatten(yaml.safe_load(hydra_config.read_text()) or {})
-    return {}
-
-
 def find_jobs(sweep_dir: str | Path, kind: str = "auto") -> tuple[str, list[Job]]:
     """(kind, jobs) of the sweep folder ``sweep_dir``, jobs in natural order of their folder names."""
     if kind not in KINDS:
@@ -147,11 +136,9 @@ def find_jobs(sweep_dir: str | Path, kind: str = "auto") -> tuple[str, list[Job]
     jobs: list[Job] = []
     if kind == "methods":
         for table in tables:
-            try:
-                rows = tuple(read_rows(table))
-            except (KeyError, ValueError) as err:
-                raise MedinterpError(f"{str(table)!r} is not a per_layer table ({type(err).__name__}: {err})") from None
-            jobs.append(Job(table.parent.relative_to(root).as_posix(), table.parent, kind, _method_config(table.parent), rows))
+            run = read_run(table.parent)
+            jobs.append(Job(table.parent.relative_to(root).as_posix(), table.parent, kind, flatten(run.config or {}),
+                            tuple(run.rows)))
     else:
         by_job: dict[Path, dict[str, Path]] = defaultdict(dict)
         for path in maps:

@@ -35,9 +35,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from medinterp.errors import MedinterpError
-from medinterp.io import atomic_path, atomic_write, write_json
+from medinterp.io import atomic_write, save_png, write_json
 from medinterp.maps.findings import FindingsParams
 from medinterp.maps.synthesis import MapParams, Table, build_map, load_table
+from medinterp.results import read_config
 from medinterp.sweeps import findings_stability as fstab
 from medinterp.sweeps import robustness as rob
 from medinterp.sweeps import stability as stab
@@ -68,15 +69,12 @@ def setting_maps(kind: str, settings: Sequence[Setting], params: MapParams) -> l
 
 # -- the default map ---------------------------------------------------------------------------------
 def _runs_of(jobs: Sequence[Job]) -> list[str] | None:
-    """The ``runs`` a synthesize job read, from its .hydra/config.yaml (when the sweep kept it)."""
-    import yaml
-
+    """The ``runs`` a synthesize job read, from its config (:func:`medinterp.results.read_config`; a synthesize
+    job has Hydra's .hydra/config.yaml when the sweep kept it)."""
     for job in jobs:
-        config = job.path / ".hydra" / "config.yaml"
-        if config.exists():
-            runs = (yaml.safe_load(config.read_text()) or {}).get("runs")
-            if runs:
-                return [runs] if isinstance(runs, str) else list(runs)
+        runs = (read_config(job.path) or {}).get("runs")
+        if runs:
+            return [runs] if isinstance(runs, str) else list(runs)
     return None
 
 
@@ -118,15 +116,6 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, A
         for r in rows:
             w.writerow({c: r[c] for c in columns})
     return atomic_write(path, write, newline="")
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def summarize(sweep_dir: str | Path, out_dir: str | Path, params: MapParams | None = None, *, kind: str = "auto",
@@ -187,23 +176,9 @@ def _figures(out: Path, s_rows, r_rows, default: Mapping[str, dict], outline: st
         chosen = selected_layers(default[model]) if model in default else None
         n = max((r.n_settings for r in rows), default=0)
         title = f"Stability map: {model}, {n} settings (outlined: {outline})"
-        paths.append(_save(stability_figure(model, rows, chosen, title), out / f"stability_{model}.png"))
+        paths.append(save_png(stability_figure(model, rows, chosen, title), out / f"stability_{model}.png"))
         rows_r = [r for r in r_rows if r.model == model and r.group_by == "all"]
-        paths.append(_save(robustness_figure(model, rows_r), out / f"robustness_{model}.png"))
+        paths.append(save_png(robustness_figure(model, rows_r), out / f"robustness_{model}.png"))
         if model in default:
-            paths.append(_save(knowledge_map_figure(default[model]), out / "default_map" / model / "knowledge_map.png"))
+            paths.append(save_png(knowledge_map_figure(default[model]), out / "default_map" / model / "knowledge_map.png"))
     return paths
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages a summary depends on (for summary.json)."""
-    import importlib.metadata
-    import platform
-
-    out = {"python": platform.python_version()}
-    for dist in ("medinterp", "numpy", "scipy", "matplotlib", "hydra-core", "wandb"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out

@@ -8,9 +8,10 @@ Works through any object with the ``wandb.Api`` interface used here (tests pass 
 
 For every *finished* run, the run's ``results`` artifact (what medinterp.tracking logs: the run folder's
 files) is downloaded into ``<dest>/<run id>/``; a run without one falls back to its uploaded files named
-``per_layer.csv``, ``summary.json`` or ``knowledge_map.json``. A knowledge map found at the top of a run
-folder is moved into ``<run id>/<model>/`` (the synthesize layout); a run folder with a per_layer table
-but no summary.json gets one holding the run's W&B config, so its settings are known.
+``per_layer.csv``, ``summary.json``, ``config.json`` or ``knowledge_map.json``. A knowledge map found at the
+top of a run folder is moved into ``<run id>/<model>/`` (the synthesize layout); a run folder with a
+per_layer table but no summary.json gets one naming the W&B run, and a config.json holding the run's W&B
+config, so its settings are known.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from typing import Any
 
 from medinterp.errors import MedinterpError
 from medinterp.io import write_json
+from medinterp.secrets import redact
 
 log = logging.getLogger(__name__)
-RESULT_FILES = ("per_layer.csv", "summary.json", "knowledge_map.json")
+RESULT_FILES = ("per_layer.csv", "summary.json", "config.json", "knowledge_map.json")
 
 
 def sweep_path(sweep: str, entity: str | None = None, project: str | None = None) -> str:
@@ -65,7 +67,9 @@ def _arrange(run: Any, folder: Path) -> None:
                 shutil.move(str(folder / name), str(folder / model / name))
     for table in folder.rglob("per_layer.csv"):
         if not (table.parent / "summary.json").exists():
-            write_json(table.parent / "summary.json", {"config": dict(run.config), "wandb_run": run.id})
+            write_json(table.parent / "summary.json", {"wandb_run": run.id})
+            if not (table.parent / "config.json").exists():
+                write_json(table.parent / "config.json", redact(dict(run.config)))
 
 
 def fetch_sweep(api: Any, path: str, dest: str | Path, artifact_type: str = "results") -> Path:

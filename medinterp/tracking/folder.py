@@ -3,7 +3,7 @@
 :func:`read_folder` turns a finished folder into a :class:`Payload` of plain data (no W&B objects), so
 the whole mapping from medinterp's files to W&B keys lives here and is testable without W&B.
 
-A folder is (the same rules as ``medinterp.report``)
+A folder is (:func:`medinterp.results.folder_kind`, the same rules as ``medinterp.report``)
 - ``summary``: a sweep summary (``stability.*`` / ``robustness.*``) — or any folder of other results;
 - ``map``: a synthesis ``<out>/<model>/`` folder (``knowledge_map.json``);
 - ``run``: a method run (``per_layer.csv`` + ``summary.json``).
@@ -35,9 +35,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from medinterp.results import best_layers, read_rows
-from medinterp.results import folder_kind as results_folder_kind
-from medinterp.tracking.secrets import contains_secret, has_secret_key, redact, secret_values
+from medinterp.results import best_layers, folder_kind, read_run
+from medinterp.secrets import contains_secret, has_secret_key, redact, secret_values
 from medinterp.tracking.tables import (
     Table,
     best_layers_table,
@@ -86,11 +85,6 @@ class Payload:
     @property
     def metric_keys(self) -> list[str]:
         return sorted({k for s in self.steps for k in s if k != STEP_METRIC})
-
-
-def folder_kind(folder: Path) -> str:
-    """``summary``, ``map`` or ``run`` (:func:`medinterp.results.folder_kind`); anything else is logged as a summary."""
-    return results_folder_kind(folder) or "summary"
 
 
 def artifact_name(text: str) -> str:
@@ -229,27 +223,27 @@ def prompt_set_artifact(prompt_set: Mapping[str, Any], domain: str | None, skipp
 
 
 def _read_run(folder: Path, payload: Payload, paths: dict[str, Path]) -> None:
-    names = set(paths)
-    rows = read_rows(folder / "per_layer.csv") if "per_layer.csv" in names else []
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8")) if "summary.json" in names else {}
+    run = read_run(folder)
+    rows, summary = run.rows, run.summary
     payload.steps, payload.step_globs = _run_steps(rows)
     payload.summary = _run_summary(rows, summary, set(payload.metric_keys))  # metric_keys include the CI keys
     if rows:
         payload.tables["tables/per_layer"] = per_layer_table(rows)
     payload.tables["tables/best_layers"] = best_layers_table(summary.get("best_layers") or best_layers(rows))
-    payload.config = summary.get("config") if isinstance(summary.get("config"), Mapping) else None
+    payload.config = run.config
     model = summary.get("model") if isinstance(summary.get("model"), Mapping) else {}
     payload.provenance = {k: v for k, v in {
         "model": {k: model.get(k) for k in ("name", "key", "family", "n_layers", "d_model", "device") if k in model},
         "domain": summary.get("domain"), "method": summary.get("method"),
         "prompt_set": summary.get("prompt_set"), "templates": summary.get("templates"),
         "reduction": summary.get("reduction"), "n_points": summary.get("n_points"),
-        "versions": summary.get("versions")}.items() if v not in (None, {}, [])}
+        "versions": summary.get("versions"), "run_id": summary.get("run_id"), "seed": summary.get("seed"),
+        "config_hash": summary.get("config_hash")}.items() if v not in (None, {}, [])}
     if isinstance(summary.get("prompt_set"), Mapping):
         spec = prompt_set_artifact(summary["prompt_set"], summary.get("domain"), payload.skipped)
         if spec:
             payload.artifacts.append(spec)
-    _generic(payload, paths, {"per_layer.csv", "summary.json"})
+    _generic(payload, paths, {"per_layer.csv", "summary.json", "config.json"})
 
 
 # --------------------------------------------------------------------------- synthesis folders
@@ -293,7 +287,7 @@ def read_folder(folder: str | Path, results_name: str, extra_files: Iterable[str
     """
     folder = Path(folder)
     secrets = secret_values()
-    kind = folder_kind(folder)
+    kind = folder_kind(folder) or "summary"  # anything else is logged as a summary
     payload = Payload(kind=kind)
     paths = _result_files(folder, kind == "summary", secrets, payload.skipped)
     for extra in map(Path, extra_files):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from medinterp.errors import MedinterpError, unknown_choice
+from medinterp.validation import is_number
 
 BACKENDS = ("wandb", "none")
 MODES = ("online", "offline", "disabled")
@@ -48,7 +49,7 @@ class TrackerSettings:
         if isinstance(self.tags, str) or not all(isinstance(t, str) for t in self.tags):
             raise MedinterpError(f"logger.tags must be a list of strings; got {self.tags!r}")
         object.__setattr__(self, "tags", tuple(self.tags))
-        if not (isinstance(self.init_timeout, (int, float)) and self.init_timeout > 0):
+        if not (is_number(self.init_timeout) and self.init_timeout > 0):
             raise MedinterpError(f"logger.init_timeout must be a positive number of seconds; got {self.init_timeout!r}")
 
     @classmethod

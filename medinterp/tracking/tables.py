@@ -1,6 +1,6 @@
 """Results files as plain tables (columns + rows of JSON scalars), ready for ``wandb.Table``.
 
-per_layer_table      per_layer.csv, all ten columns (empty CI cells become None)
+per_layer_table      per_layer.csv, all its columns (NaN values and CI cells, and a missing seed, become None)
 best_layers_table    summary.json's ``best_layers``
 knowledge_map_table  knowledge_map.json's intervals: one row per (domain, method, kind, interval)
 flatten_json         any JSON (findings.json, a sweep summary) as rows of (path, layer, value, ci_low,
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medinterp.io import read_csv_head
+from medinterp.io import read_csv_cells
 from medinterp.results import COLUMNS, Row
 
 FLAT_COLUMNS = ("path", "layer", "value", "ci_low", "ci_high", "n", "text")
@@ -49,12 +49,9 @@ def _num(value: Any) -> float | None:
 
 
 def per_layer_table(rows: Sequence[Row]) -> Table:
-    """per_layer.csv as a table with its result columns (``note`` last)."""
-    out = []
-    for r in rows:
-        out.append([r.model, r.domain, r.labeling, r.method, r.metric, r.layer, _num(r.value), _num(r.ci_low),
-                    _num(r.ci_high), r.n, r.note])
-    return Table(list(COLUMNS), out)
+    """per_layer.csv as a table with its columns (:data:`medinterp.results.COLUMNS`, in order)."""
+    cells = [[getattr(r, c) for c in COLUMNS] for r in rows]
+    return Table(list(COLUMNS), [[_num(c) if isinstance(c, float) else c for c in row] for row in cells])
 
 
 def best_layers_table(best: Iterable[Mapping[str, Any]]) -> Table:
@@ -141,21 +138,7 @@ def flatten_json(data: Any) -> Table:
 
 
 def csv_table(path: str | Path, max_rows: int | None = None) -> tuple[Table, int]:
-    """A CSV file as a table (numbers parsed, other cells kept as text); returns (table, total rows)."""
-    header, raw, total = read_csv_head(path, max_rows)
-    return Table(header, [[_cell(c) for c in cells] for cells in raw]), total
-
-
-def _cell(text: str) -> Any:
-    """An int, a finite float, None (empty, nan, inf) or the text itself."""
-    if text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return number if math.isfinite(number) else None
+    """A CSV file as a table (:func:`medinterp.io.read_csv_cells`; NaN and infinities become None, as W&B
+    tables have no NaN); returns (table, total rows)."""
+    header, cells, total = read_csv_cells(path, max_rows)
+    return Table(header, [[_num(c) if isinstance(c, float) else c for c in row] for row in cells]), total

@@ -36,7 +36,7 @@ from typing import Any
 
 from medinterp.io import write_json
 from medinterp.tracking.folder import RECORD_NAME, STEP_METRIC, Payload, read_folder
-from medinterp.tracking.secrets import argv_has_secret, redact, scrub
+from medinterp.secrets import argv_has_secret, redact, scrub
 from medinterp.tracking.settings import TrackerSettings, resolve_mode
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def log_run_folder(run_dir: str | Path, *, settings: TrackerSettings | Mapping[s
     settings   a :class:`TrackerSettings` or a plain mapping (``cfg.logger``); ``name: none`` or mode
                ``disabled`` does nothing (wandb is not even imported). A bad mapping raises
                :class:`~medinterp.errors.MedinterpError` — build the settings before the run to fail early.
-    config     the run's resolved config (secrets are removed here); None = summary.json's ``config``
+    config     the run's resolved config (secrets are removed here); None = the folder's config (:func:`medinterp.results.read_run`)
     name, group, job_type, tags
                as in ``wandb.init``; ``settings.group`` overrides ``group``; tags are merged
     extra_files  more files for the results artifact (e.g. a multirun's multirun.yaml)

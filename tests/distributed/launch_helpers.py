@@ -51,8 +51,10 @@ def torchrun_cmd(nproc: int, *args: str) -> list[str]:
 
 
 def read_rows(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    """Rows by (labeling, metric, layer), without ``run_id`` (each run folder has its own)."""
     with open(path, newline="") as f:
-        return {(r["labeling"], r["metric"], r["layer"]): r for r in csv.DictReader(f)}
+        return {(r["labeling"], r["metric"], r["layer"]): {k: v for k, v in r.items() if k != "run_id"}
+                for r in csv.DictReader(f)}
 
 
 def max_rel_diff(a: dict, b: dict, skip=lambda key: False) -> float:

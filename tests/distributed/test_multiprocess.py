@@ -66,7 +66,7 @@ def reference(tmp_path_factory, cache_dir):
 
 
 def activations(run_dir: Path) -> dict[str, np.ndarray]:
-    cache = Path(json.loads((run_dir / "summary.json").read_text())["config"]["cache_dir"])
+    cache = Path(json.loads((run_dir / "config.json").read_text())["cache_dir"])
     return {str(p.relative_to(cache / "activations")): np.load(p) for p in sorted((cache / "activations").rglob("*.npy"))}
 
 
@@ -121,8 +121,8 @@ def test_two_ranks_match_single(model, method, strategy, reference, tmp_path, pr
         assert any(key[1] == "judge_score" for key in read_rows(out / "per_layer.csv"))
     # rank 0 alone wrote the output folder; rank 1's private Hydra folder is gone
     names = {p.name for p in out.iterdir()}
-    assert {".hydra", "map.log", "per_layer.csv", "summary.json"} <= names <= {".hydra", "map.log", "per_layer.csv",
-                                                                            "per_item.csv", "summary.json", "report.html"}
+    assert {".hydra", "map.log", "per_layer.csv", "summary.json", "config.json"} <= names <= {
+        ".hydra", "map.log", "per_layer.csv", "per_item.csv", "summary.json", "config.json", "report.html"}
     assert "rank 1" not in (out / "map.log").read_text() and "rank 0 of 2" in (out / "map.log").read_text()
     assert not list((tmp_path / "tmp").glob("medinterp-rank*"))
 

@@ -141,9 +141,13 @@ def test_age_rule_can_be_switched_off_and_falls_back_to_one_curve():
     ({"sigma": -1}, "The map parameter 'sigma' must be in [0, inf]. Got -1 instead."),
     ({"sigma": "wide"}, "The map parameter 'sigma' must be in [0, inf]. Got 'wide' instead."),
     ({"window": 1}, "The map parameter 'window' must be an integer >= 2. Got 1 instead."),
+    ({"min_segment": True}, "The map parameter 'min_segment' must be an integer >= 1. Got True instead."),
+    ({"sigma": True}, "The map parameter 'sigma' must be in [0, inf]. Got True instead."),
     ({"channels": {"umap": {"metric": "x", "rule": "steep"}}}, "unknown map rule 'steep'; valid: segments, window"),
     ({"sigmaa": 1.0}, "unknown map parameter 'sigmaa'; valid:"),
     ({"findings": {"collapse_fraction": 1.5}}, "'collapse_fraction' must be in (0, 1). Got 1.5 instead."),
+    ({"findings": {"collapse_fraction": "half"}}, "'collapse_fraction' must be in (0, 1). Got 'half' instead."),
+    ({"findings": {"collapse_min_peak": None}}, "'collapse_min_peak' must be >= 0. Got None instead."),
     ({"findings": {"bogus": 1}}, "unknown findings parameter 'bogus'"),
 ])
 def test_parameters_are_validated_with_one_line_errors(change, message):

@@ -7,7 +7,8 @@ import pytest
 
 from helpers import ROOT, run_runner
 from medinterp.errors import MedinterpError
-from medinterp.report import find_report_folders, report_kind, write_report, write_reports
+from medinterp.report import find_report_folders, write_report, write_reports
+from medinterp.results import folder_kind
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def multirun(tmp_path, run_dir, map_dir, summary_dir):
 
 
 def test_kinds(run_dir, map_dir, summary_dir, tmp_path):
-    assert (report_kind(run_dir), report_kind(map_dir), report_kind(summary_dir), report_kind(tmp_path)) == \
+    assert (folder_kind(run_dir), folder_kind(map_dir), folder_kind(summary_dir), folder_kind(tmp_path)) == \
         ("run", "map", "summary", None)
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from helpers import ROOT, run_runner
 
+from medinterp.provenance import config_hash
+
 FAST = ["method.n_boot=20", "method.n_perm=3", "method.n_jobs=1", "plots=true"]
 
 
@@ -28,7 +30,9 @@ def test_one_cell_writes_the_results_format(tmp_path):
     run_map("model=tiny_llama", "domain=drugs", "method=umap", f"hydra.run.dir={out}", "templates=[started,prescribed]", *FAST)
     rows = read_csv(out / "per_layer.csv")
     assert list(rows[0]) == ["model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n",
-                            "note"]
+                            "note", "run_id", "seed", "config_hash"]
+    config = json.loads((out / "config.json").read_text())  # the resolved config; its hash and seed on every row
+    assert {(r["seed"], r["config_hash"]) for r in rows} == {("0", config_hash(config))} and config["seed"] == 0
     assert {r["model"] for r in rows} == {"tiny_llama"} and {r["method"] for r in rows} == {"umap"}
     assert {r["labeling"] for r in rows} == {"mechanism", "specialty", "specialty-mechanism", "all"}
     layers = {int(r["layer"]) for r in rows if r["metric"] == "silhouette_umap"}

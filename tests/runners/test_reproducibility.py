@@ -1,4 +1,5 @@
-"""Two identical runs with the same seed write byte-identical per_layer.csv, for every method (fresh processes).
+"""Two identical runs with the same seed write byte-identical per_layer.csv but for their run_id, for every method
+(fresh processes).
 
 UMAP (the method that drifted: arbitrary tie-breaking on degenerate read-outs) runs in the fast tier; the three
 model methods, never seen to drift, are ``slow``.
@@ -6,6 +7,7 @@ model methods, never seen to drift, are ``slow``.
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -28,7 +30,9 @@ def test_same_seed_runs_are_byte_identical(method, tmp_path):
     outs = [tmp_path / f"{method}-{i}" for i in (1, 2)]
     for out in outs:
         run_runner("map.py", *COMMON, f"method={method}", *extra, f"hydra.run.dir={out}")
-    first, second = ((out / "per_layer.csv").read_bytes() for out in outs)
+    ids = [json.loads((out / "summary.json").read_text())["run_id"] for out in outs]
+    assert ids[0] != ids[1]  # each run has its own id; everything else (seed, config_hash included) is identical
+    first, second = ((out / "per_layer.csv").read_bytes().replace(i.encode(), b"") for out, i in zip(outs, ids))
     with open(outs[0] / "per_layer.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) > 3, method  # the run measured something

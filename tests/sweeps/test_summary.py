@@ -78,3 +78,19 @@ def test_maps_sweep_without_a_default_job_synthesises_the_default_from_runs(tmp_
     assert summary["default_map"]["is_default"] and summary["default_map"]["source"].startswith("fresh synthesis of")
     default = json.loads((tmp_path / "out" / "default_map" / "toy" / "knowledge_map.json").read_text())
     assert default["params"]["sigma"] == 0 and default["domains"]["disease"]["patching"]["intervals"] == [[4, 5]]
+
+
+def test_the_runs_of_a_synthesize_job_come_from_its_config(tmp_path):
+    from medinterp.sweeps.jobs import Job
+    from medinterp.sweeps.summary import _runs_of
+
+    old, new, bare = (tmp_path / n for n in ("old", "new", "bare"))
+    for folder in (old, new, bare):
+        folder.mkdir()
+    (old / ".hydra").mkdir()
+    (old / ".hydra" / "config.yaml").write_text("runs:\n- outputs/a\n- outputs/b\n")  # a folder from before config.json
+    (new / "config.json").write_text(json.dumps({"runs": "outputs/c"}))
+    job = lambda path: Job(path.name, path, "maps", {})  # noqa: E731
+    assert _runs_of([job(bare), job(old)]) == ["outputs/a", "outputs/b"]
+    assert _runs_of([job(new), job(old)]) == ["outputs/c"]
+    assert _runs_of([job(bare)]) is None

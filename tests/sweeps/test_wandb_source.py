@@ -62,7 +62,7 @@ def runs_from(folder: Path) -> list[FakeRun]:
             runs.append(FakeRun(f"r{i}", artifacts=[FakeArtifact("prompt-set", {}), FakeArtifact("results", files)]))
         else:  # no artifact: the per_layer table as a file; settings from the run's config
             import json
-            config = json.loads((job / "summary.json").read_text())["config"]
+            config = json.loads((job / "config.json").read_text())
             runs.append(FakeRun(f"r{i}", config=config, files=[FakeFile(files["per_layer.csv"])]))
     return runs
 

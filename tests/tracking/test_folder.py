@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from medinterp.tracking import folder_kind, read_folder
+from medinterp.provenance import config_hash
+from medinterp.results import folder_kind
+from medinterp.tracking import read_folder
 from medinterp.tracking.folder import artifact_name
 
 SIL = "umap/mechanism/silhouette_umap"
@@ -32,8 +34,11 @@ def test_run_folder_steps_summary_tables_images(run_folder):
         f"best_layer/{SIL}": 2, SIL: 0.4, f"{SIL}/ci_low": 0.35, f"{SIL}/ci_high": 0.45,
         f"best_layer/{R2}": 3, R2: 0.3,
         "timings/capture_s": 1.5, "timings/total_s": 2.5, "n_points": 40, "n_rows": 9})
+    summary = json.loads((run_folder / "summary.json").read_text())
     assert p.tables["tables/per_layer"].rows[1] == ["tiny_llama", "drugs", "mechanism", "umap", "silhouette_umap", 0,
-                                                    0.0, -0.05, 0.05, 40, ""]
+                                                    0.0, -0.05, 0.05, 40, "", summary["run_id"], None,
+                                                    config_hash(p.config)]
+    assert (p.provenance["run_id"], p.provenance["config_hash"]) == (summary["run_id"], config_hash(p.config))
     assert len(p.tables["tables/per_layer"].rows) == 9
     assert sorted(p.tables) == ["tables/best_layers", "tables/per_layer"]
     assert {k: v.name for k, v in p.images.items()} == {"figures/curves_categorical": "curves_categorical.png",
@@ -51,7 +56,7 @@ def test_run_folder_artifacts(run_folder):
     assert (results.name, results.type) == ("results-tiny_llama-drugs-umap", "results")
     # the log file is not a result
     assert results.files == {name: run_folder / name for name in (
-        "curves_categorical.png", "per_layer.csv", "summary.json", "umap_grid_mechanism.png")}
+        "config.json", "curves_categorical.png", "per_layer.csv", "summary.json", "umap_grid_mechanism.png")}
 
 
 def test_changed_prompt_set_is_not_logged_as_the_runs(run_folder):

@@ -53,8 +53,9 @@ def test_from_dict_validates():
         TrackerSettings.from_dict({"name": "mlflow"})
     with pytest.raises(MedinterpError, match="logger.tags must be a list of strings"):
         TrackerSettings(tags="a,b")
-    with pytest.raises(MedinterpError, match="init_timeout"):
-        TrackerSettings(init_timeout=0)
+    for bad in (0, True, "30"):
+        with pytest.raises(MedinterpError, match=rf"^logger.init_timeout must be a positive number of seconds; got {bad!r}$"):
+            TrackerSettings(init_timeout=bad)
 
 
 def test_conf_logger_files_build_valid_settings():

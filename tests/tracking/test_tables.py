@@ -16,12 +16,12 @@ from medinterp.tracking.tables import (
 
 
 def test_per_layer_table_turns_nan_into_none():
-    t = per_layer_table([Row("m", "d", "lab", "umap", "s", 2, 0.5, math.nan, 0.7, 9),
+    t = per_layer_table([Row("m", "d", "lab", "umap", "s", 2, 0.5, math.nan, 0.7, 9, "", "a1b2", 3, "f00d"),
                          Row("m", "d", "lab", "umap", "s", 3, math.nan, math.nan, math.nan, 9, "degenerate")])
     assert t.columns == ["model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n",
-                         "note"]
-    assert t.rows == [["m", "d", "lab", "umap", "s", 2, 0.5, None, 0.7, 9, ""],
-                      ["m", "d", "lab", "umap", "s", 3, None, None, None, 9, "degenerate"]]
+                         "note", "run_id", "seed", "config_hash"]
+    assert t.rows == [["m", "d", "lab", "umap", "s", 2, 0.5, None, 0.7, 9, "", "a1b2", 3, "f00d"],
+                      ["m", "d", "lab", "umap", "s", 3, None, None, None, 9, "degenerate", "", None, ""]]
 
 
 def test_flatten_json_measurements_leaves_and_lists():

@@ -86,7 +86,7 @@ def test_offline_run_folder(run_folder, offline_records, offline_summary):
     assert json.loads(prompts["metadata"])["version"] == "1.0.0"
     assert [c["path"] for c in prompts["manifest"]["contents"]] == ["drugs.yaml"]
     assert sorted(c["path"] for c in results["manifest"]["contents"]) == [
-        "curves_categorical.png", "per_layer.csv", "summary.json", "umap_grid_mechanism.png"]
+        "config.json", "curves_categorical.png", "per_layer.csv", "summary.json", "umap_grid_mechanism.png"]
 
     # media files: the images are the run's PNGs byte for byte; the table holds per_layer.csv's rows
     images = sorted((wdir / "files/media/images/figures").glob("*.png"))

@@ -51,10 +51,10 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def scrub(text: str, secrets: Iterable[str] | None = None) -> str:
-    """``text`` with every secret value replaced by ``<redacted>`` (for log lines and messages)."""
+def scrub(text: str, secrets: Iterable[str] | None = None, marker: str = REDACTED) -> str:
+    """``text`` with every secret value replaced by ``marker`` (for log lines, messages and report pages)."""
     for value in secret_values() if secrets is None else secrets:
-        text = text.replace(value, REDACTED)
+        text = text.replace(value, marker)
     return text
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from medinterp.tracking.secrets import (
+from medinterp.secrets import (
     REDACTED,
     argv_has_secret,
     contains_secret,
