@@ -13,6 +13,7 @@ from medinterp.methods.saliency import WeightSaliency
 from medinterp.models import ModelSpec, load_model
 from medinterp.models import Placement
 from medinterp.prompts import load_prompt_set
+from medinterp.run import run_method
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_capture_is_identical(offloaded, tiny_handles, disease):
 def test_model_methods_are_identical(method, offloaded, tiny_handles, disease):
     templates = [disease.templates[0].id]
     ours = values(run_work(method, offloaded, disease, templates))
-    ref = values(method.run_model(tiny_handles["llama"], disease, templates))
+    ref = values(run_method(method, tiny_handles["llama"], disease, templates))
     assert ours.keys() == ref.keys() and ours
     # saliency ≤ 1e-6 relative; ablation's KL/Δlog p are differences of nearby float32 quantities and move by
     # float32 rounding (measured: ≤ 2e-8 absolute, judge score ≤ 8e-8 on its 1–10 scale) under accelerate's

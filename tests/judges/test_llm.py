@@ -266,13 +266,14 @@ def test_an_ablation_run_with_the_llm_judge_writes_no_key_anywhere(tiny_handles,
     from medinterp.methods.ablation import LayerAblation
     from medinterp.prompts import load_prompt_set
     from medinterp.results import RunWriter
+    from medinterp.run import run_method
 
     caplog.set_level(logging.DEBUG)
     ps = load_prompt_set("dosage")
     with FakeOpenAI([("echo_auth", 401), ("ok", 3, "similar"), ("ok", 8, "off topic")]) as server:
         method = LayerAblation(max_prompts=3, max_new_tokens=3, n_boot=10, layers=[0, 3],
                                judge=judge(server, tmp_path, skip_identical=False))
-        result = method.run_model(tiny_handles["llama"], ps, ["reads"])
+        result = run_method(method, tiny_handles["llama"], ps, ["reads"])
         n_requests = len(server.chat_requests)
     assert n_requests == 6  # 2 blocks x 3 prompts, one request each (401 is not retried)
     get = {(m.metric, m.layer): m.estimate for m in result.measurements}

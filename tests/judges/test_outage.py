@@ -15,6 +15,7 @@ from medinterp.judges import LLMJudge
 from medinterp.methods.ablation import LayerAblation
 from medinterp.prompts import load_prompt_set
 from medinterp.results import read_rows
+from medinterp.run import run_method
 
 FAST = dict(max_prompts=4, max_new_tokens=3, batch_size=4, n_boot=20)
 BROKEN = {"http500": [("status", 500)], "garbage": [("raw", "<html>bad gateway</html>")],
@@ -31,8 +32,8 @@ def outage_judge(server: FakeOpenAI, tmp_path) -> LLMJudge:
 def test_a_judge_that_fails_every_request_leaves_no_judge_score(tiny_handles, tmp_path, kind):
     ps = load_prompt_set("dosage")
     with FakeOpenAI(BROKEN[kind]) as server:
-        res = LayerAblation(**FAST, judge=outage_judge(server, tmp_path)).run_model(tiny_handles["llama"], ps,
-                                                                                     [ps.templates[0].id])
+        res = run_method(LayerAblation(**FAST, judge=outage_judge(server, tmp_path)), tiny_handles["llama"], ps,
+                         [ps.templates[0].id])
     assert 0 < len(server.chat_requests) <= 2 * 3  # bounded: the breaker opened after 3 failed items
     rows = {(m.metric, m.layer): m for m in res.measurements}
     summary = res.artifacts["summary"]
@@ -60,8 +61,8 @@ def test_min_judge_coverage_zero_keeps_a_partly_answered_layer(tiny_handles, tmp
     with FakeOpenAI(script) as server:
         judge = LLMJudge(model="m", base_url=server.url, api_key_env=None, timeout=5.0, max_retries=0, max_workers=1,
                          use_cache=False, max_consecutive_failures=100)
-        kept = LayerAblation(**FAST, layers=[0], judge=judge, min_judge_coverage=0.0).run_model(
-            tiny_handles["llama"], ps, [ps.templates[0].id])
+        kept = run_method(LayerAblation(**FAST, layers=[0], judge=judge, min_judge_coverage=0.0),
+                          tiny_handles["llama"], ps, [ps.templates[0].id])
     rows = {m.metric: m for m in kept.measurements}
     sent = rows["judge_coverage"].estimate.n
     assert sent >= 2 and rows["judge_coverage"].estimate.value == pytest.approx(1 / sent)
