@@ -36,6 +36,7 @@ def _eos_ids(handle: ModelHandle) -> list[int]:
         eos = handle.tokenizer.eos_token_id
     return sorted({int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None})
 
+
 @torch.inference_mode()
 def greedy_generate(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
                     use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +78,7 @@ def answer_logprobs(handle: ModelHandle, input_ids: torch.Tensor, attention_mask
     out = handle.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False,
                        logits_to_keep=keep)
     return out.logits[:, -keep:].float().log_softmax(-1)
+
 
 @torch.inference_mode()
 def answer_hidden(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -33,6 +33,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         warnings.simplefilter("ignore")
         return float(spearmanr(x[ok], y[ok]).statistic), n
 
+
 def constant(value: float, n: int) -> Estimate:
     """A value without a confidence interval (counts, fractions, correlations)."""
     return Estimate(float(value), math.nan, math.nan, int(n))

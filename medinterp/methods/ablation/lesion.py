@@ -40,6 +40,7 @@ def token_metrics(logp_clean: torch.Tensor, logp_ablated: torch.Tensor, answer_i
     dlogp = (dlogp_tok * m).sum(1) / count
     return kl.double().cpu().numpy(), dlogp.double().cpu().numpy()
 
+
 class LesionScorer:
     """KL and Δlog p of lesioned runs of one batch against its intact run, computed fast and exactly.
 

@@ -57,6 +57,7 @@ def select_prompts(prompt_set: PromptSet, templates: Sequence[str], max_prompts:
                 chosen.add((p.item_id, p.template_id))
     return [p for p in everything if (p.item_id, p.template_id) in chosen]
 
+
 def _not_rank_zero() -> bool:
     """True on the ranks other than 0 of a process group (their progress bars stay off)."""
     return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0

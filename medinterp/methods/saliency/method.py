@@ -37,10 +37,11 @@ class SaliencyWork:
     def n_units(self) -> int:
         return len(self.starts)
 
+
 @register_method("saliency")
 @dataclass(frozen=True)
 class WeightSaliency:
-    """Per-block weight-gradient saliency of the medical term's log-likelihood (see the module docstring)."""
+    """Per-block weight-gradient saliency of the medical term's log-likelihood (see :mod:`medinterp.methods.saliency`)."""
 
     reduction: str = "abs"  # "abs": mean |∂L/∂w|; "abs_wxg": mean |w·∂L/∂w|
     batch_size: int = 8
