@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medinterp.capture import capture, capture_batch, encode
+from medinterp.capture.tokens import position_ids
 from medinterp.hooks import forward_hooks
 from medinterp.errors import MedinterpError
 
@@ -127,3 +128,8 @@ def test_bad_arguments_are_named(tiny_handles):
         capture(h, TEXTS, layers=[9])
     with pytest.raises(MedinterpError, match="The .batch_size. setting must be a positive integer; got 0"):
         capture(h, TEXTS, batch_size=0)
+
+
+def test_position_ids_count_real_tokens_whatever_the_padding_side():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2], [0, 1, 2, 3, 4]]
