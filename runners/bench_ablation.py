@@ -19,18 +19,19 @@ from _common import CONF, user_errors
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from medinterp.methods.ablation import (LesionScorer, ablate_layer, block_returns_tuple, greedy_generate,  # noqa: E402
-                                        lesion_head, padding_side, select_prompts)
+from medinterp.hooks import replace_by_identity  # noqa: E402
+from medinterp.methods.ablation import (LesionScorer, greedy_generate, lesion_head, padding_side,  # noqa: E402
+                                        select_prompts)
 from medinterp.models import ModelSpec, default_cache_dir, load_model  # noqa: E402
 from medinterp.prompts import load_prompt_set  # noqa: E402
 
 
-def score_all_blocks(handle, batch, as_tuple, fast: bool) -> tuple[float, np.ndarray]:
+def score_all_blocks(handle, batch, fast: bool) -> tuple[float, np.ndarray]:
     """Wall seconds and the (blocks, prompts) KL of one pass over every block."""
     t0 = time.perf_counter()
-    scorer = LesionScorer(handle, *batch, as_tuple[0], lesion_head(handle) if fast else None, fast=fast)
+    scorer = LesionScorer(handle, *batch, lesion_head(handle) if fast else None, fast=fast)
     for block in range(handle.n_layers):
-        with ablate_layer(handle.parts, block, returns_tuple=as_tuple[block]):
+        with replace_by_identity(handle.parts, block):
             scorer.lesion(block)
     return time.perf_counter() - t0, scorer.results()[0]
 
@@ -52,12 +53,12 @@ def main() -> None:
         enc = handle.tokenizer([p.text for p in prompts], padding=True, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
     answers, answer_mask = greedy_generate(handle, ids, mask, args.max_new_tokens)
-    batch, as_tuple = (ids, mask, answers, answer_mask), block_returns_tuple(handle, ids, mask)
+    batch = (ids, mask, answers, answer_mask)
     times: dict[bool, list[float]] = {True: [], False: []}
     kl: dict[bool, np.ndarray] = {}
     for _ in range(args.repeats):
         for fast in (True, False):
-            seconds, kl[fast] = score_all_blocks(handle, batch, as_tuple, fast)
+            seconds, kl[fast] = score_all_blocks(handle, batch, fast)
             times[fast].append(seconds)
     fast, plain = min(times[True]), min(times[False])
     print(f"model={spec.name} domain={args.domain} prompts={len(prompts)} answer tokens={answers.shape[1]} "

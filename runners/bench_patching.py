@@ -30,12 +30,13 @@ from medinterp.methods.patching import ActivationPatching, patching_score  # noq
 from medinterp.capture import encode  # noqa: E402
 from medinterp.models import ModelSpec, default_cache_dir, load_model  # noqa: E402
 from medinterp.prompts import load_prompt_set  # noqa: E402
+from medinterp.run import run_method  # noqa: E402
 
 
 def run(method: ActivationPatching, handle, prompt_set):
     """One run of the method: (wall seconds, CPU seconds of this process, result)."""
     w0, c0 = time.perf_counter(), time.process_time()
-    result = method.run_model(handle, prompt_set, [])
+    result = run_method(method, handle, prompt_set, [])
     return time.perf_counter() - w0, time.process_time() - c0, result
 
 

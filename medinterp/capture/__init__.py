@@ -1,7 +1,6 @@
-"""Activation capture: hooks, token reductions, batched capture and the on-disk activation cache."""
+"""Activation capture: token reductions, batched capture and the on-disk activation cache."""
 from medinterp.capture.residual import batch_order, capture, capture_batch, capture_indices, readout_modules
-from medinterp.capture.hooks import StopForward, forward_hooks, output_tensor
 from medinterp.capture.tokens import REDUCTIONS, TokenBatch, encode, reduce_tokens
 
-__all__ = ["REDUCTIONS", "StopForward", "TokenBatch", "batch_order", "capture", "capture_batch", "capture_indices", "encode", "forward_hooks",
-           "output_tensor", "readout_modules", "reduce_tokens"]
+__all__ = ["REDUCTIONS", "TokenBatch", "batch_order", "capture", "capture_batch", "capture_indices", "encode",
+           "readout_modules", "reduce_tokens"]

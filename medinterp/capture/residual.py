@@ -18,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, memory_errors, prompt_batches
-from medinterp.capture.hooks import StopForward, forward_hooks, output_tensor
 from medinterp.capture.tokens import TokenBatch, encode, reduce_tokens
 from medinterp.errors import MedinterpError
+from medinterp.hooks import forward_hooks, record
 from medinterp.models import BoundModel, ModelHandle
 
 
@@ -33,19 +33,11 @@ def readout_modules(parts: BoundModel) -> list[torch.nn.Module]:
 def capture_batch(handle: ModelHandle, batch: TokenBatch, layers: Sequence[int], reduction: str | None) -> list[torch.Tensor]:
     """Residual stream at ``layers`` for one batch: a list of (B, D) tensors, or (B, T, D) if ``reduction`` is None."""
     modules = readout_modules(handle.parts)
-    stop_at = max(layers)
+    stop_at = max(layers)  # nothing after the last requested read-out runs
     captured: dict[int, torch.Tensor] = {}
-
-    def make_hook(layer: int):
-        def hook(_module, _inputs, output):
-            hidden = output_tensor(output)
-            captured[layer] = hidden if reduction is None else reduce_tokens(hidden, batch, reduction)
-            if layer == stop_at:
-                raise StopForward
-        return hook
-
     batch = batch.to(handle.device)
-    with forward_hooks([(modules[layer], make_hook(layer)) for layer in layers]):
+    reduce = None if reduction is None else (lambda hidden: reduce_tokens(hidden, batch, reduction))
+    with forward_hooks([(modules[layer], record(captured, layer, reduce, stop=layer == stop_at)) for layer in layers]):
         handle.parts.backbone(**batch.model_inputs(), use_cache=False)
     return [captured[layer] for layer in layers]
 

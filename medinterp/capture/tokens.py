@@ -43,6 +43,13 @@ class TokenBatch:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
 
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids 0.. along the real tokens of an attention mask (B, T), left or right padding alike.
+
+    Padding positions get 0 (never read); a prompt's positions are thus the same padded or alone."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], reduction: str = "last",
            term_spans: Sequence[tuple[int, int]] | None = None) -> TokenBatch:
     """Tokenize ``texts`` with padding on the tokenizer's side and build the reduction's read-out."""
@@ -53,7 +60,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], reduction: 
     enc = tokenizer(list(texts), padding=True, return_tensors="pt", return_offsets_mapping=reduction == "term",
                     return_special_tokens_mask=True)
     mask = enc["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids(mask)
     # The last real token: the highest index whose mask is 1 (left or right padding alike).
     last = (mask * torch.arange(mask.shape[1])).argmax(-1)
     if reduction == "term":

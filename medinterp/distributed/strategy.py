@@ -18,7 +18,7 @@ CPU over gloo, for CI). ``single`` and ``device_map`` need no process group and 
 (5 s of imports saved per run).
 
 Methods never see the strategy: they get a :class:`~medinterp.models.ModelHandle` whose model runs its
-forward the same way under every placement. The strategy gives the pipeline ranks, a barrier and
+forward the same way under every placement. The strategy gives the driver (medinterp/run.py) ranks, a barrier and
 :meth:`Strategy.gather` (objects to rank 0), and :meth:`Strategy.load`.
 """
 from __future__ import annotations

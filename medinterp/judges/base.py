@@ -1,7 +1,7 @@
 """What a judge sees and says, and the judge registry (keys = ``conf/judge/<key>.yaml``).
 
 A judge rates how much a lesioned model's answer departs from the intact model's answer, from 1 (no
-change) to 10 (gibberish). The ablation method (``medinterp/methods/ablation.py``) builds one
+change) to 10 (gibberish). The ablation method (``medinterp/methods/ablation/``) builds one
 :class:`JudgeItem` per (prompt, ablated block) and calls :meth:`Judge.score` once with all of them.
 
 - :class:`JudgeItem`: the prompt, the intact answer, the lesioned answer (``None`` when the judge does

@@ -34,7 +34,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ from medinterp.methods.patching_engine import (
     reference_logit_diff,
     site_layers,
 )
-from medinterp.metrics import Estimate, mean_with_ci
+from medinterp.metrics import finite_mean_with_ci
 from medinterp.models import ModelHandle
 from medinterp.prompts import ContrastPair
 
@@ -134,13 +134,6 @@ def patching_score(ld_patched: np.ndarray, ld_clean: np.ndarray, ld_corrupt: np.
     (filter it first) or an overshooting site gives |P| ≫ 1.
     """
     return (np.asarray(ld_patched) - ld_corrupt) / (np.asarray(ld_clean) - ld_corrupt)
-
-
-def _estimate(values: np.ndarray, n_boot: int, seed: int) -> Estimate:
-    """Mean with a bootstrap CI; a single value gets an empty (NaN) interval."""
-    if values.size == 1:
-        return Estimate(float(values[0]), math.nan, math.nan, 1)
-    return mean_with_ci(values, n_boot=n_boot, seed=seed)
 
 
 def _check_logits(handle: ModelHandle, batch: PairBatch, ours: float) -> float:
@@ -267,11 +260,11 @@ class ActivationPatching(Method):
         summary["logit_check_abs_diff"] = _check_logits(handle, first, ours)
         return PatchingWork(summary, checked, batches)
 
-    def run_unit(self, handle: ModelHandle, work: PatchingWork, i: int, progress: Any = None) -> dict[str, Any]:
+    def run_unit(self, handle: ModelHandle, work: PatchingWork, i: int) -> dict[str, Any]:
         """Batch ``i``: LDs of its pairs (clean, corrupted, patched per site), and forward counts."""
         idx, batch = work.batches[i]
         with memory_errors("method.batch_size", self.batch_size, handle.device, prefix="patching method: "):
-            out = patch_pairs(handle, batch, self.sites, self.engine, progress=progress, min_gap=self.min_gap)
+            out = patch_pairs(handle, batch, self.sites, self.engine, min_gap=self.min_gap)
         return {"idx": list(idx), "ld_clean": out.ld_clean.cpu().numpy(), "ld_corrupt": out.ld_corrupt.cpu().numpy(),
                 "ld_patched": {site: v.cpu().numpy() for site, v in out.ld_patched.items()},
                 "n_forwards": out.n_forwards, "n_block_calls": out.n_block_calls}
@@ -334,9 +327,9 @@ class ActivationPatching(Method):
     def _measurements(self, n_layers: int, ld_clean: np.ndarray, ld_corrupt: np.ndarray,
                       scores: dict[str, np.ndarray]) -> list[Measurement]:
         """Rows: ld_clean / ld_corrupt at layer −1, then p_<site> per reported layer."""
-        out = [Measurement(LABELING, "ld_clean", -1, _estimate(ld_clean, self.n_boot, self.seed)),
-               Measurement(LABELING, "ld_corrupt", -1, _estimate(ld_corrupt, self.n_boot, self.seed))]
+        out = [Measurement(LABELING, "ld_clean", -1, finite_mean_with_ci(ld_clean, n_boot=self.n_boot, seed=self.seed)),
+               Measurement(LABELING, "ld_corrupt", -1, finite_mean_with_ci(ld_corrupt, n_boot=self.n_boot, seed=self.seed))]
         for site, p in scores.items():
             for row, layer in enumerate(site_layers(site, n_layers)):
-                out.append(Measurement(LABELING, f"p_{site}", layer, _estimate(p[row], self.n_boot, self.seed)))
+                out.append(Measurement(LABELING, f"p_{site}", layer, finite_mean_with_ci(p[row], n_boot=self.n_boot, seed=self.seed)))
         return out

@@ -28,28 +28,29 @@ Two engines give the same numbers (tests check 1e-4):
 - ``fast`` (prefix reuse): below the patched block the patched run *is* the corrupted run, so the
   corrupted run's block outputs are cached once and every block under the patch site has its
   ``forward`` temporarily replaced by "return the cached output". Patching at read-out l then costs
-  n_layers − l blocks instead of n_layers, about half the work over all layers. This needs no
-  knowledge of the architecture beyond ``handle.parts``.
+  n_layers − l blocks instead of n_layers, about half the work over all layers
+  (:func:`medinterp.hooks.skip_with_outputs`). This needs no knowledge of the architecture beyond
+  ``handle.parts``.
 
 Both engines run the clean prompts once (caching every site they need) and compute logits at the last
-position only, for the two answer tokens only. Every hook is removed and every ``forward`` restored in
-``finally``.
+position only, for the two answer tokens only. The hooks are :mod:`medinterp.hooks`' record, patch and
+skip-with-cached-output: every hook is removed and every ``forward`` restored in ``finally``.
 
 References: Zhang & Nanda 2023 (arXiv 2309.16042); Heimersheim & Nanda 2024 (arXiv 2404.15255).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from medinterp.capture import TokenBatch, forward_hooks, output_tensor
+from medinterp.capture import TokenBatch
 from medinterp.capture.params import full_weights
+from medinterp.hooks import forward_hooks, output_tensor, patch, record, skip_with_outputs
 from medinterp.models import ModelHandle
 
 RESID_SITES = ("resid_diff", "resid_last", "resid_all")
@@ -119,7 +120,7 @@ def answer_logits(handle: ModelHandle, hidden_BD: torch.Tensor, answer_ids_BK: t
 
     Equals the model's own logits at those tokens: the LM head restricted to K rows (a full head when it
     is not a plain ``nn.Linear``), then the final logit soft-capping some families apply (Gemma 2:
-    ``cap * tanh(logit / cap)``). Computing only K of the vocabulary's rows keeps the unembedding from
+    ``cap * tanh(logit / cap)``, ``handle.parts.logit_softcap``). Computing only K of the vocabulary's rows keeps the unembedding from
     costing more than a few decoder blocks per forward on large-vocabulary models (Gemma: 262k).
     """
     head = handle.parts.lm_head
@@ -133,9 +134,7 @@ def answer_logits(handle: ModelHandle, hidden_BD: torch.Tensor, answer_ids_BK: t
     else:
         logits = head(hidden_BD).gather(-1, answer_ids_BK)
     logits = logits.float()
-    config = handle.model.config
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    cap = getattr(config, "final_logit_softcapping", None)
+    cap = handle.parts.logit_softcap
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
@@ -167,50 +166,6 @@ def reference_logit_diff(handle: ModelHandle, tokens: TokenBatch, answer_ids: to
 
 
 # --------------------------------------------------------------------------------------------------
-# Hooks and block skipping
-# --------------------------------------------------------------------------------------------------
-def _record(store: dict[Any, torch.Tensor], key: Any, tuples: dict[Any, bool]) -> Callable:
-    """A forward hook that stores the module's output tensor under ``key`` (and whether it was a tuple)."""
-    def hook(_module, _inputs, output):
-        store[key] = output_tensor(output)
-        tuples[key] = isinstance(output, (tuple, list))
-    return hook
-
-
-def _patch(source_BTD: torch.Tensor, mask_BT: torch.Tensor) -> Callable:
-    """A forward hook that replaces the output at ``mask_BT`` positions by ``source_BTD`` (a new tensor)."""
-    def hook(_module, _inputs, output):
-        hidden = output_tensor(output)
-        patched = torch.where(mask_BT.to(hidden.device)[..., None], source_BTD.to(hidden.device), hidden)
-        return (patched, *output[1:]) if isinstance(output, (tuple, list)) else patched
-    return hook
-
-
-@contextmanager
-def skip_blocks(layers: nn.ModuleList, outputs: Sequence[torch.Tensor], as_tuple: bool) -> Iterator[None]:
-    """Make blocks ``0..len(outputs)-1`` return ``outputs[j]`` without computing anything.
-
-    Replaces each block's ``forward`` by an instance attribute (so ``__call__`` and every forward hook
-    still run, but the block's own compute is skipped) and restores the previous attribute, or removes
-    ours, in ``finally``. Works for any block signature: the replacement ignores its arguments.
-    """
-    saved: list[tuple[nn.Module, Any]] = []
-    try:
-        for j, cached in enumerate(outputs):
-            block = layers[j]
-            saved.append((block, block.__dict__.get("forward")))
-            value = (cached,) if as_tuple else cached
-            block.forward = (lambda value: lambda *args, **kwargs: value)(value)
-        yield
-    finally:
-        for block, previous in reversed(saved):
-            if previous is None:
-                block.__dict__.pop("forward", None)
-            else:
-                block.forward = previous
-
-
-# --------------------------------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------------------------------
 def _site_keys(handle: ModelHandle, sites: Sequence[str]) -> dict[tuple[str, int], tuple[nn.Module, int]]:
@@ -228,11 +183,11 @@ def _site_keys(handle: ModelHandle, sites: Sequence[str]) -> dict[tuple[str, int
 
 @torch.inference_mode()
 def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], engine: str = "fast",
-                progress: Any = None, min_gap: float | None = None) -> PatchOutput:
+                min_gap: float | None = None) -> PatchOutput:
     """Logit differences of the clean, corrupted and patched runs of one batch of pairs.
 
-    ``batch.clean`` and ``batch.corrupt`` must have the same shape and padding (same-length pairs);
-    ``progress`` (a tqdm bar, optional) is advanced once per forward pass. With ``min_gap``, pairs whose
+    ``batch.clean`` and ``batch.corrupt`` must have the same shape and padding (same-length pairs).
+    With ``min_gap``, pairs whose
     |LD_clean − LD_corrupt| is below it (or 0) are not patched, since their P would be discarded: their
     patched LDs are NaN, and the patched forwards run on the other pairs only.
     """
@@ -240,25 +195,19 @@ def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], eng
     assert batch.clean.input_ids.shape == batch.corrupt.input_ids.shape, "pairs must tokenize to equal lengths"
     batch = batch.to(handle.device)
     parts, n = handle.parts, handle.n_layers
-    tick = progress.update if progress is not None else (lambda _k=1: None)
 
     # 1. Clean run: cache the output of every module a site patches.
     wanted = _site_keys(handle, sites)
     clean_cache: dict[Any, torch.Tensor] = {}
-    with forward_hooks([(module, _record(clean_cache, key, {})) for key, (module, _) in wanted.items()]):
+    with forward_hooks([(module, record(clean_cache, key)) for key, (module, _) in wanted.items()]):
         ld_clean = _logit_diff(handle, batch.clean, batch.answer_ids)
-    tick()
 
     # 2. Corrupted run: cache every block's output (the fast engine replays them below the patch).
     corrupt_blocks: dict[Any, torch.Tensor] = {}
-    block_tuple: dict[Any, bool] = {}
-    hooks = [(block, _record(corrupt_blocks, j, block_tuple)) for j, block in enumerate(parts.layers)]
-    hooks = hooks if engine == "fast" else []
-    with forward_hooks(hooks):
+    hooks = [(block, record(corrupt_blocks, j)) for j, block in enumerate(parts.layers)]
+    with forward_hooks(hooks if engine == "fast" else []):
         ld_corrupt = _logit_diff(handle, batch.corrupt, batch.answer_ids)
-    tick()
     block_outputs = [corrupt_blocks[j] for j in range(n)] if engine == "fast" else []
-    as_tuple = bool(block_tuple.get(0, False))
     n_pairs = len(ld_clean)
     kept = torch.arange(n_pairs, device=ld_clean.device)
     if min_gap is not None:
@@ -275,7 +224,6 @@ def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], eng
     for site in sites:
         if len(kept) == 0:  # nothing to patch: no forwards
             ld_patched[site] = ld_clean.new_full((len(site_layers(site, n)), n_pairs), math.nan)
-            tick(len(site_layers(site, n)))
             continue
         mask = _position_mask(site, batch)
         kind = "resid" if site in RESID_SITES else site
@@ -283,12 +231,11 @@ def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], eng
         for layer in site_layers(site, n):
             module, first_block = wanted[(kind, layer)]
             skipped = first_block if engine == "fast" else 0
-            with skip_blocks(parts.layers, block_outputs[:skipped], as_tuple), \
-                    forward_hooks([(module, _patch(clean_cache[(kind, layer)], mask))]):
+            with skip_with_outputs(parts, block_outputs[:skipped]), \
+                    forward_hooks([(module, patch(clean_cache[(kind, layer)], mask))]):
                 rows.append(_logit_diff(handle, batch.corrupt, batch.answer_ids))
             n_forwards += 1
             n_block_calls += n - skipped
-            tick()
         ld_patched[site] = ld_clean.new_full((len(rows), n_pairs), math.nan)
         ld_patched[site][:, kept] = torch.stack(rows)
     return PatchOutput(ld_clean, ld_corrupt, ld_patched, n_forwards, n_block_calls)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from medinterp.capture.tokens import position_ids
 from medinterp.prompts import PromptSet
 from medinterp.prompts.schema import render
 
@@ -200,5 +201,5 @@ def make_batch(tokens: Sequence[TargetTokens], pad_id: int, padding_side: str) -
     keep, cols = torch.unique(pos_t, sorted=True, return_inverse=True)
     keep_mask = torch.zeros((B, len(keep)), dtype=torch.bool)
     keep_mask[torch.tensor(rows), cols] = True
-    return Batch(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep, keep_mask, torch.tensor(rows), cols,
+    return Batch(ids, mask, position_ids(mask), keep, keep_mask, torch.tensor(rows), cols,
                  torch.tensor(tok))

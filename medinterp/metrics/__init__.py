@@ -12,14 +12,14 @@ Invalid input raises medinterp.errors.MedinterpError; randomness only through an
 from __future__ import annotations
 
 from medinterp.metrics.anisotropy import local_anisotropy, local_anisotropy_null
-from medinterp.metrics.bootstrap import Estimate, bootstrap_ci, mean_with_ci
+from medinterp.metrics.bootstrap import Estimate, bootstrap_ci, finite_mean_with_ci, mean_with_ci
 from medinterp.metrics.cluster import shuffled_silhouette_null, silhouette_with_ci
 from medinterp.metrics.discontinuity import adjacent_steps, discontinuity_score, discontinuity_with_ci, step_rank
 from medinterp.metrics.regression import r2_with_ci, ridge_r2_cv, ridge_r2_with_null, shuffled_r2_null
 from medinterp.metrics.surface import explained_by_spelling, surface_features
 
 __all__ = [
-    "Estimate", "bootstrap_ci", "mean_with_ci",
+    "Estimate", "bootstrap_ci", "finite_mean_with_ci", "mean_with_ci",
     "silhouette_with_ci", "shuffled_silhouette_null",
     "local_anisotropy", "local_anisotropy_null",
     "ridge_r2_cv", "r2_with_ci", "shuffled_r2_null", "ridge_r2_with_null",

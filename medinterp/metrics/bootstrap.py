@@ -80,3 +80,16 @@ def mean_with_ci(samples, n_boot: int = 200, alpha: float = 0.05, seed: int = 0)
     replicates = x[_boot_indices(x.shape[0], n_boot, seed)].mean(axis=1)  # (n_boot,)
     lo, hi = _percentiles(replicates, alpha)
     return Estimate(float(x.mean()), lo, hi, int(x.shape[0]))
+
+
+def finite_mean_with_ci(samples, *, n_boot: int = 200, alpha: float = 0.05, seed: int = 0) -> Estimate:
+    """:func:`mean_with_ci` over the finite values of ``samples``, for per-layer rows of any size.
+
+    With fewer than 2 finite values there is no interval: one value gives (value, NaN, NaN, 1), none
+    gives (NaN, NaN, NaN, 0). ``n`` counts the finite values (e.g. the prompts a judge scored).
+    """
+    x = np.asarray(samples, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if len(x) >= 2:
+        return mean_with_ci(x, n_boot=n_boot, alpha=alpha, seed=seed)
+    return Estimate(float(x[0]) if len(x) else np.nan, np.nan, np.nan, len(x))

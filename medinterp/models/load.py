@@ -48,9 +48,7 @@ class ModelHandle:
     @property
     def max_positions(self) -> int | None:
         """The model's context in tokens (``max_position_embeddings`` of its text config); None if it has none."""
-        config = self.model.config
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        value = getattr(config, "max_position_embeddings", None)
+        value = getattr(self.parts.text_config, "max_position_embeddings", None)
         return int(value) if isinstance(value, int) and value > 0 else None
 
     @property

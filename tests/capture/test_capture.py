@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from medinterp.capture import capture, capture_batch, encode, forward_hooks
-from medinterp.capture.hooks import StopForward
+from medinterp.capture import capture, capture_batch, encode
+from medinterp.capture.tokens import position_ids
+from medinterp.hooks import forward_hooks
 from medinterp.errors import MedinterpError
 
 from helpers import TINY_FAMILIES
@@ -108,22 +109,6 @@ def test_no_lm_head_no_final_norm_and_early_stop(tiny_handles):
         assert calls["layer3"] == 1
 
 
-def test_hooks_are_removed_even_when_the_forward_fails(tiny_handles):
-    h = tiny_handles["llama"]
-    modules = [h.parts.embed, *h.parts.layers]
-    before = [dict(m._forward_hooks) for m in modules]  # transformers keeps recorder hooks of its own
-
-    def boom(*_):
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        with forward_hooks([(h.parts.layers[1], boom)]):
-            h.parts.backbone(input_ids=torch.tensor([[1, 2, 3]]))
-    with forward_hooks([(h.parts.layers[1], lambda *_: (_ for _ in ()).throw(StopForward()))]):
-        h.parts.backbone(input_ids=torch.tensor([[1, 2, 3]]))
-    assert [dict(m._forward_hooks) for m in modules] == before
-
-
 def test_out_of_memory_suggests_a_smaller_batch(tiny_handles, monkeypatch):
     import medinterp.capture.residual as cap
 
@@ -143,3 +128,8 @@ def test_bad_arguments_are_named(tiny_handles):
         capture(h, TEXTS, layers=[9])
     with pytest.raises(MedinterpError, match="The .batch_size. setting must be a positive integer; got 0"):
         capture(h, TEXTS, batch_size=0)
+
+
+def test_position_ids_count_real_tokens_whatever_the_padding_side():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2], [0, 1, 2, 3, 4]]

@@ -99,7 +99,7 @@ def test_memory_errors_let_other_errors_through():
 
 def test_ablation_and_patching_batches_turn_allocation_failures_into_the_memory_line(tiny_handles, monkeypatch):
     """The model methods' run_unit goes through the same memory_errors helper as the capture."""
-    import medinterp.methods.ablation as abl
+    import medinterp.methods.ablation.method as abl
     import medinterp.methods.patching as pat
 
     def no_memory(*_a, **_k):

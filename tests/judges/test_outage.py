@@ -61,8 +61,8 @@ def test_min_judge_coverage_zero_keeps_a_partly_answered_layer(tiny_handles, tmp
     with FakeOpenAI(script) as server:
         judge = LLMJudge(model="m", base_url=server.url, api_key_env=None, timeout=5.0, max_retries=0, max_workers=1,
                          use_cache=False, max_consecutive_failures=100)
-        kept = run_method(LayerAblation(**FAST, layers=[0], judge=judge, min_judge_coverage=0.0), tiny_handles["llama"],
-                          ps, [ps.templates[0].id])
+        kept = run_method(LayerAblation(**FAST, layers=[0], judge=judge, min_judge_coverage=0.0),
+                          tiny_handles["llama"], ps, [ps.templates[0].id])
     rows = {m.metric: m for m in kept.measurements}
     sent = rows["judge_coverage"].estimate.n
     assert sent >= 2 and rows["judge_coverage"].estimate.value == pytest.approx(1 / sent)

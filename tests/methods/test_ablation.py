@@ -12,13 +12,13 @@ from torch import nn
 
 from medinterp.errors import MedinterpError
 from medinterp.judges import JudgeItem, Verdict, kl_to_score
-from medinterp.methods.ablation import (LayerAblation, LesionScorer, ablate_layer, answer_logprobs,
-                                        block_returns_tuple, greedy_generate, lesion_head, lse_rows, padding_side,
-                                        select_prompts, spearman, token_metrics)
+from medinterp.hooks import replace_by_identity
+from medinterp.methods.ablation import (LayerAblation, LesionScorer, answer_logprobs, greedy_generate, lesion_head,
+                                        lse_rows, padding_side, select_prompts, spearman, token_metrics)
 from medinterp.models import ModelHandle, adapter_for
 from medinterp.prompts import load_prompt_set
+from medinterp.run import run_method
 
-from helpers import TINY_FAMILIES
 
 TEXTS = ["The patient takes metformin 500 mg", "Aspirin", "Discharge medications: lisinopril, 10 mg once daily, and"]
 FAST = dict(max_prompts=4, max_new_tokens=3, batch_size=4, n_boot=20)
@@ -65,67 +65,6 @@ def greedy_reference(model, tokenizer, text, n_new):
     return out
 
 
-# -- the hook --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("block", [0, 1, 3])
-def test_ablating_a_block_equals_deleting_it(tiny_handles, block):
-    h = tiny_handles["llama"]
-    ids, mask = left_batch(h, TEXTS)
-    want = logits(without_block(h.model, block), ids, mask)
-    with ablate_layer(h.parts, block):
-        got = logits(h.model, ids, mask)
-    intact = logits(h.model, ids, mask)
-    assert torch.allclose(got, want, atol=1e-5, rtol=0)
-    assert (got - intact).abs().max() > 1e-2  # the ablation really changed something
-
-
-def test_outputs_are_bit_identical_after_the_hook_and_after_an_exception(tiny_handles):
-    h = tiny_handles["qwen3"]
-    ids, mask = left_batch(h, TEXTS)
-    before = logits(h.model, ids, mask)
-    block = h.parts.layers[2]
-    n_hooks = len(block._forward_hooks)  # transformers installs its own hooks; we must leave them alone
-    with ablate_layer(h.parts, 2):
-        assert "forward" in block.__dict__
-    assert torch.equal(logits(h.model, ids, mask), before)
-    with pytest.raises(RuntimeError, match="boom"):
-        with ablate_layer(h.parts, 2):
-            raise RuntimeError("boom")
-    assert "forward" not in block.__dict__ and len(block._forward_hooks) == n_hooks
-    assert torch.equal(logits(h.model, ids, mask), before)
-
-
-def test_an_instance_level_forward_is_restored_and_tuple_blocks_get_tuples():
-    class OldBlock(nn.Module):  # a transformers-4.x style block returning a tuple
-        def forward(self, hidden_states, attention_mask=None, output_attentions=False) -> tuple[torch.Tensor]:
-            return (hidden_states * 2,)
-
-    class Parts:
-        layers = nn.ModuleList([OldBlock(), OldBlock()])
-
-    x = torch.ones(1, 2, 3)
-    marker = Parts.layers[1].forward
-    Parts.layers[1].forward = marker  # someone else's instance-level forward
-    with ablate_layer(Parts, 1, returns_tuple=True):
-        out = Parts.layers[1](x)
-        assert isinstance(out, tuple) and len(out) == 1 and out[0] is x
-        out = Parts.layers[1](hidden_states=x, output_attentions=True)
-        assert out[0] is x and out[1] is None
-    assert Parts.layers[1].__dict__["forward"] is marker
-    with ablate_layer(Parts, 0):  # transformers 5: blocks return tensors
-        assert Parts.layers[0](x) is x
-    assert torch.equal(Parts.layers[0](x)[0], 2 * x)
-    with pytest.raises(MedinterpError, match=r"block index in 0\.\.1"):
-        with ablate_layer(Parts, 2):
-            pass
-
-
-@pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_block_output_types_are_observed_and_the_default_matches(tiny_handles, family):
-    h = tiny_handles[family]
-    ids, mask = left_batch(h, TEXTS)
-    assert block_returns_tuple(h, ids, mask) == [False] * h.n_layers  # transformers 5 blocks return tensors
-
-
 # -- generation and teacher forcing ----------------------------------------------------------------------
 @pytest.mark.parametrize("family, block", [("llama", 0), ("llama", 3), ("gemma3", 0), ("gemma3", 2),
                                            ("gpt_oss", 0), ("gpt_oss", 1)])
@@ -133,7 +72,7 @@ def test_generation_under_ablation_equals_the_no_cache_reference_of_the_cut_mode
     h = tiny_handles[family]
     ids, mask = left_batch(h, TEXTS)
     cut = without_block(h.model, block)  # block 0 is the case a cache without the placeholder gets wrong
-    with ablate_layer(h.parts, block):
+    with replace_by_identity(h.parts, block):
         with_cache = greedy_generate(h, ids, mask, 5, use_cache=True)
         without_cache = greedy_generate(h, ids, mask, 5, use_cache=False)
     for row, text in enumerate(TEXTS):
@@ -201,11 +140,11 @@ def test_spearman_is_nan_when_constant_and_ignores_missing():
 
 
 # -- the method ----------------------------------------------------------------------------------------
-def test_run_model_gives_rows_for_every_block(tiny_handles):
+def test_run_method_gives_rows_for_every_block(tiny_handles):
     h = tiny_handles["llama"]
     side = h.tokenizer.padding_side
     ps = load_prompt_set("dosage")
-    res = LayerAblation(**FAST).run_model(h, ps, ["reads", "takes"])
+    res = run_method(LayerAblation(**FAST), h, ps, ["reads", "takes"])
     get = {(m.metric, m.layer): m.estimate for m in res.measurements}
     assert {m.labeling for m in res.measurements} == {"all"}
     assert sorted(get) == sorted((metric, layer) for metric in ("kl", "dlogp", "judge_score") for layer in (1, 2, 3, 4))
@@ -229,12 +168,11 @@ def test_the_fast_scorer_equals_the_plain_computation_for_every_block(tiny_handl
     h = tiny_handles[family]
     ids, mask = left_batch(h, TEXTS)
     ans, ans_mask = greedy_generate(h, ids, mask, 5)
-    as_tuple = block_returns_tuple(h, ids, mask)
-    fast = LesionScorer(h, ids, mask, ans, ans_mask, as_tuple[0], lesion_head(h))
+    fast = LesionScorer(h, ids, mask, ans, ans_mask, lesion_head(h))
     assert fast.head is not None and fast.logp_clean is None  # the tiny models have plain linear heads
     logp_clean = answer_logprobs(h, ids, mask, ans, ans_mask)
     for block in range(h.n_layers):
-        with ablate_layer(h.parts, block, returns_tuple=as_tuple[block]):
+        with replace_by_identity(h.parts, block):
             got = fast.score(block)
             want = token_metrics(logp_clean, answer_logprobs(h, ids, mask, ans, ans_mask), ans, ans_mask)
         assert want[0].min() > 1e-4  # every block matters in a random model: the comparison is not 0 == 0
@@ -249,14 +187,13 @@ def test_one_vocabulary_pass_for_several_lesions_equals_one_pass_per_lesion(tiny
     h = tiny_handles["gemma3"]
     ids, mask = left_batch(h, TEXTS)
     ans, ans_mask = greedy_generate(h, ids, mask, 4)
-    as_tuple = block_returns_tuple(h, ids, mask)
-    scorer = LesionScorer(h, ids, mask, ans, ans_mask, as_tuple[0], lesion_head(h))
+    scorer = LesionScorer(h, ids, mask, ans, ans_mask, lesion_head(h))
     single = []
     for block in range(h.n_layers):
-        with ablate_layer(h.parts, block, returns_tuple=as_tuple[block]):
+        with replace_by_identity(h.parts, block):
             single.append(scorer.score(block))
     for block in reversed(range(h.n_layers)):  # any order: rows come back in call order
-        with ablate_layer(h.parts, block, returns_tuple=as_tuple[block]):
+        with replace_by_identity(h.parts, block):
             scorer.lesion(block)
     kl, dlogp = scorer.results()
     assert kl.shape == dlogp.shape == (h.n_layers, len(TEXTS))
@@ -267,14 +204,14 @@ def test_one_vocabulary_pass_for_several_lesions_equals_one_pass_per_lesion(tiny
 
 
 def test_lse_rows_equals_a_float64_logsumexp_across_vocabulary_slices(monkeypatch):
-    import medinterp.methods.ablation as ablation
+    import medinterp.methods.ablation.lesion as lesion
 
     gen = torch.Generator().manual_seed(0)
     weight, bias = torch.randn(1000, 16, generator=gen), torch.randn(1000, generator=gen)
     hidden = torch.randn(7, 16, generator=gen) * 3
     want = torch.logsumexp(hidden.double() @ weight.double().T + bias.double(), -1)
-    monkeypatch.setattr(ablation, "VOCAB_SLICE", 96)  # 11 slices, the last one short
-    monkeypatch.setattr(ablation, "MAX_ROWS", 3)      # 3 row blocks, the last one short
+    monkeypatch.setattr(lesion, "VOCAB_SLICE", 96)  # 11 slices, the last one short
+    monkeypatch.setattr(lesion, "MAX_ROWS", 3)      # 3 row blocks, the last one short
     got = lse_rows(hidden, weight, bias)
     assert got.dtype == torch.float64 and got.shape == (7,)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
@@ -296,7 +233,7 @@ def test_soft_capped_or_non_linear_heads_take_the_plain_path(tiny_handles):
 def test_fast_and_plain_runs_give_the_same_rows(tiny_handles):
     h = tiny_handles["qwen2"]
     ps = load_prompt_set("dosage")
-    rows = [{(m.metric, m.layer): m.estimate for m in LayerAblation(**FAST, fast=fast).run_model(h, ps, ["reads"]).measurements}
+    rows = [{(m.metric, m.layer): m.estimate for m in run_method(LayerAblation(**FAST, fast=fast), h, ps, ["reads"]).measurements}
             for fast in (True, False)]
     assert rows[0].keys() == rows[1].keys()
     for key, est in rows[0].items():
@@ -311,7 +248,7 @@ def test_a_block_that_is_already_the_identity_gives_zero_kl(tiny_handles):
         model.model.layers[1].self_attn.o_proj.weight.zero_()
         model.model.layers[1].mlp.down_proj.weight.zero_()
     h = handle_of(base, model)
-    res = LayerAblation(**FAST, layers=[1, 2]).run_model(h, load_prompt_set("dosage"), ["reads"])
+    res = run_method(LayerAblation(**FAST, layers=[1, 2]), h, load_prompt_set("dosage"), ["reads"])
     get = {(m.metric, m.layer): m.estimate.value for m in res.measurements}
     assert get[("kl", 2)] == pytest.approx(0.0, abs=1e-7) and get[("dlogp", 2)] == pytest.approx(0.0, abs=1e-5)
     assert get[("judge_score", 2)] == pytest.approx(1.0, abs=1e-5)
@@ -341,7 +278,7 @@ def test_a_text_judge_gets_lesioned_answers_and_adds_missing_and_agreement_rows(
     h = tiny_handles["qwen2"]
     judge = FakeTextJudge()
     ps = load_prompt_set("symptoms")
-    res = LayerAblation(**FAST, layers=[0, -1], judge=judge).run_model(h, ps, [ps.templates[0].id])
+    res = run_method(LayerAblation(**FAST, layers=[0, -1], judge=judge), h, ps, [ps.templates[0].id])
     assert len(judge.items) == 8 and all(isinstance(it.ablated_answer, str) for it in judge.items)
     # block-major: the same 4 prompts and intact answers for block 0 and for the last block
     pairs = [(it.prompt, it.clean_answer) for it in judge.items]
@@ -384,13 +321,13 @@ def test_settings_are_validated():
 @pytest.mark.integration
 def test_on_smollm2_the_placeholder_keys_are_what_makes_cached_generation_right(smollm2, monkeypatch):
     """Skip block 0 with a KV cache: with placeholder keys/values the tokens equal the no-cache ones; without, not."""
-    import medinterp.methods.ablation as ablation
+    import medinterp.hooks as hooks
 
     ids, mask = left_batch(smollm2, TEXTS[:2])
-    with ablate_layer(smollm2.parts, 0):
+    with replace_by_identity(smollm2.parts, 0):
         reference = greedy_generate(smollm2, ids, mask, 4, use_cache=False)
         cached = greedy_generate(smollm2, ids, mask, 4, use_cache=True)
-        monkeypatch.setattr(ablation, "_append_placeholder_kv", lambda *args: None)
+        monkeypatch.setattr(hooks, "_append_placeholder_kv", lambda *args: None)
         broken = greedy_generate(smollm2, ids, mask, 4, use_cache=True)
     assert torch.equal(cached[0] * cached[1], reference[0] * reference[1])
     assert broken[0].shape != reference[0].shape or not torch.equal(broken[0] * broken[1], reference[0] * reference[1])

@@ -11,8 +11,9 @@ import torch
 from medinterp.errors import MedinterpError
 from medinterp.methods.base import method_class
 from medinterp.methods.patching import ActivationPatching, check_pairs, pair_batches, patching_score, sample_pairs
-from medinterp.methods.patching_engine import SITES, _logit_diff, answer_logits, patch_pairs, site_layers, skip_blocks
+from medinterp.methods.patching_engine import SITES, _logit_diff, answer_logits, patch_pairs, site_layers
 from medinterp.prompts import ContrastPair, load_prompt_set
+from medinterp.run import run_method
 
 from helpers import TINY_FAMILIES
 
@@ -87,7 +88,7 @@ def test_answer_logits_apply_final_softcapping(tiny_handles):
 def test_exact_identities_and_engines_agree(tiny_handles, dosage, family):
     """P = 1 for a full patch at read-out 0 and for the last position at read-out n; fast == naive."""
     h = tiny_handles[family]
-    fast, naive = (ActivationPatching(sites=SITES, engine=e, min_gap=TINY_GAP).run_model(h, dosage)
+    fast, naive = (run_method(ActivationPatching(sites=SITES, engine=e, min_gap=TINY_GAP), h, dosage, [])
                    for e in ("fast", "naive"))
     p = fast.artifacts["p"]
     assert fast.artifacts["summary"]["n_kept"] >= 10
@@ -133,7 +134,7 @@ def test_a_head_that_disagrees_with_the_model_is_flagged(tiny_handles, dosage, c
     wrong = dataclasses.replace(h, parts=dataclasses.replace(h.parts, lm_head=head))
     ps = with_pairs(dosage, *dosage.pairs[:3])
     with caplog.at_level(logging.WARNING, logger="medinterp.methods.patching"):
-        res = ActivationPatching(sites=("resid_last",), min_gap=0.0).run_model(wrong, ps)
+        res = run_method(ActivationPatching(sites=("resid_last",), min_gap=0.0), wrong, ps, [])
     assert res.artifacts["summary"]["logit_check_abs_diff"] > 1e-3
     assert "differs from the model's own" in caplog.text
 
@@ -161,7 +162,7 @@ def test_rows_filters_and_batching(tiny_handles, dosage, padding):
     for batch_size, side in ((32, "right"), (4, "left")):  # batching and padding side must not matter
         h.tokenizer.padding_side = side
         method = ActivationPatching(sites=("resid_last", "mlp"), min_gap=0.05, batch_size=batch_size, n_boot=50)
-        results.append(method.run_model(h, dosage))
+        results.append(run_method(method, h, dosage, []))
     a, b = (r.artifacts for r in results)
     assert np.abs(a["ld_clean"] - b["ld_clean"]).max() < 1e-4
     gaps = a["ld_clean"] - a["ld_corrupt"]
@@ -194,11 +195,11 @@ def test_pair_fraction_draws_a_seeded_subset_and_each_seed_measures_its_own_pair
         assert [checked.index(c) for c in subset] == sorted(checked.index(c) for c in subset)  # original order
     assert len({tuple(c.pair.id for c in s) for s in subsets.values()}) == 3  # three different subsets
     assert len(sample_pairs(checked[:3], 0.1, 0)) == 2  # never fewer than 2 pairs
-    full = ActivationPatching(sites=("resid_last",), min_gap=0.0, n_boot=20).run_model(h, dosage).artifacts
+    full = run_method(ActivationPatching(sites=("resid_last",), min_gap=0.0, n_boot=20), h, dosage, []).artifacts
     ld = dict(zip(full["pair_ids"], full["ld_patched"]["resid_last"].T))
     curves = []
     for seed in (0, 1):
-        res = ActivationPatching(sites=("resid_last",), min_gap=0.0, n_boot=20, seed=seed, pair_fraction=0.8).run_model(h, dosage)
+        res = run_method(ActivationPatching(sites=("resid_last",), min_gap=0.0, n_boot=20, seed=seed, pair_fraction=0.8), h, dosage, [])
         art = res.artifacts
         assert art["pair_ids"] == art["summary"]["sampled_pairs"] == [c.pair.id for c in subsets[seed]]
         for pid, values in zip(art["pair_ids"], art["ld_patched"]["resid_last"].T):  # a pair's numbers do not
@@ -208,13 +209,13 @@ def test_pair_fraction_draws_a_seeded_subset_and_each_seed_measures_its_own_pair
 
 
 def test_all_pairs_filtered_gives_no_rows(tiny_handles, dosage):
-    res = ActivationPatching(sites=("resid_last",), min_gap=100.0).run_model(tiny_handles["llama"], dosage)
+    res = run_method(ActivationPatching(sites=("resid_last",), min_gap=100.0), tiny_handles["llama"], dosage, [])
     assert res.measurements == [] and res.artifacts["summary"]["n_filtered"] == 25
     assert "min_gap" in res.artifacts["summary"]["note"]
 
 
 def test_domain_without_pairs_is_empty(tiny_handles):
-    res = ActivationPatching().run_model(tiny_handles["llama"], load_prompt_set("age"))
+    res = run_method(ActivationPatching(), tiny_handles["llama"], load_prompt_set("age"), [])
     assert res.measurements == []
     assert res.artifacts["summary"] == {"n_pairs": 0, "note": "domain has no contrast pairs"}
 
@@ -227,7 +228,7 @@ def test_multi_token_and_equal_answers_are_skipped_and_listed(tiny_handles, dosa
     same_answer = pair("same", clean, corrupted, clean_answer=" once")
     ps = with_pairs(dosage, *dosage.pairs[:4], bad_answer, same_answer)
     with caplog.at_level(logging.WARNING, logger="medinterp.methods.patching"):
-        res = ActivationPatching(sites=("resid_last",), min_gap=0.0).run_model(h, ps)
+        res = run_method(ActivationPatching(sites=("resid_last",), min_gap=0.0), h, ps, [])
     summary = res.artifacts["summary"]
     assert summary["n_skipped"] == 2 and [s["id"] for s in summary["skipped_pairs"]] == ["multi", "same"]
     assert "clean: answer ' acetylsalicylic' is" in summary["skipped_pairs"][0]["reason"]
@@ -242,8 +243,8 @@ def test_length_mismatch_raises_naming_the_pair_or_is_skipped(tiny_handles, dosa
     uneven = pair("uneven_pair", "The standard adult dose of apixaban is taken", "The dose of aspirin is taken")
     ps = with_pairs(dosage, *dosage.pairs[:3], uneven)
     with pytest.raises(MedinterpError, match="pair 'uneven_pair': clean and corrupted prompts are 11 and 6 tokens long"):
-        ActivationPatching(sites=("resid_last",)).run_model(h, ps)
-    res = ActivationPatching(sites=("resid_last",), min_gap=0.0, on_length_mismatch="skip").run_model(h, ps)
+        run_method(ActivationPatching(sites=("resid_last",)), h, ps, [])
+    res = run_method(ActivationPatching(sites=("resid_last",), min_gap=0.0, on_length_mismatch="skip"), h, ps, [])
     assert res.artifacts["summary"]["skipped_pairs"] == [
         {"id": "uneven_pair", "reason": "clean and corrupted prompts are 11 and 6 tokens long"}]
     assert res.artifacts["summary"]["n_kept"] == 3
@@ -302,19 +303,6 @@ def test_hooks_and_forwards_are_restored_when_a_forward_raises(tiny_handles, dos
     assert torch.allclose(ok.ld_patched["resid_last"][-1], ok.ld_clean, atol=1e-5)
 
 
-def test_skip_blocks_restores_an_existing_instance_forward(tiny_handles):
-    """Wrappers such as accelerate's set ``block.forward`` on the instance; it must come back."""
-    block = tiny_handles["qwen2"].parts.layers[0]
-    wrapper = block.forward
-    block.forward = wrapper  # an instance attribute, as accelerate leaves it
-    try:
-        with skip_blocks(tiny_handles["qwen2"].parts.layers, [torch.zeros(1)], as_tuple=False):
-            assert torch.equal(block(torch.ones(3)), torch.zeros(1))
-        assert block.__dict__["forward"] is wrapper
-    finally:
-        block.__dict__.pop("forward", None)
-
-
 # -------------------------------------------------------------------------------------- integration
 # Measured on SmolLM2-135M (fp32, CPU): gaps LD_clean − LD_corrupt of 4.44, 3.27, 1.74, −1.57 (kept at
 # min_gap = 1) and −0.06, 0.05 (filtered).
@@ -325,7 +313,7 @@ SMOLLM2_PAIRS = ("unit_insulin_vs_aspirin", "route_insulin_vs_aspirin", "unit_le
 @pytest.mark.integration
 def test_smollm2_dosage_pairs(smollm2, dosage):
     ps = with_pairs(dosage, *(p for p in dosage.pairs if p.id in SMOLLM2_PAIRS))
-    res = ActivationPatching(sites=("resid_last",), n_boot=50).run_model(smollm2, ps)
+    res = run_method(ActivationPatching(sites=("resid_last",), n_boot=50), smollm2, ps, [])
     summary = res.artifacts["summary"]
     assert summary["n_skipped"] == 0 and summary["n_kept"] == 4 and summary["n_negative_gap"] == 1, summary
     assert sorted(summary["filtered_pairs"]) == ["freq_apixaban_vs_edoxaban", "route_ceftriaxone_vs_clopidogrel"]

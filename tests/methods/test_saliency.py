@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medinterp.errors import MedinterpError
-from medinterp.methods import saliency as sal
+from medinterp.methods.saliency import grads as sal
 from medinterp.methods.saliency import WeightSaliency, batch_stats, grad_plan
 from medinterp.methods.targets import (
     SaliencyExample,
@@ -21,6 +21,7 @@ from medinterp.methods.targets import (
 )
 from medinterp.prompts import load_prompt_set
 from medinterp.prompts.schema import Template
+from medinterp.run import run_method
 
 FAST = dict(n_boot=20, seed=0)
 
@@ -173,7 +174,7 @@ def test_rows_cover_every_layer_and_the_model_is_left_untouched(tiny_handles, dr
     model = handle.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
-    res = WeightSaliency(max_prompts=4, batch_size=3, **FAST).run_model(handle, drugs, ["started", "med_list"])
+    res = run_method(WeightSaliency(max_prompts=4, batch_size=3, **FAST), handle, drugs, ["started", "med_list"])
     n = handle.n_layers
     got = {(m.labeling, m.metric, m.layer): m.estimate for m in res.measurements}
     tied = family == "llama"  # the tiny Qwen2 has its own LM head
@@ -278,7 +279,7 @@ def test_no_usable_prompt_is_a_user_error(tiny_handles, drugs):
     first = Template.from_text("term_first", "{drug} was started today.")
     edited = dataclasses.replace(drugs, templates=drugs.templates + (first,))
     with pytest.raises(MedinterpError, match="no usable prompts"):
-        WeightSaliency(**FAST).run_model(tiny_handles["llama"], edited, ["term_first"])
+        run_method(WeightSaliency(**FAST), tiny_handles["llama"], edited, ["term_first"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -287,7 +288,7 @@ def test_no_usable_prompt_is_a_user_error(tiny_handles, drugs):
 @pytest.mark.integration
 def test_smollm2_gradients_fall_with_depth(smollm2, drugs):
     """environment.md 2.4: per-layer gradient magnitudes fall with depth in real LMs (SmolLM2 ~32 → ~1)."""
-    res = WeightSaliency(max_prompts=4, batch_size=4, **FAST).run_model(smollm2, drugs, [t.id for t in drugs.templates])
+    res = run_method(WeightSaliency(max_prompts=4, batch_size=4, **FAST), smollm2, drugs, [t.id for t in drugs.templates])
     block = {m.layer: m.estimate.value for m in res.measurements if m.metric == "grad_block"}
     assert sorted(block) == list(range(1, smollm2.n_layers + 1))
     assert block[1] > 2 * block[smollm2.n_layers]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from medinterp.errors import MedinterpError
-from medinterp.metrics import Estimate, bootstrap_ci, mean_with_ci
+from medinterp.metrics import Estimate, bootstrap_ci, finite_mean_with_ci, mean_with_ci
 
 
 def test_bootstrap_ci_is_deterministic_under_a_seed():
@@ -68,3 +68,14 @@ def test_bootstrap_ci_rejects_bad_input(kwargs, match):
 def test_mean_with_ci_rejects_non_finite():
     with pytest.raises(MedinterpError, match="1 non-finite values"):
         mean_with_ci([1.0, np.nan, 2.0])
+
+
+def test_finite_mean_with_ci_drops_non_finite_values_and_has_no_interval_below_two():
+    """The per-layer mean the model methods report: mean_with_ci over the finite values, n counting them."""
+    x = np.array([1.0, np.nan, 3.0, np.inf, 8.0])
+    assert finite_mean_with_ci(x, n_boot=50, seed=3) == mean_with_ci([1.0, 3.0, 8.0], n_boot=50, seed=3)
+    assert finite_mean_with_ci(x, n_boot=50, seed=3).value == 4.0
+    one = finite_mean_with_ci([np.nan, 2.5])
+    assert (one.value, one.n) == (2.5, 1) and np.isnan(one.ci_low) and np.isnan(one.ci_high)
+    none = finite_mean_with_ci([np.nan])
+    assert none.n == 0 and np.isnan([none.value, none.ci_low, none.ci_high]).all()

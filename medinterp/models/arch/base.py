@@ -11,6 +11,18 @@ Methods never hard-code attribute paths. They ask the model's adapter for
 - ``backbone``: the module that runs embeddings → blocks → final norm without the LM head;
 - ``attn`` / ``mlp``: attribute names of the attention and MLP sub-modules inside one block.
 
+Beside the paths, each adapter states the quirks methods must know, as data (never re-detected by a
+method; :class:`BoundModel` exposes them resolved for one model):
+
+- ``text_config``: the attribute of ``model.config`` holding the language model's config in a
+  multimodal wrapper (Gemma 3's ``text_config``), or None when the config is the text config;
+  :attr:`BoundModel.logit_softcap` and the context length are read from it;
+- ``block_output``: what a decoder block returns, ``"tensor"`` (transformers 5) or ``"tuple"``
+  (``(hidden, ...)``, transformers 4 and some remote code);
+- ``cache_kwarg``: the keyword under which a block receives the KV cache (``cache`` from transformers
+  5.24 on, ``past_key_values`` before); None: the one of :data:`CACHE_KWARGS` the block's ``forward``
+  declares, read once at bind time.
+
 One small file per architecture family declares these paths (see ``llama.py``); the registry is keyed
 by the HF ``model_type`` and the ``architectures`` class name. A model no adapter knows is handled by
 :func:`discover`, which finds the same parts structurally and logs what it found.
@@ -18,13 +30,18 @@ by the HF ``model_type`` and the ``architectures`` class name. A model no adapte
 from __future__ import annotations
 
 import logging
+import inspect
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
 from medinterp.errors import MedinterpError
 
 log = logging.getLogger(__name__)
+
+BLOCK_OUTPUTS = ("tensor", "tuple")
+CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")  # transformers >= 5.24, 5.0–5.23, 4.x
 
 
 @dataclass(frozen=True)
@@ -41,7 +58,15 @@ class ArchAdapter:
     attn: str = "self_attn"
     mlp: str = "mlp"
     architectures: tuple[str, ...] = ()
+    text_config: str | None = None  # attribute of model.config holding the text config (multimodal wrappers)
+    block_output: str = "tensor"  # "tensor" | "tuple": what a decoder block returns
+    cache_kwarg: str | None = None  # the KV cache's keyword in a block's forward; None: read from its signature
     notes: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.block_output not in BLOCK_OUTPUTS:
+            raise MedinterpError(f"adapter {self.family!r}: block_output must be one of {', '.join(BLOCK_OUTPUTS)}; "
+                                 f"got {self.block_output!r}")
 
     def bind(self, model: nn.Module) -> BoundModel:
         """Resolve every path on ``model``; a missing path raises an error that names it."""
@@ -50,6 +75,9 @@ class ArchAdapter:
             raise MedinterpError(f"adapter {self.family!r}: {self.layers!r} is not a non-empty ModuleList")
         for sub in (self.attn, self.mlp):
             get_module(layers[0], sub, self.family)
+        config = getattr(model, "config", None)
+        if self.text_config is not None and not hasattr(config, self.text_config):
+            raise MedinterpError(f"adapter {self.family!r}: the model's config has no {self.text_config!r}")
         return BoundModel(
             adapter=self,
             embed=get_module(model, self.embed, self.family),
@@ -57,7 +85,15 @@ class ArchAdapter:
             final_norm=get_module(model, self.final_norm, self.family),
             lm_head=get_module(model, self.lm_head, self.family),
             backbone=get_module(model, self.backbone, self.family),
+            config=config,
+            cache_kwarg=self.cache_kwarg or _cache_kwarg(layers[0]),
         )
+
+
+def _cache_kwarg(block: nn.Module) -> str | None:
+    """The one of :data:`CACHE_KWARGS` that ``block``'s forward declares (None: it takes no KV cache)."""
+    params = inspect.signature(type(block).forward).parameters
+    return next((name for name in CACHE_KWARGS if name in params), None)
 
 
 @dataclass(frozen=True)
@@ -70,6 +106,28 @@ class BoundModel:
     final_norm: nn.Module
     lm_head: nn.Module
     backbone: nn.Module
+    config: Any = None  # the model's config (of the whole wrapper for multimodal models)
+    cache_kwarg: str | None = None  # the KV cache's keyword in a block's forward (ArchAdapter.cache_kwarg)
+
+    @property
+    def text_config(self) -> Any:
+        """The language model's config: ``config.<adapter.text_config>`` for multimodal wrappers, else ``config``."""
+        name = self.adapter.text_config
+        return self.config if name is None else getattr(self.config, name)
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """Final logit soft-capping ``cap`` (logits = cap · tanh(logits / cap); Gemma 2), or None.
+
+        Read from the text config's ``final_logit_softcapping`` on every call, so a config edited after
+        loading is honoured."""
+        cap = getattr(self.text_config, "final_logit_softcapping", None)
+        return float(cap) if cap else None
+
+    @property
+    def block_returns_tuple(self) -> bool:
+        """Whether a decoder block returns ``(hidden, ...)`` rather than the hidden tensor (``adapter.block_output``)."""
+        return self.adapter.block_output == "tuple"
 
     @property
     def n_layers(self) -> int:
@@ -159,7 +217,9 @@ def discover(model: nn.Module) -> BoundModel:
     missing = [k for k, v in {"embed": embed, "lm_head": head, "final_norm": norms[:1] or None, "attn": attn, "mlp": mlp}.items() if not v]
     if missing:
         raise MedinterpError(f"cannot discover {', '.join(missing)} in {type(model).__name__}; add an adapter in medinterp/models/arch/")
+    text_config = "text_config" if hasattr(getattr(model, "config", None), "text_config") else None
     adapter = ArchAdapter(family=f"discovered:{type(model).__name__}", model_types=(), embed=embed, layers=layers_path,
-                          final_norm=norms[0], lm_head=head, backbone=parent, attn=attn, mlp=mlp)
+                          final_norm=norms[0], lm_head=head, backbone=parent, attn=attn, mlp=mlp,
+                          text_config=text_config)
     log.warning("no adapter for %s; discovered %s", type(model).__name__, adapter)
     return adapter.bind(model)

@@ -7,7 +7,10 @@ Quirks, versus Llama:
   ``1 + w``;
 - local sliding-window and global attention layers alternate; the hooks do not care;
 - Gemma-3-4B/12B/27B checkpoints are ``Gemma3ForConditionalGeneration``: the language model sits under
-  ``model.language_model`` (MedGemma-27B-text is text-only and uses the plain layout).
+  ``model.language_model`` and the text config under ``config.text_config`` (MedGemma-27B-text is
+  text-only and uses the plain layout);
+- Gemma 2 soft-caps its final logits (``final_logit_softcapping``, read through
+  :attr:`~medinterp.models.arch.base.BoundModel.logit_softcap`); Gemma 3 does not (None).
 """
 from dataclasses import replace
 
@@ -29,4 +32,5 @@ GEMMA3_MULTIMODAL = register(replace(
     layers="model.language_model.layers",
     final_norm="model.language_model.norm",
     backbone="model.language_model",
+    text_config="text_config",
 ))

@@ -1,51 +1,10 @@
-"""Weight-gradient saliency: how strongly each block's weights drive the prediction of the medical term.
+"""Exact per-prompt weight-gradient statistics from one backward pass per batch (the saliency maths).
 
-Per prompt (an item rendered with a template, cut before its term; see :mod:`medinterp.methods.targets`)
-the loss is the teacher-forced negative log-likelihood of the term's tokens,
-
-    L = −Σ_j log p(target_j | prompt, target_<j)            (Marinescu et al., ICLR 2026; methods.md 1.2)
-
-and the saliency of a parameter group P is the mean over its entries of |∂L/∂w| (``reduction="abs"``,
-the paper's choice) or of |w · ∂L/∂w| (``"abs_wxg"``, a first-order estimate of the loss change from
-zeroing the weight). Groups and the read-out layer they are reported at (methods/base.py convention):
-
-- ``grad_attn`` / ``grad_mlp``: every parameter under ``parts.attn(b)`` / ``parts.mlp(b)`` (q/k/v/o
-  projections and their biases, Gemma's and Qwen3's q/k norms; gate/up/down projections), layer b + 1;
-- ``grad_block``: the union of the two, i.e. their means weighted by parameter count, layer b + 1. The
-  block's own norms (input/post-attention/feed-forward) are in neither group and are not reported;
-- ``grad_embed``: the whole embedding matrix (rows of tokens the prompt does not contain have zero
-  gradient and count in the mean), layer 0. With tied embeddings the matrix is also the LM head, and
-  its gradient is the sum of both uses, as autograd gives it;
-- ``grad_unembed``: the LM head, layer n_layers + 1, only when it is not tied to the embedding;
-- ``loss``: mean L over prompts, layer −1.
-
-Each value is the mean over prompts of the per-prompt saliency with a bootstrap 95 % CI.
-
-**Exact per-prompt gradients from one backward pass per batch** (``mode="exact"``). Prompts in a batch
-do not interact, so the gradient of Σ_b L_b gives, at every module output, the output-gradient δ_b of each
-prompt's own loss. Per-prompt weight gradients follow without a backward per prompt:
-
-- ``nn.Linear``: ∂L_b/∂W = Σ_t δ_{b,t} x_{b,t}ᵀ and ∂L_b/∂bias = Σ_t δ_{b,t}, from the captured input x
-  and output-gradient δ; padding positions are excluded;
-- the embedding: prompt b's gradient is its own tokens' output-gradients scattered onto their rows (a
-  token that occurs twice adds up in its row), so Σ|g| is a sum over the touched rows only; with tied
-  embeddings the LM head's dense per-prompt gradient is added row-wise before the absolute value;
-- norm weights inside attention (q/k norms): a per-prompt vector-Jacobian product of the small module
-  on its captured input;
-- any other parameter (e.g. attention sinks or fused expert tensors of a mixture-of-experts MLP): one
-  extra backward per prompt through the retained graph, exact but slow (a warning says so).
-
-No weight needs ``requires_grad`` for the main pass: the embedding output is made the leaf the backward
-starts from, so autograd never materialises a parameter gradient and no ``.grad`` is ever written.
-
-``mode="batch_approx"`` takes |∂(mean_b L_b)/∂w| per batch instead: the absolute value of the *batch
-mean* gradient, not the mean of per-prompt absolute values. Opposite-signed per-prompt gradients cancel
-before the absolute value, so it is never larger (triangle inequality) and shrinks as the batch grows;
-its CI is over batches. It is what one ``loss.mean().backward()`` gives and is kept for comparison only.
+:func:`grad_plan` sorts every attention/MLP parameter, the embedding and the LM head into groups and
+gradient paths; :class:`UnitGradStats` hooks the forward pass and reduces each output-gradient as it
+arrives; :func:`batch_stats` runs one batch. The formulas are in :mod:`medinterp.methods.saliency`.
 """
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import logging
 import math
@@ -58,19 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from medinterp.capture import forward_hooks
-from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, check_positive_int, memory_errors,
-                                      token_batches)
 from medinterp.capture.params import numel, own_weights, shape
-from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
-from medinterp.methods.targets import (Batch, TargetTokens, encode_targets, make_batch, saliency_examples,
-                                       select_examples)
-from medinterp.metrics import Estimate, mean_with_ci
+from medinterp.errors import MedinterpError
+from medinterp.hooks import forward_hooks
+from medinterp.methods.targets import Batch, TargetTokens, make_batch
 from medinterp.models import BoundModel, ModelHandle
-
-if TYPE_CHECKING:
-    from medinterp.cell import Cell
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +251,7 @@ class UnitGradStats:
         self._calls: set[int] = set()
 
     def hooks(self, parts: BoundModel) -> list[tuple[nn.Module, object]]:
-        """(module, forward hook) pairs for :func:`medinterp.capture.forward_hooks`."""
+        """(module, forward hook) pairs for :func:`medinterp.hooks.forward_hooks`."""
         plan = self.plan
         pairs = [(m, self._linear_hook(g, self.mask)) for m, g in plan.linear]
         pairs += [(m, self._pointwise_hook(g)) for m, g in plan.pointwise]
@@ -454,131 +405,3 @@ def batch_stats(handle: ModelHandle, plan: GradPlan, tokens: Sequence[TargetToke
     finally:
         handle.model.train(was_training)
     return losses.detach().cpu().numpy(), {k: v.cpu().numpy() for k, v in rec.acc.items()}
-
-
-# ---------------------------------------------------------------------------------------------------
-# The method
-# ---------------------------------------------------------------------------------------------------
-@dataclass
-class SaliencyWork:
-    """What :meth:`WeightSaliency.prepare` decides: the prompts, the parameter groups, the batch starts."""
-
-    chosen: list
-    skipped: list[str]
-    plan: GradPlan
-    starts: list[int]
-    ends: list[int] = field(default_factory=list)  # batch i is chosen[starts[i]:ends[i]]
-
-    @property
-    def n_units(self) -> int:
-        return len(self.starts)
-
-
-def _estimate(values: np.ndarray, n_boot: int, seed: int) -> Estimate:
-    """Mean with bootstrap CI; a single value has no CI."""
-    if len(values) < 2:
-        return Estimate(float(values.mean()), float("nan"), float("nan"), len(values))
-    return mean_with_ci(values, n_boot=n_boot, seed=seed)
-
-
-@register_method("saliency")
-@dataclass(frozen=True)
-class WeightSaliency(Method):
-    """Per-block weight-gradient saliency of the medical term's log-likelihood (see the module docstring)."""
-
-    reduction: str = "abs"  # "abs": mean |∂L/∂w|; "abs_wxg": mean |w·∂L/∂w|
-    batch_size: int = 8
-    max_prompts: int | None = 48  # per run, spread evenly over items and templates; None = all
-    n_boot: int = 200
-    seed: int = 0
-    mode: str = "exact"  # "exact": per-prompt gradients; "batch_approx": |gradient of the batch-mean loss|
-    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS  # padded prompt + target tokens per batch (None: no cap)
-
-    def __post_init__(self) -> None:
-        if self.reduction not in REDUCTIONS:
-            raise unknown_choice("saliency reduction", self.reduction, REDUCTIONS)
-        if self.mode not in MODES:
-            raise unknown_choice("saliency mode", self.mode, MODES)
-        for name in ("batch_size", "n_boot"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise MedinterpError(f"saliency method: {name} must be an integer >= 1; got {value!r}")
-        check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
-        m = self.max_prompts
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-            raise MedinterpError(f"saliency method: max_prompts must be an integer >= 1 or null (all); got {m!r}")
-
-    def prepare(self, cell: Cell) -> SaliencyWork:
-        """The chosen prompts, cut into batches (deterministic: the same on every rank)."""
-        handle, prompt_set, templates = cell.handle, cell.prompt_set, cell.templates
-        per_template = {t: encode_targets(handle.tokenizer, saliency_examples(prompt_set, t)) for t in templates}
-        skipped = [t for t, ex in per_template.items() if not ex]
-        chosen = select_examples(per_template, self.max_prompts, self.seed)
-        if len(chosen) == 0:
-            raise MedinterpError(f"saliency: no usable prompts in domain {prompt_set.domain!r} for templates "
-                                 f"{list(templates)} (every term slot starts its template?)")
-        # batches in the chosen order (not length-sorted: batch_approx averages within a batch), split further
-        # only where one would exceed max_batch_tokens; every prompt + target must fit the model's context
-        lengths = [len(tok.ids) - 1 for _, tok in chosen]  # the last target token is predicted, never fed
-        check_context(lengths, handle.max_positions, lambda i: f"item {chosen[i][0].item_id!r}, template "
-                      f"{chosen[i][0].template_id!r}", handle.name)
-        batches = token_batches(lengths, self.batch_size, self.max_batch_tokens, sort=False)
-        return SaliencyWork(chosen, skipped, grad_plan(handle.parts), [int(b[0]) for b in batches],
-                            [int(b[-1]) + 1 for b in batches])
-
-    def run_unit(self, handle: ModelHandle, work: SaliencyWork, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Batch ``i``: per-prompt losses (B,) and per-group (units, 2) gradient sums."""
-        part = work.chosen[work.starts[i]:work.ends[i]]
-        with memory_errors("method.batch_size", self.batch_size, handle.device, prefix="saliency method: "):
-            return batch_stats(handle, work.plan, [tok for _, tok in part], self.reduction, self.mode)
-
-    def finish(self, handle: ModelHandle, work: SaliencyWork,
-               results: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]]) -> MethodResult:
-        """Statistics over every batch's result (in batch order)."""
-        loss = np.concatenate([r[0] for r in results])
-        sums = {g: np.concatenate([r[1][g] for r in results]) for g in results[0][1]}  # group → (n_units, 2)
-        return self._result(handle, work.plan, work.chosen, loss, sums, work.skipped)
-
-    def _result(self, handle: ModelHandle, plan: GradPlan, chosen, loss: np.ndarray, sums: dict[str, np.ndarray],
-                skipped: list[str]) -> MethodResult:
-        """Rows, per-prompt artifacts and the run summary from the accumulated sums."""
-        n_layers = handle.n_layers
-        mean = {g: sums[g][:, 0] / plan.n_params[g] for g in sums}
-        series: dict[tuple[str, int], np.ndarray] = {}
-        norms = []
-        for b in range(n_layers):
-            a, m = f"attn.{b}", f"mlp.{b}"
-            series[("grad_attn", b + 1)] = mean[a]
-            series[("grad_mlp", b + 1)] = mean[m]
-            series[("grad_block", b + 1)] = (sums[a][:, 0] + sums[m][:, 0]) / (plan.n_params[a] + plan.n_params[m])
-            norms.append(float(np.sqrt(sums[a][:, 1] + sums[m][:, 1]).mean()))
-        series[("grad_embed", 0)] = mean["embed"]
-        if not plan.tied:
-            series[("grad_unembed", n_layers + 1)] = mean["unembed"]
-        measurements = [Measurement("all", metric, layer, _estimate(v, self.n_boot, self.seed))
-                        for (metric, layer), v in series.items()]
-        measurements.append(Measurement("all", "loss", -1, _estimate(loss, self.n_boot, self.seed)))
-        log.info("saliency %s: gradient L2 norm of attention+MLP weights by block (mean over %s): first %.3g, "
-                 "last %.3g, max at block %d", handle.name, "prompts" if self.mode == "exact" else "batches",
-                 norms[0], norms[-1], int(np.argmax(norms)))
-        summary = {"tied_embeddings": plan.tied, "mode": self.mode, "reduction": self.reduction,
-                   "n_prompts": len(chosen), "n_units": int(len(mean["embed"])),
-                   "skipped_templates": skipped, "mean_target_tokens": float(np.mean([t.n_target for _, t in chosen])),
-                   "n_params": plan.n_params, "n_loop_params": len(plan.loop), "grad_norm_by_block": norms}
-        per_prompt = {"item_id": [e.item_id for e, _ in chosen], "template_id": [e.template_id for e, _ in chosen],
-                      "loss": loss.tolist()}
-        if self.mode == "exact":
-            per_prompt.update({f"{metric}@{layer}": v.tolist() for (metric, layer), v in series.items()})
-        return MethodResult(measurements, artifacts={"summary": summary, "per_prompt": per_prompt},
-                            items=self._item_values(chosen, loss, series))
-
-    def _item_values(self, chosen, loss: np.ndarray, series: dict[tuple[str, int], np.ndarray]) -> list[ItemValue]:
-        """Per prompt: ``loss`` (layer −1) and, in exact mode, every group's saliency per layer. In
-        ``batch_approx`` mode the group values are per batch, not per prompt, and are not written."""
-        keys = [(e.item_id, e.template_id) for e, _ in chosen]
-        out = [ItemValue("all", "loss", -1, item, template, float(v)) for (item, template), v in zip(keys, loss)]
-        if self.mode == "exact":
-            for (metric, layer), values in series.items():
-                out.extend(ItemValue("all", metric, layer, item, template, float(v))
-                           for (item, template), v in zip(keys, values))
-        return out

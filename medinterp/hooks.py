@@ -1,0 +1,168 @@
+"""Instrumenting a model's forward pass, in the manner of baukit's nethook: the one hooks module.
+
+Contents, in the order a reader needs them:
+
+- :func:`forward_hooks`: register ``(module, hook)`` pairs for a ``with`` block; every hook is removed
+  in ``finally``, even when the forward raises, so no stray hook corrupts the next forward pass;
+- :class:`StopForward` (*stop*): raised by a hook to end the forward pass once the last needed module
+  has run (capturing layer 3 does not pay for layer 30, nor for the LM head); :func:`forward_hooks`
+  swallows only that exception, so the caller sees no error;
+- :func:`output_tensor`: the hidden states of a module output (a tensor, or the first element of a
+  tuple, see :attr:`~medinterp.models.arch.base.BoundModel.block_returns_tuple`);
+- :func:`record` (*record*): a hook that stores a module's output (optionally reduced) and may stop;
+- :func:`patch` (*patch*): a hook that replaces a module's output at some positions;
+- :func:`replace_by_identity` (*replace-by-identity*): a decoder block returns its input and computes
+  nothing, keeping a KV cache consistent with placeholder keys/values;
+- :func:`skip_with_outputs` (*skip-with-cached-output*): the first blocks return outputs recorded in
+  an earlier forward of the same inputs, without computing anything (prefix reuse).
+
+The two block replacements swap the block's ``forward`` for an instance attribute, so ``__call__`` and
+every module hook still run; the previous attribute (or none) is restored in ``finally``.
+What a block returns and the KV cache's keyword are the adapter's data (medinterp/models/arch/), never
+re-detected here.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from medinterp.errors import MedinterpError
+from medinterp.models.arch import BoundModel
+
+Hook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+
+
+class StopForward(Exception):
+    """Raised by a hook to stop the forward pass after the last module that is needed."""
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The hidden-state tensor of a module output (a tensor, or the first element of a tuple)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@contextmanager
+def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> Iterator[None]:
+    """Register ``(module, hook)`` pairs for the duration of the block; a :class:`StopForward` ends it quietly."""
+    handles = []
+    try:
+        for module, hook in pairs:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    except StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# --------------------------------------------------------------------------------------------------
+# Hooks: record, patch
+# --------------------------------------------------------------------------------------------------
+def record(store: dict[Any, torch.Tensor], key: Any, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+           stop: bool = False) -> Hook:
+    """A forward hook that stores the module's output tensor (``reduce``-d, if given) in ``store[key]``.
+
+    With ``stop`` it then raises :class:`StopForward`: nothing after this module runs.
+    """
+    def hook(_module, _inputs, output):
+        hidden = output_tensor(output)
+        store[key] = hidden if reduce is None else reduce(hidden)
+        if stop:
+            raise StopForward
+    return hook
+
+
+def patch(source_BTD: torch.Tensor, mask_BT: torch.Tensor) -> Hook:
+    """A forward hook that replaces the output at the ``mask_BT`` positions by ``source_BTD`` (a new tensor;
+    a tuple output keeps its other elements)."""
+    def hook(_module, _inputs, output):
+        hidden = output_tensor(output)
+        patched = torch.where(mask_BT.to(hidden.device)[..., None], source_BTD.to(hidden.device), hidden)
+        return (patched, *output[1:]) if isinstance(output, (tuple, list)) else patched
+    return hook
+
+
+# --------------------------------------------------------------------------------------------------
+# Block replacements: identity, cached output
+# --------------------------------------------------------------------------------------------------
+@contextmanager
+def _swapped_forward(blocks: Sequence[nn.Module], forwards: Sequence[Callable[..., Any]]) -> Iterator[None]:
+    """Make ``blocks[j].forward`` be ``forwards[j]`` (instance attributes) and restore what was there in ``finally``."""
+    saved: list[tuple[nn.Module, Any]] = []
+    try:
+        for block, forward in zip(blocks, forwards):
+            saved.append((block, block.__dict__.get("forward")))
+            block.forward = forward
+        yield
+    finally:
+        for block, previous in reversed(saved):
+            if previous is None:
+                block.__dict__.pop("forward", None)
+            else:
+                block.forward = previous
+
+
+def _append_placeholder_kv(cache: Any, attn: nn.Module, hidden: torch.Tensor, block: int) -> None:
+    """Append zero keys/values (B, n_kv_heads, T, head_dim) to the skipped block's layer of a KV cache.
+
+    transformers passes the cache to every block and each attention module appends its own layer's
+    keys/values; a skipped block would leave its layer empty, and the cache length (read from layer 0)
+    and the masks would be wrong. The zeros keep every layer the same length and are never read (the
+    block stays skipped for the whole forward or ``generate`` call).
+    """
+    config = getattr(attn, "config", None)
+    head_dim = getattr(attn, "head_dim", None)
+    if config is None or head_dim is None or not hasattr(cache, "update"):
+        raise MedinterpError(f"replace_by_identity: cannot keep the KV cache consistent for block {block} "
+                             f"({type(attn).__name__} has no config/head_dim); generate with use_cache=False")
+    n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    shape = (hidden.shape[0], n_kv, hidden.shape[1], head_dim)
+    cache.update(hidden.new_zeros(shape), hidden.new_zeros(shape), getattr(attn, "layer_idx", block))
+
+
+@contextmanager
+def replace_by_identity(parts: BoundModel, layer: int) -> Iterator[None]:
+    """Replace decoder block ``layer`` by the identity for the duration of the ``with`` block.
+
+    The block returns its input hidden states (the first positional argument, or ``hidden_states=``)
+    without computing anything; module hooks still run. When a KV cache is passed (under
+    ``parts.cache_kwarg``), zero keys/values are appended for this block's layer
+    (:func:`_append_placeholder_kv`). A block that returns a tuple (``parts.block_returns_tuple``) gets
+    ``(hidden,)``, plus ``None`` for the attention weights when ``output_attentions=True``.
+    """
+    n = len(parts.layers)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
+        raise MedinterpError(f"replace_by_identity: layer must be a block index in 0..{n - 1}; got {layer!r}")
+    index, as_tuple, cache_kwarg = layer % n, parts.block_returns_tuple, parts.cache_kwarg
+
+    def identity(*args: Any, **kwargs: Any):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        cache = kwargs.get(cache_kwarg) if cache_kwarg else None
+        if cache is not None:
+            _append_placeholder_kv(cache, parts.attn(index), hidden, index)
+        if not as_tuple:
+            return hidden
+        return (hidden, None) if kwargs.get("output_attentions") else (hidden,)
+
+    with _swapped_forward([parts.layers[index]], [identity]):
+        yield
+
+
+@contextmanager
+def skip_with_outputs(parts: BoundModel, outputs: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Make blocks ``0..len(outputs)-1`` return ``outputs[j]`` (hidden states) without computing anything.
+
+    For prefix reuse: ``outputs`` are the blocks' outputs recorded (:func:`record`) in an earlier forward
+    of the same inputs, so the forward is unchanged below the first computed block. The replacement
+    ignores its arguments, so it works for any block signature; a block that returns a tuple
+    (``parts.block_returns_tuple``) gets ``(output,)``.
+    """
+    wrap = parts.block_returns_tuple
+    forwards = [(lambda value: lambda *args, **kwargs: value)((out,) if wrap else out) for out in outputs]
+    with _swapped_forward(list(parts.layers)[:len(outputs)], forwards):
+        yield

@@ -1,0 +1,98 @@
+"""Greedy answers and teacher-forced log-probabilities: what the ablation method compares.
+
+The intact model answers each prompt greedily (left padding, ``do_sample=False``); a lesioned model is
+then scored on the intact answer by teacher forcing (:func:`answer_logprobs`, the model's own head, or
+:func:`answer_hidden`, the backbone's final hidden states for the fast scorer in
+:mod:`medinterp.methods.ablation.lesion`). Position ids come from the attention mask
+(:func:`medinterp.capture.tokens.position_ids`), so left padding does not shift them.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from medinterp.capture.tokens import position_ids
+from medinterp.hooks import output_tensor
+from medinterp.models import ModelHandle
+
+
+@contextmanager
+def padding_side(tokenizer, side: str) -> Iterator[None]:
+    """Temporarily set ``tokenizer.padding_side`` (generation needs left padding); restored in finally."""
+    old = tokenizer.padding_side
+    tokenizer.padding_side = side
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = old
+
+
+def _eos_ids(handle: ModelHandle) -> list[int]:
+    eos = handle.model.generation_config.eos_token_id
+    if eos is None:
+        eos = handle.tokenizer.eos_token_id
+    return sorted({int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None})
+
+
+@torch.inference_mode()
+def greedy_generate(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                    use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy answers for a LEFT-padded batch: ``(answer_ids (B, A), answer_mask (B, A))``.
+
+    An answer runs up to and including its first EOS token (or ``max_new_tokens`` tokens); positions
+    after it are padding (mask 0). A = the longest answer in the batch (>= 1).
+    """
+    eos = _eos_ids(handle)
+    pad = handle.tokenizer.pad_token_id
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+        out = handle.model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                    do_sample=False, num_beams=1, temperature=None, top_p=None,
+                                    top_k=None, pad_token_id=pad, eos_token_id=eos or None, use_cache=use_cache)
+    new = out[:, input_ids.shape[1]:]  # (B, A')
+    is_eos = torch.isin(new, torch.tensor(eos, device=new.device)) if eos else torch.zeros_like(new, dtype=torch.bool)
+    # a token belongs to the answer if no EOS came strictly before it
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    mask = (before == 0).long()
+    length = int(mask.sum(1).max())
+    return new[:, :length], mask[:, :length]
+
+
+@torch.inference_mode()
+def answer_logprobs(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    answer_ids: torch.Tensor, answer_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    """Teacher-forced log-probabilities (B, A, V), float32, of every vocabulary entry at each answer step.
+
+    Row b, step t is log p(· | prompt_b, answer_b[:t]). The prompt batch must be LEFT-padded (so all
+    answers start at the same column); one forward of prompt + answer (minus its last token) with the
+    LM head applied only to the last A positions (``logits_to_keep``), so soft-capping (Gemma 2) and
+    any other head logic of the model are included. ``last_only``: the last answer step only, (B, 1, V).
+    """
+    n_answer = answer_ids.shape[1]
+    ids = torch.cat([input_ids, answer_ids], dim=1)[:, :-1]
+    mask = torch.cat([attention_mask, answer_mask.to(attention_mask.dtype)], dim=1)[:, :-1]
+    keep = 1 if last_only else n_answer
+    out = handle.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False,
+                       logits_to_keep=keep)
+    return out.logits[:, -keep:].float().log_softmax(-1)
+
+
+@torch.inference_mode()
+def answer_hidden(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """Final-normed hidden states (B, A, D) that predict each answer token: the LM head's input in
+    :func:`answer_logprobs`, from the backbone alone (same inputs, no head)."""
+    n_answer = answer_ids.shape[1]
+    ids = torch.cat([input_ids, answer_ids], dim=1)[:, :-1]
+    mask = torch.cat([attention_mask, answer_mask.to(attention_mask.dtype)], dim=1)[:, :-1]
+    out = handle.parts.backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
+    hidden = output_tensor(out.last_hidden_state if hasattr(out, "last_hidden_state") else out)
+    return hidden[:, -n_answer:]
+
+
+def decode_answers(tokenizer, answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> list[str]:
+    """Answer texts without special tokens (EOS, padding)."""
+    return [tokenizer.decode(ids[m.bool()].tolist(), skip_special_tokens=True) for ids, m in zip(answer_ids, answer_mask)]
