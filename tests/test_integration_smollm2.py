@@ -11,7 +11,7 @@ from medinterp.methods import stack_points
 from medinterp.methods.umap_geometry import UmapGeometry
 from medinterp.prompts import load_prompt_set
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the tiny-model twins: tests/capture/
 
 
 def test_real_model_loads_with_the_documented_shape(smollm2):
