@@ -1,5 +1,6 @@
-# medinterp — quickstart:  make map   (set up + map the embedded Gemma-3-270M)
-#                          make test  (set up + run the test suite; what CI runs)
+# medinterp — quickstart:  make map        (set up + map the embedded Gemma-3-270M)
+#                          make test       (set up + the fast tier, all but `slow`: <= 5 min on 2 cores)
+#                          make test-full  (set up + every test; what CI runs, .ci/run)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -66,6 +67,8 @@ map: setup
 	@echo "knowledge map:      $(MAP_DIR)/synthesis/$(MAP_MODEL)/{knowledge_map,findings}.{json,png}, report.html"
 	@echo "W&B (offline without WANDB_API_KEY): wandb sync $(MAP_DIR)/*/wandb/offline-run-* $(MAP_DIR)/synthesis/*/wandb/offline-run-*"
 
+# `slow`: subprocesses of the runners, torchrun, the llama.cpp judge server, Chromium, the real SmolLM2/Gemma
+# models; each behaviour they prove also has a fast in-process test (tests/conftest.py `map_cell`).
 test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

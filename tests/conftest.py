@@ -4,12 +4,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from helpers import ROOT, TINY_FAMILIES  # noqa: F401
+from helpers import ROOT, TINY_FAMILIES, run_cell_in_process, run_runner  # noqa: F401
 
 import pytest
 
 
+@pytest.fixture(params=[pytest.param("cli", marks=pytest.mark.slow), "in_process"])
+def map_cell(request):
+    """``map_cell(overrides, out_dir) -> out_dir``: one cell of runners/map.py, run twice over: by the CLI in a
+    subprocess (``slow``: what a user runs, report and W&B included) and in this process (the fast tier:
+    tests/helpers.py ``run_cell_in_process``, the same composed config and ``run_map``)."""
+    if request.param == "in_process":
+        return run_cell_in_process
 
+    def cli(overrides, out_dir: Path) -> Path:
+        run_runner("map.py", *overrides, f"hydra.run.dir={out_dir}")
+        return out_dir
+
+    return cli
 
 
 @pytest.fixture(scope="session")

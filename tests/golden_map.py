@@ -1,6 +1,7 @@
 """The golden tiny-model map: two tiny random models x two domains x every method, run through runners/map.py.
 
-``make_map(out)`` runs the map (two Hydra multiruns in one subprocess each) and returns ``{cell: folder}``;
+``make_map(out)`` runs the map (two Hydra multiruns in one subprocess each; ``in_process=True``: the same cells one
+by one in this process, tests/helpers.py) and returns ``{cell: folder}``;
 ``tests/data/golden_map/make_golden_map.py`` keeps its per_layer.csv / per_item.csv as the golden copy and
 ``tests/runners/test_golden_map.py`` compares a fresh run with it. The golden copy was made on the code before
 the one-seam redesign (issue 15) and must not change unless a change of numbers is meant (say so in the commit).
@@ -8,10 +9,11 @@ the one-seam redesign (issue 15) and must not change unless a change of numbers 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from pathlib import Path
 
-from helpers import run_runner
+from helpers import run_cell_in_process, run_runner
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden_map"
 COMMON = ("logger=none", "report=false", "plots=false", "device=cpu", "use_activation_cache=false", "resume=false")
@@ -23,8 +25,10 @@ KEY = ("model", "domain", "labeling", "method", "metric", "layer")
 ITEM_KEY = ("model", "domain", "method", "labeling", "metric", "layer", "item", "template")
 
 
-def make_map(out: Path) -> dict[str, Path]:
+def make_map(out: Path, in_process: bool = False) -> dict[str, Path]:
     """Run the golden map into ``out``; ``{"<model>-<domain>-<method>": run folder}``."""
+    if in_process:
+        return {cell: run_cell_in_process(overrides, out / cell) for cell, overrides in jobs()}
     cells = {}
     for name, overrides in RUNS.items():
         run_runner("map.py", "-m", *overrides, *COMMON, f"hydra.sweep.dir={out / name}", timeout=900)
@@ -32,6 +36,18 @@ def make_map(out: Path) -> dict[str, Path]:
             if (folder / "per_layer.csv").is_file():
                 cells[folder.name.split("_", 1)[1]] = folder
     return cells
+
+
+def jobs() -> list[tuple[str, tuple[str, ...]]]:
+    """The cells of RUNS' multiruns in Hydra's order (the first swept key varies slowest), as
+    ``("<model>-<domain>-<method>", overrides of one run)``."""
+    out = []
+    for overrides in RUNS.values():
+        for run in itertools.product(*[[f"{key}={v}" for v in values.split(",")] for key, _, values in
+                                       (o.partition("=") for o in overrides)]):
+            choice = dict(o.split("=", 1) for o in run)
+            out.append((f"{choice['model']}-{choice['domain']}-{choice['method']}", (*run, *COMMON)))
+    return out
 
 
 # Rows that differ between two runs of the same code (UMAP embedding metrics at one read-out of one tiny model:

@@ -1,8 +1,13 @@
 """Constants and helpers shared by tests (importable because pytest's ``pythonpath`` includes tests/)."""
+from __future__ import annotations
+
+import functools
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss")
@@ -11,10 +16,57 @@ TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss")
 def run_runner(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = True,
                timeout: float = 600) -> subprocess.CompletedProcess:
     """``python runners/<script> *args`` in a subprocess (one-line Hydra errors, unbuffered); with ``check``,
-    a non-zero exit raises with the tails of stdout and stderr."""
+    a non-zero exit raises with the tails of stdout and stderr. Tests that use it are ``slow``."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run([sys.executable, str(ROOT / "runners" / script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-3000:]}")
     return proc
+
+
+# ------------------------------------------------------------------------------------------ in-process cells
+@functools.cache
+def runner(name: str) -> ModuleType:
+    """runners/<name>.py imported as a module, not run (``runner("map").run_map`` maps one cell in this process).
+    runners/ goes on sys.path for the runners' ``_common``, which registers the ``medinterp.domain`` resolver
+    that conf/map.yaml uses; ``runner("_common")`` is that module."""
+    folder = str(ROOT / "runners")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    if name == "_common":
+        return importlib.import_module("_common")
+    spec = importlib.util.spec_from_file_location(f"medinterp_runners_{name}", ROOT / "runners" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compose_map(overrides: list[str] | tuple[str, ...]):
+    """The real conf/map.yaml composed with ``overrides`` (Hydra's compose API), ``hydra`` node included (its
+    ``runtime.choices`` name the model, method and judge chosen)."""
+    from hydra import compose, initialize_config_dir
+
+    runner("_common")  # the medinterp.domain resolver
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3", job_name="map"):
+        return compose("map", overrides=list(overrides), return_hydra_config=True)
+
+
+def run_cell_in_process(overrides: list[str] | tuple[str, ...], out_dir: Path) -> Path:
+    """Map one cell like ``python runners/map.py *overrides hydra.run.dir=out_dir``, in this process (no
+    subprocess): the same composed config (``domain=<file>.yaml`` too) and ``run_map``, without the CLI's
+    report and W&B steps (``publish``), which their own tests cover. Returns the folder of per_layer.csv."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    cfg = compose_map(runner("_common").prompt_file_choices(list(overrides)))
+    task = cfg.copy()
+    with open_dict(task):  # what hydra.main hands the task function: the config without its hydra node
+        del task["hydra"]
+    HydraConfig.instance().set_config(cfg)  # as hydra.main does: HydraConfig.get() works inside the run
+    try:
+        out = runner("map").run_map(task, Path(out_dir))
+    finally:
+        HydraConfig.instance().cfg = None
+    assert out == Path(out_dir), out
+    return out

@@ -11,7 +11,7 @@ from medinterp.methods import stack_points
 from medinterp.methods.umap_geometry import UmapGeometry
 from medinterp.prompts import load_prompt_set
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the tiny-model twins: tests/capture/
 
 
 def test_real_model_loads_with_the_documented_shape(smollm2):
@@ -20,10 +20,10 @@ def test_real_model_loads_with_the_documented_shape(smollm2):
     assert smollm2.tokenizer.pad_token is not None
 
 
-def test_hooks_equal_hidden_states_on_the_real_model(smollm2):
+def test_hooks_equal_hidden_states_on_the_real_model(smollm2, monkeypatch):
     texts = [p.text for p in load_prompt_set("symptoms").prompts(load_prompt_set("symptoms").templates[0].id)[:6]]
     for side in ("left", "right"):
-        smollm2.tokenizer.padding_side = side
+        monkeypatch.setattr(smollm2.tokenizer, "padding_side", side)  # the session's model: restored after the test
         batch = encode(smollm2.tokenizer, texts)
         ours = capture_batch(smollm2, batch, list(range(31)), None)
         with torch.inference_mode():

@@ -6,8 +6,9 @@ gradient sums from partitioned weights), exact for capture, ablation and patchin
 chosen uneven (3 saliency batches, 2 ablation batches of 4 and 2 prompts, ...) so one rank runs a padding
 round. The UMAP metrics themselves are not compared: they differ between two identical one-process runs
 at read-out 0 of these random models; the captured activations are
-compared bit for bit, and every other metric of the cell exactly. The whole matrix (family x method x
-strategy) is `make test-full`; `make test` keeps the cases listed in FAST.
+compared bit for bit, and every other metric of the cell exactly. Every test here launches torchrun: all are
+``slow`` (`make test-full`, what CI runs); the fast tier keeps the in-process tests of sharding, resume keys and
+checkpoints (test_sharding.py) and of device_map offload (test_device_map.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import pytest
 
 from launch_helpers import make_cache, map_cmd, max_rel_diff, read_rows, run, torchrun_cmd
 from medinterp.results import read_item_rows
+
+pytestmark = pytest.mark.slow  # torchrun subprocesses
 
 pytest.importorskip("deepspeed", reason="the zero3 strategy needs deepspeed (pip install deepspeed; see docs/distributed.md)")
 pytest.importorskip("lightning", reason="ddp/zero3 run on Lightning Fabric (pip install lightning)")
@@ -71,12 +74,6 @@ def activations(run_dir: Path) -> dict[str, np.ndarray]:
 
 
 FAMILIES = ["tiny_llama", "tiny_gemma3", "tiny_qwen2", "tiny_qwen3", "tiny_gpt_oss"]
-# The fast tier (`make test`) keeps the cases most likely to break: every method of tiny_llama under both
-# strategies (the original matrix), ZeRO-3 saliency on every family (weights read in hooks: q/k norms,
-# biases, MoE experts) and one ddp case on a non-Llama family. The rest of the matrix is `slow`.
-FAST = ({("tiny_llama", method, strategy) for method in METHODS for strategy in STRATEGIES}
-        | {(model, "saliency", "zero3") for model in FAMILIES}
-        | {("tiny_gemma3", "ablation", "ddp")})
 
 
 # GPT-OSS's experts, router and attention sinks are neither Linear, norm nor embedding: their per-prompt
@@ -90,8 +87,7 @@ def matrix():
             for strategy in sorted(STRATEGIES):
                 if (model, method, strategy) in REFUSED:
                     continue
-                marks = () if (model, method, strategy) in FAST else (pytest.mark.slow,)
-                yield pytest.param(model, method, strategy, marks=marks, id=f"{model}-{method}-{strategy}")
+                yield pytest.param(model, method, strategy, id=f"{model}-{method}-{strategy}")
 
 
 @pytest.mark.parametrize(("model", "method", "strategy"), list(matrix()))

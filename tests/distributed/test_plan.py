@@ -68,6 +68,7 @@ def test_unknown_model_and_strategy_are_named():
         plan(LLAMA70, "zero4")
 
 
+@pytest.mark.slow  # runners/plan.py in a subprocess; plan() itself is tested above
 def test_plan_runner_prints_the_table():
     proc = subprocess.run([sys.executable, str(ROOT / "runners" / "plan.py"), "model=llama33_70b", "strategy=zero3",
                            "devices=8"], cwd=ROOT, capture_output=True, text=True, timeout=120)

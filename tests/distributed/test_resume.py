@@ -7,12 +7,14 @@ import signal
 import subprocess
 import time
 
+import pytest
 from launch_helpers import env_for, make_cache, map_cmd, read_rows, run
 
 ARGS = ["model=tiny_llama", "domain=disease", "method=saliency", "method.max_prompts=24", "method.batch_size=1",
         "method.n_boot=20", "plots=false"]
 
 
+@pytest.mark.slow  # three runs of runners/map.py in subprocesses, one killed
 def test_killed_run_resumes_to_identical_results(tmp_path, cache_dir):
     whole = tmp_path / "whole"
     run(map_cmd(*ARGS, f"cache_dir={make_cache(tmp_path / 'c1', cache_dir)}", f"hydra.run.dir={whole}"), tmp_path)

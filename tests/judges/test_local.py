@@ -42,6 +42,7 @@ def test_without_llama_cpp_the_error_names_the_extra(monkeypatch):
         make_judge("local")
 
 
+@pytest.mark.slow  # starts llama_cpp.server
 @needs_llama
 def test_a_server_that_cannot_start_is_a_clear_error_and_leaves_no_process(tmp_path):
     before = children()
@@ -58,6 +59,7 @@ def test_a_server_that_cannot_start_is_a_clear_error_and_leaves_no_process(tmp_p
         LocalJudge(base_url="http://127.0.0.1:1/v1")
 
 
+@pytest.mark.slow  # starts llama_cpp.server
 @needs_llama
 def test_a_judge_whose_server_fails_marks_items_missing_instead_of_crashing(tmp_path):
     bad = tmp_path / "bad.gguf"
@@ -76,6 +78,7 @@ ITEMS = [
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # llama.cpp serving the real SmolLM2
 @needs_llama
 def test_local_judge_end_to_end_with_smollm2(tmp_path):
     judge = LocalJudge(cache_dir=str(tmp_path), max_tokens=100, n_threads=1)

@@ -69,6 +69,7 @@ def test_min_judge_coverage_zero_keeps_a_partly_answered_layer(tiny_handles, tmp
     assert rows["judge_score"].estimate.value >= 1 and rows["judge_score"].note == ""  # threshold 0: kept
 
 
+@pytest.mark.slow  # runners/map.py in a subprocess
 def test_the_runner_exits_0_and_says_so_in_results_report_and_the_last_log_line(tmp_path):
     out = tmp_path / "run"
     with FakeOpenAI(BROKEN["http500"]) as server:

@@ -7,6 +7,8 @@ import pytest
 
 from helpers import ROOT, run_runner
 
+pytestmark = pytest.mark.slow  # runners/synthesize.py in subprocesses; its library is tested in test_synthesis.py
+
 GOLDEN = ROOT / "tests" / "data" / "golden"
 
 

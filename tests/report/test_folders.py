@@ -63,6 +63,7 @@ def report(*args, cwd=ROOT, check=True):
     return run_runner("report.py", *args, cwd=cwd, check=check, timeout=120)
 
 
+@pytest.mark.slow  # runners/report.py in a subprocess; write_report itself is tested above
 def test_runner_writes_a_report_per_folder_and_nothing_else(multirun):
     cwd = multirun.parent
     before = sorted(cwd.iterdir())
@@ -82,6 +83,7 @@ def test_runner_writes_a_report_per_folder_and_nothing_else(multirun):
     (["path={tmp}", "kind=page"], "error: unknown report kind 'page'; valid: auto, map, run, summary"),
     (["path={tmp}/tiny-drugs-umap", "kind=summary"], None),   # any folder can be shown as a summary
 ])
+@pytest.mark.slow
 def test_runner_bad_input_is_one_line_exit_2(multirun, args, message):
     proc = report(*[a.format(tmp=multirun) for a in args], check=False)
     if message is None:

@@ -1,11 +1,13 @@
-"""The tiny-model map equals its golden copy (made before the one-seam redesign; tests/golden_map.py)."""
+"""The tiny-model map equals its golden copy (made before the one-seam redesign; tests/golden_map.py): run in this
+process (the fast tier), and through the CLI's two multiruns (``slow``: the same cells by subprocess)."""
 import pytest
 from golden_map import GOLDEN, ITEM_KEY, KEY, differences, make_map
 
 
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
-    return make_map(tmp_path_factory.mktemp("golden_map"))
+@pytest.fixture(scope="module", params=[pytest.param(False, marks=pytest.mark.slow, id="cli"),
+                                        pytest.param(True, id="in_process")])
+def fresh(request, tmp_path_factory):
+    return make_map(tmp_path_factory.mktemp("golden_map"), in_process=request.param)
 
 
 def test_every_golden_cell_is_reproduced(fresh):

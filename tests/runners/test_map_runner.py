@@ -1,4 +1,5 @@
-"""The CLI end to end: one cell, a multirun, and one-line errors for bad input (real subprocesses)."""
+"""The CLI end to end: one cell, a multirun, and one-line errors for bad input. The real subprocesses are ``slow``;
+the fast tier maps the cell and meets each bad input in this process (tests/helpers.py)."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,8 @@ import sys
 
 import pytest
 
-from helpers import ROOT, run_runner
+from helpers import ROOT, run_cell_in_process, run_runner, runner
+from medinterp.errors import MedinterpError
 
 from medinterp.provenance import config_hash
 
@@ -25,9 +27,9 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_one_cell_writes_the_results_format(tmp_path):
-    out = tmp_path / "run"
-    run_map("model=tiny_llama", "domain=drugs", "method=umap", f"hydra.run.dir={out}", "templates=[started,prescribed]", *FAST)
+def test_one_cell_writes_the_results_format(map_cell, tmp_path):
+    out = map_cell(["model=tiny_llama", "domain=drugs", "method=umap", "templates=[started,prescribed]", *FAST],
+                   tmp_path / "run")
     rows = read_csv(out / "per_layer.csv")
     assert list(rows[0]) == ["model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n",
                             "note", "run_id", "seed", "config_hash"]
@@ -48,6 +50,7 @@ def test_one_cell_writes_the_results_format(tmp_path):
     assert not list(out.glob(".*.tmp"))  # no temp files left behind
 
 
+@pytest.mark.slow
 def test_multirun_over_models_and_domains(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_map("-m", "domain=age,progression", "model=tiny_llama,tiny_qwen2", f"hydra.sweep.dir={sweep}",
@@ -63,7 +66,7 @@ def test_multirun_over_models_and_domains(tmp_path):
     assert "results:" in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUT = [
     (["model=nope"], "error: unknown model 'nope'; valid: gemma3_270m, gemma3_27b"),
     (["-m", "domain=age,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, drugs, progression, symptoms"),
     (["method=magic"], "error: unknown method 'magic'; valid: ablation, patching, saliency, umap"),
@@ -77,7 +80,11 @@ def test_multirun_over_models_and_domains(tmp_path):
     (["model=tiny_llama", "templates=[]"], "error: The 'templates' setting must be 'all', a number 1..4 or a non-empty"),
     (["model=tiny_llama", "batch_size=0"], "error: The 'batch_size' setting must be a positive integer; got 0."),
     (["model=tiny_llama", "domain.prompt_set=/no/such.yaml"], "/no/such.yaml"),
-])
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", BAD_INPUT)
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     proc = run_map(*args, f"hydra.run.dir={tmp_path}/r", f"hydra.sweep.dir={tmp_path}/s", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -86,6 +93,29 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("args, message", BAD_INPUT)
+def test_bad_input_is_one_medinterp_error_in_process(tmp_path, args, message):
+    """The errors of the test above, met in this process: the CLI's check of config-group choices, then the cell.
+    The CLI prints a MedinterpError as ``error: <message>`` (test below)."""
+    argv = [a for a in args if a != "-m"]
+    groups = tuple(key for key, _, _ in (a.partition("=") for a in argv) if (ROOT / "conf" / key).is_dir())
+    with pytest.raises(MedinterpError) as err:
+        runner("_common").check_group_choices(argv, groups)
+        run_cell_in_process(argv, tmp_path / "r")
+    assert message.removeprefix("error: ") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_medinterp_error_is_one_line_on_stderr_and_exit_2(capsys):
+    @runner("_common").user_errors
+    def failing():
+        raise MedinterpError("bad 'x'; valid: a, b")
+
+    with pytest.raises(SystemExit) as exit_:
+        failing()
+    assert exit_.value.code == 2 and capsys.readouterr().err == "error: bad 'x'; valid: a, b\n"
+
+
+@pytest.mark.slow
 def test_sigterm_mid_capture_leaves_no_partial_cache_files(tmp_path):
     """A run killed while writing the activation cache leaves neither a partial array nor a temp file."""
     import signal
@@ -107,6 +137,7 @@ def test_sigterm_mid_capture_leaves_no_partial_cache_files(tmp_path):
     assert not list((tmp_path / "cache").rglob("*.npy"))
 
 
+@pytest.mark.slow
 def test_a_cell_publishes_a_report_and_an_offline_wandb_run_and_logger_none_turns_wandb_off(tmp_path, monkeypatch):
     args = ("model=tiny_llama", "domain=dosage", "method=patching", "method.n_boot=20")
     monkeypatch.setenv("WANDB_MODE", "offline")

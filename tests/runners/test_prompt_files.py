@@ -1,5 +1,6 @@
 """Own prompt sets on the command line: ``domain=<path>`` (multirun too), one folder per job named by the prompt
-set's own ``domain`` key, and the README's example files and commands (real subprocesses on a tiny model)."""
+set's own ``domain`` key, and the README's example files and commands (on a tiny model: real subprocesses, ``slow``;
+the README's commands and the one-line errors also in this process, in the fast tier)."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +11,8 @@ import shlex
 import pytest
 import yaml
 
-from helpers import ROOT, run_runner
+from helpers import ROOT, run_cell_in_process, run_runner, runner
+from medinterp.errors import MedinterpError
 from medinterp.prompts import load_prompt_set
 
 EXAMPLES = ("organs", "heart_rate", "dose_pairs")
@@ -46,6 +48,7 @@ def p_values(folder):
     return [float(r["value"]) for r in read_csv(folder / "per_layer.csv") if r["metric"].startswith("p_")]
 
 
+@pytest.mark.slow
 def test_a_multirun_over_files_gives_one_folder_per_file_named_by_its_domain(tmp_path):
     """Relative and absolute paths, two files with the same domain key, and a packaged name, in one multirun."""
     a = pairs_file(tmp_path / "a.yaml", PAIRS[0:2])
@@ -69,6 +72,7 @@ def test_a_multirun_over_files_gives_one_folder_per_file_named_by_its_domain(tmp
     assert ids == {"alendronate_vs_lisinopril", "risedronate_vs_liraglutide"}
 
 
+@pytest.mark.slow
 def test_the_older_form_names_folders_and_wandb_runs_by_the_files_domain(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
@@ -81,19 +85,35 @@ def test_the_older_form_names_folders_and_wandb_runs_by_the_files_domain(tmp_pat
         assert logged["name"] == f"tiny_llama-{domain}-patching"
 
 
-def test_a_patching_only_file_with_another_method_and_a_missing_path_are_one_line(tmp_path):
+def bad_files(tmp_path):
     pairs = pairs_file(tmp_path / "only_pairs.yaml", PAIRS[0:2])
-    for args, message in (([f"domain={pairs}", "method=umap"], f"error: {pairs}: prompt set 'only_pairs' has only "
-                           "contrast pairs (no items, templates or labelings); method=umap needs labelled items"),
-                          (["domain=missing/set.yaml"], f"error: domain=missing/set.yaml: prompt set file not found: "
-                           f"{tmp_path}/missing/set.yaml"),
-                          (["-m", "domain=drugs,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, "
-                           "drugs, progression, symptoms; or a path to a prompt-set .yaml file")):
+    return (([f"domain={pairs}", "method=umap"], f"error: {pairs}: prompt set 'only_pairs' has only "
+             "contrast pairs (no items, templates or labelings); method=umap needs labelled items"),
+            (["domain=missing/set.yaml"], f"error: domain=missing/set.yaml: prompt set file not found: "
+             f"{tmp_path}/missing/set.yaml"),
+            (["-m", "domain=drugs,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, "
+             "drugs, progression, symptoms; or a path to a prompt-set .yaml file"))
+
+
+@pytest.mark.slow
+def test_a_patching_only_file_with_another_method_and_a_missing_path_are_one_line(tmp_path):
+    for args, message in bad_files(tmp_path):
         proc = run_runner("map.py", *args, "logger=none", f"hydra.run.dir={tmp_path}/r", f"hydra.sweep.dir={tmp_path}/s",
                           *QUIET, cwd=tmp_path, check=False)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith(message), proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+
+
+def test_a_patching_only_file_with_another_method_and_a_missing_path_are_one_error_in_process(tmp_path, monkeypatch):
+    """The errors of the test above, met in this process (the CLI's check of the domain choice, then the cell)."""
+    monkeypatch.chdir(tmp_path)
+    for args, message in bad_files(tmp_path):
+        argv = [a for a in args if a != "-m"]
+        with pytest.raises(MedinterpError) as err:
+            runner("_common").check_group_choices(argv, ("domain",))
+            run_cell_in_process([*argv, *QUIET], tmp_path / "r")
+        assert str(err.value).startswith(message.removeprefix("error: ")) and "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------------ README
@@ -121,11 +141,11 @@ def test_the_readme_shows_the_example_files_verbatim_and_each_loads():
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_the_readme_command_maps_each_example_on_a_tiny_model(tmp_path, name):
+def test_the_readme_command_maps_each_example_on_a_tiny_model(tmp_path, name, map_cell, monkeypatch):
     args = next(cmd for cmd in readme_commands() if f"domain=docs/examples/{name}.yaml" in cmd and "-m" not in cmd)
     method = next((a.split("=", 1)[1] for a in args if a.startswith("method=")), "umap")
-    out = tmp_path / "run"
-    run_runner("map.py", *args, "logger=none", f"hydra.run.dir={out}", *QUIET, *FAST[method])
+    monkeypatch.chdir(ROOT)  # the README's paths are relative to the repository
+    out = map_cell([*args, "logger=none", *QUIET, *FAST[method]], tmp_path / "run")
     rows = read_csv(out / "per_layer.csv")
     assert rows and {r["domain"] for r in rows} == {name} and {r["method"] for r in rows} == {method}
     metrics = {r["metric"] for r in rows}

@@ -1,8 +1,9 @@
 """Two identical runs with the same seed write byte-identical per_layer.csv but for their run_id, for every method
 (fresh processes).
 
-UMAP (the method that drifted: arbitrary tie-breaking on degenerate read-outs) runs in the fast tier; the three
-model methods, never seen to drift, are ``slow``.
+UMAP (the method that drifted: arbitrary tie-breaking on degenerate read-outs) runs in the fast tier too, as two
+runs in this process (conftest ``map_cell``); the fresh processes and the three model methods, never seen to
+drift, are ``slow``.
 """
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import csv
 import json
 
 import pytest
-
-from helpers import run_runner
 
 COMMON = ["model=tiny_llama", "domain=symptoms", "templates=2", "logger=none", "report=false", "plots=false",
           "resume=false", "seed=0"]
@@ -25,11 +24,9 @@ SETTINGS = {  # small but real: umap with two worker processes (the parallel pat
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=() if m == "umap" else (pytest.mark.slow,))
                                     for m in SETTINGS])
-def test_same_seed_runs_are_byte_identical(method, tmp_path):
+def test_same_seed_runs_are_byte_identical(method, map_cell, tmp_path):
     extra = SETTINGS[method]
-    outs = [tmp_path / f"{method}-{i}" for i in (1, 2)]
-    for out in outs:
-        run_runner("map.py", *COMMON, f"method={method}", *extra, f"hydra.run.dir={out}")
+    outs = [map_cell([*COMMON, f"method={method}", *extra], tmp_path / f"{method}-{i}") for i in (1, 2)]
     ids = [json.loads((out / "summary.json").read_text())["run_id"] for out in outs]
     assert ids[0] != ids[1]  # each run has its own id; everything else (seed, config_hash included) is identical
     first, second = ((out / "per_layer.csv").read_bytes().replace(i.encode(), b"") for out, i in zip(outs, ids))

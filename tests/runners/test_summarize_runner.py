@@ -13,6 +13,7 @@ from medinterp.results import Row, RunWriter
 from medinterp.sweeps.selection import best_layer, selected_layers
 
 GOLDEN = ROOT / "tests" / "data" / "golden"
+pytestmark = pytest.mark.slow  # runners/map.py, synthesize.py and summarize.py in subprocesses
 
 
 def run(script, *args, check=True, timeout=600):

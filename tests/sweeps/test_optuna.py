@@ -11,6 +11,7 @@ import yaml
 
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow  # an Optuna sweep of runners/synthesize.py in a subprocess
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper is an optional extra")
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
 from medinterp.maps.synthesis import MapParams, load_table, synthesize
 
@@ -32,6 +33,7 @@ def test_runner_caches_tables_across_jobs_of_one_process(monkeypatch):
     assert runner.cached_table((str(GOLDEN),)) is first and runner.cached_table.cache_info().hits == 1
 
 
+@pytest.mark.slow  # a Hydra multirun of runners/synthesize.py in a subprocess
 def test_multirun_writes_one_folder_per_job(tmp_path):
     out = tmp_path / "sweep"
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "disabled"}

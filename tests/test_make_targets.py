@@ -1,0 +1,24 @@
+"""`make test` is the fast tier and `make test-full` every test; CI (.ci/run) runs the command the README names."""
+import re
+
+from helpers import ROOT
+
+
+def recipe(target: str) -> list[str]:
+    """The command lines of a Makefile target."""
+    text = (ROOT / "Makefile").read_text()
+    body = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)+)", text, re.M).group(1)
+    return [line.strip() for line in body.splitlines()]
+
+
+def test_test_is_the_fast_tier_and_test_full_runs_everything():
+    assert recipe("test") == ['$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)']
+    assert recipe("test-full") == ["$(BIN)/python -m pytest $(PYTEST_ARGS)"]
+
+
+def test_ci_runs_the_command_the_readme_names_for_ci():
+    commands = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert [c for c in commands if c.startswith("make")] == ["make test-full"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "`make test-full` runs every test and is what CI runs (`.ci/run`)" in readme
+    assert "`make test` is the fast tier (every test but the `slow` ones, <= 5 min on a 2-core machine)" in readme
