@@ -144,10 +144,10 @@ def test_template_centering_removes_template_offsets():
     pts = categorical_points(10)
     pts = Points(pts.item_ids, np.repeat(np.array(["t1", "t2"]), 15), pts.terms, pts.labels, pts.kinds, pts.group_by)
     X = rng.normal(size=(30, 8)) + np.where(pts.template_ids == "t1", 50.0, -50.0)[:, None]
-    centred = UmapGeometry(center="template").prepare(X, pts)
+    centred = UmapGeometry(center="template").centred(X, pts)
     for t in ("t1", "t2"):
         np.testing.assert_allclose(centred[pts.template_ids == t].mean(0), 0, atol=1e-4)
-    np.testing.assert_allclose(UmapGeometry(center="none").prepare(X, pts), X.astype(np.float32))
+    np.testing.assert_allclose(UmapGeometry(center="none").centred(X, pts), X.astype(np.float32))
     with pytest.raises(MedinterpError, match="unknown center for the umap method: 'item'"):
         UmapGeometry(center="item")
 
