@@ -50,12 +50,6 @@ def jobs() -> list[tuple[str, tuple[str, ...]]]:
     return out
 
 
-# Rows that differ between two runs of the same code (UMAP embedding metrics at one read-out of one tiny model:
-# found when the golden copy was made, 2026-12-04; to be fixed, then this set emptied).
-UNSTABLE = {("tiny_gemma3", "age", "umap", "1", metric) for metric in
-            ("r2_umap", "silhouette_umap", "silhouette_umap_null")}
-
-
 def read_table(path: Path, key: tuple[str, ...]) -> dict[tuple, dict[str, str]]:
     with open(path, newline="") as f:
         return {tuple(row[k] for k in key): row for row in csv.DictReader(f)}
@@ -66,8 +60,6 @@ def differences(golden: Path, fresh: Path, key: tuple[str, ...], rtol: float, at
     want, got = read_table(golden, key), read_table(fresh, key)
     out = [f"missing row {k}" for k in want.keys() - got.keys()] + [f"extra row {k}" for k in got.keys() - want.keys()]
     for k in want.keys() & got.keys():
-        if (k[0], k[1], k[3], k[5], k[4]) in UNSTABLE and key == KEY:
-            continue
         for col, a in want[k].items():
             if col in key:
                 continue

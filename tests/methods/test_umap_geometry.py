@@ -320,3 +320,19 @@ def test_layers_whose_clustering_spelling_explains_are_noted_and_summarised():
     assert res.artifacts["summary"] == {"spelling_fraction": 0.5, "explained_by_spelling": {"cls": flagged}}
     assert all(m.note == "" for m in UmapGeometry(**FAST, n_neighbors=5, spelling_fraction=1.0).run(
         acts.astype(np.float32), pts).measurements if m.layer == 1)
+
+
+def test_umap_of_near_duplicate_cliques_is_a_function_of_its_inputs():
+    """Two clusters of 100 points with 4 distinct rows each (87/9/3/1 copies, 1e-6 apart: read-out 1 of
+    tiny_gemma3 after template centring) make ARPACK restart inside UMAP's spectral initialisation; the
+    restart vectors are seeded, so two fits are equal (unseeded, scipy draws them from OS entropy)."""
+    rng = np.random.default_rng(0)
+
+    def clique(center: float) -> np.ndarray:
+        return np.repeat(center + 1e-6 * rng.normal(size=(4, 8)), [87, 9, 3, 1], axis=0)
+
+    X = np.vstack([clique(0.0), clique(10.0), rng.normal(size=(100, 8)) - 10]).astype(np.float32)
+    cfg = UmapGeometry(**FAST)
+    knn = cfg.neighbours(X)
+    assert np.array_equal(cfg.umap(X, 30, knn), cfg.umap(X, 30, knn))
+
