@@ -92,15 +92,19 @@ def drive(cell: Cell, checkpoints: Checkpoints | None = None) -> tuple[MethodRes
     for j in range(n_local):
         if n_model + j in set(done):
             results[n_model + j] = checkpoints.load(names[n_model + j])
-    tasks = (method.local_unit(handle, work, j) for j in local)
-    n_jobs = getattr(method, "n_jobs", 1)
-    for j, result in zip(local, tqdm(imap(tasks, n_jobs), total=len(local), desc=f"{method.name} local units",
-                                     unit="unit", leave=False)):
+    tasks = ((method.local_unit(handle, work, j),) for j in local)
+    done = imap(_call, tasks, method.n_jobs, method.local_warm_up())
+    for j, result in zip(local, tqdm(done, total=len(local), desc=f"{method.name} local units", unit="unit",
+                                     leave=False)):
         checkpoints.save(names[n_model + j], result)
         results[n_model + j] = result
     result = method.finish(handle, work, results)
     info["timings"]["finish_s"] = time.perf_counter() - t0
     return result, info
+
+
+def _call(task: Callable[[], Any]) -> Any:
+    return task()
 
 
 def run_units(strategy: Any, todo: Sequence[int], fn: Callable[[int], Any], sink: Callable[[int, Any], None],

@@ -91,6 +91,7 @@ class Method:
 
     name: str = ""
     needs_items: bool = True  # False: the method reads only contrast pairs (patching)
+    n_jobs: int = 1  # worker processes for local units
 
     def prepare(self, cell: Cell) -> Any:
         raise NotImplementedError
@@ -100,6 +101,10 @@ class Method:
 
     def local_unit(self, handle: ModelHandle, work: Any, j: int) -> Callable[[], Any]:
         raise NotImplementedError(f"{self.name}: no local units")
+
+    def local_warm_up(self) -> Callable[[], None] | None:
+        """A picklable function each local-unit worker runs once when it starts (e.g. to compile numba code)."""
+        return None
 
     def open(self, handle: ModelHandle, work: Any) -> None:
         return None

@@ -78,6 +78,7 @@ from medinterp.metrics import (
 from medinterp.metrics.circularity import CIRCULARITY_METRICS, circularity_with_ci
 from medinterp.metrics.discontinuity import discontinuity_diff_with_ci
 from medinterp.metrics.rank import effective_rank_with_ci
+from medinterp import workers
 from medinterp.workers import imap
 
 if TYPE_CHECKING:
@@ -165,12 +166,14 @@ class UmapGeometry(Method):
         capture = ActivationCapture(h, ps, cell.templates, cell.reduction, cell.batch_size, cell.max_batch_tokens,
                                     cell.cache_dir, cell.strategy.broadcast(cached))
         points = cell.points
-        return UmapWork(capture, points, self.check_labelings(points, cell.labelings), h.n_layers)
+        return UmapWork(capture, points, self.labelings(points, cell.labelings), h.n_layers)
 
     def run_unit(self, handle: ModelHandle, work: UmapWork, i: int) -> np.ndarray:
         return work.capture.run(i)
 
     def open(self, handle: ModelHandle, work: UmapWork) -> None:
+        if self.n_jobs > 1:
+            workers.start(self.n_jobs, compile_umap)  # the workers compile UMAP while the model captures
         work.capture.open()
 
     def sink(self, handle: ModelHandle, work: UmapWork, i: int, result: np.ndarray) -> None:
@@ -184,8 +187,10 @@ class UmapGeometry(Method):
                      work.n_layers + 1, handle.d_model)
 
     def local_unit(self, handle: ModelHandle, work: UmapWork, j: int) -> Callable[[], Any]:
-        return functools.partial(_measure_layer, self, j, self.centred(work.layer(j), work.points), work.points,
-                                 work.labelings)
+        return functools.partial(self.measure_layer, j, work.layer(j), work.points, work.labelings)
+
+    def local_warm_up(self) -> Callable[[], None]:
+        return compile_umap
 
     def finish(self, handle: ModelHandle, work: UmapWork, results: Sequence[Any]) -> MethodResult:
         return self.combine(self.baselines(work.points, work.labelings), list(results[work.n_units:]))
@@ -195,16 +200,21 @@ class UmapGeometry(Method):
         """Measure every layer of ``acts`` (n_layers + 1, N, D) for the chosen ``labelings`` of ``points``."""
         if acts.ndim != 3 or acts.shape[1] != len(points):
             raise MedinterpError(f"activations of shape {acts.shape} do not match {len(points)} points")
-        labelings = self.check_labelings(points, labelings)
-        tasks = (functools.partial(_measure_layer, self, layer, self.centred(acts[layer], points), points, labelings)
-                 for layer in range(acts.shape[0]))
-        per_layer = list(tqdm(imap(tasks, self.n_jobs), total=acts.shape[0], desc="umap layers", unit="layer",
-                              leave=False))
+        labelings = self.labelings(points, labelings)
+        done = imap(self.measure_layer, ((layer, acts[layer], points, labelings) for layer in range(acts.shape[0])),
+                    self.n_jobs, compile_umap)
+        per_layer = list(tqdm(done, total=acts.shape[0], desc="umap layers", unit="layer", leave=False))
         return self.combine(self.baselines(points, labelings), per_layer)
 
+    def measure_layer(self, layer: int, X: np.ndarray, points: Points,
+                      labelings: Sequence[str]) -> tuple[list[Measurement], np.ndarray]:
+        """Every metric of one layer's raw activations ``X`` (N, D) (template-centred here, :meth:`centred`),
+        and its 2-D embedding for the plots."""
+        return _measure_layer(self, layer, self.centred(X, points), points, labelings)
+
     @staticmethod
-    def check_labelings(points: Points, labelings: Sequence[str] | None) -> list[str]:
-        """``labelings`` (None: all of ``points``'), each checked to exist."""
+    def labelings(points: Points, labelings: Sequence[str] | None) -> list[str]:
+        """The labelings to measure: ``labelings`` (all of ``points``' when None), each checked to exist."""
         labelings = list(points.labels) if labelings is None else list(labelings)
         unknown = [name for name in labelings if name not in points.labels]
         if unknown:
@@ -322,6 +332,18 @@ def seeded_arpack(seed: int) -> Iterator[None]:
         yield
     finally:
         sparse_linalg.eigsh = eigsh
+
+
+def compile_umap() -> None:
+    """Compile UMAP's numba code in this process (a worker's warm-up): one small fit of each kind
+    :func:`_measure_layer` makes (exact kNN, 30-D and 2-D); the first fit in a process compiles for seconds."""
+    X = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    cfg = UmapGeometry()
+    knn = cfg.neighbours(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg.umap(X, cfg.n_components, knn)
+        cfg.umap(X, 2, knn)
 
 
 SPELLING_FLAG = "explained_by_spelling"

@@ -278,7 +278,7 @@ def test_spelling_control_is_scored_on_unique_terms_not_on_copies_per_template()
                      template_ids=np.repeat(np.array([f"t{i}" for i in range(n_t)]), 30), terms=tuple(names) * n_t,
                      labels={"cls": np.tile(classes, n_t)}, kinds={"cls": "categorical"}, group_by={"cls": None})
         method = UmapGeometry(**FAST)
-        [surface] = [m for m in method._baselines(pts, ["cls"]) if m.metric == "silhouette_surface"]
+        [surface] = [m for m in method.baselines(pts, ["cls"]) if m.metric == "silhouette_surface"]
         assert surface.estimate.value == pytest.approx(want, abs=1e-12) and surface.estimate.n == 30, n_t
 
 
@@ -287,7 +287,7 @@ def test_spelling_control_with_one_item_per_class_is_nan_with_a_reason():
     pts = Points(item_ids=np.tile(np.array(["s0", "s1", "s2"]), 4), template_ids=np.repeat(np.array(list("abcd")), 3),
                  terms=("mild", "moderate", "severe") * 4, labels={"stage": stage}, kinds={"stage": "categorical"},
                  group_by={"stage": None})
-    [surface] = UmapGeometry(**FAST)._baselines(pts, ["stage"])
+    [surface] = UmapGeometry(**FAST).baselines(pts, ["stage"])
     assert np.isnan(surface.estimate.value) and surface.note == "undefined: 3 unique terms in 3 classes"
 
 
@@ -336,3 +336,25 @@ def test_umap_of_near_duplicate_cliques_is_a_function_of_its_inputs():
     knn = cfg.neighbours(X)
     assert np.array_equal(cfg.umap(X, 30, knn), cfg.umap(X, 30, knn))
 
+
+
+def test_run_is_baselines_then_measure_layer_per_layer_then_combine_in_workers_or_here():
+    """The units the driver runs one by one give run()'s result; two worker processes give the same numbers."""
+    rng = np.random.default_rng(4)
+    pts = categorical_points(n_per=12)
+    acts = rng.normal(size=(3, len(pts), 8)).astype(np.float32)
+    acts[2] += 5 * (pts.labels["cls"] == "a")[:, None]
+    method = UmapGeometry(**FAST)
+    labelings = method.labelings(pts, None)
+    units = method.combine(method.baselines(pts, labelings),
+                           [method.measure_layer(layer, acts[layer], pts, labelings) for layer in range(3)])
+    rows = [(m.labeling, m.metric, m.layer, m.estimate, m.note) for m in units.measurements]
+    for n_jobs in (1, 2):
+        res = dataclasses.replace(method, n_jobs=n_jobs).run(acts, pts)
+        assert [(m.labeling, m.metric, m.layer, m.estimate, m.note) for m in res.measurements] == rows
+        for a, b in zip(res.artifacts["embedding_2d"], units.artifacts["embedding_2d"], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert res.artifacts["summary"] == units.artifacts["summary"]
+    assert {m.layer for m in units.measurements} == {-1, 0, 1, 2}
+    with pytest.raises(MedinterpError, match=r"unknown labeling\(s\) \['organ'\]; valid: cls"):
+        method.labelings(pts, ["organ"])
