@@ -101,13 +101,14 @@ def test_ablation_and_patching_batches_turn_allocation_failures_into_the_memory_
     """The model methods' run_unit goes through the same memory_errors helper as the capture."""
     import medinterp.methods.ablation.method as abl
     import medinterp.methods.patching as pat
+    from medinterp.cell import Cell
 
     def no_memory(*_a, **_k):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 412316860416 bytes")
 
     h, ps = tiny_handles["llama"], load_prompt_set("dosage")
     method = pat.ActivationPatching(sites=("resid_last",), min_gap=0.0, batch_size=8, n_boot=10)
-    work = method.prepare(h, ps, [], None)
+    work = method.prepare(Cell(h, ps, method, ()))
     monkeypatch.setattr(pat, "patch_pairs", no_memory)
     with pytest.raises(MedinterpError) as err:
         method.run_unit(h, work, 0)
@@ -115,7 +116,7 @@ def test_ablation_and_patching_batches_turn_allocation_failures_into_the_memory_
                               "allocate memory); retry with a smaller method.batch_size, e.g. method.batch_size=2, or "
                               "a smaller max_batch_tokens")
     method = abl.LayerAblation(max_prompts=4, max_new_tokens=2, batch_size=4, n_boot=10)
-    work = method.prepare(h, ps, ["reads"], None)
+    work = method.prepare(Cell(h, ps, method, ("reads",)))
     side = h.tokenizer.padding_side  # run_unit pads on the left while it runs
     monkeypatch.setattr(abl, "greedy_generate", no_memory)
     with pytest.raises(MedinterpError) as err:
