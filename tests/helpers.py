@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import copy
 import os
 import subprocess
 import sys
@@ -70,3 +71,13 @@ def run_cell_in_process(overrides: list[str] | tuple[str, ...], out_dir: Path) -
         HydraConfig.instance().cfg = None
     assert out == Path(out_dir), out
     return out
+
+
+def without_block(model, block):
+    """A copy of the model with decoder block ``block`` deleted: the reference for the identity."""
+    cut = copy.deepcopy(model)
+    del cut.model.layers[block]
+    cut.config.num_hidden_layers -= 1
+    if getattr(cut.config, "layer_types", None):
+        cut.config.layer_types = cut.config.layer_types[:block] + cut.config.layer_types[block + 1:]
+    return cut

@@ -2,7 +2,6 @@
 skip-with-cached-output and stop, each against a plain forward; every hook and forward restored."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from medinterp.hooks import (StopForward, forward_hooks, output_tensor, patch, r
                              skip_with_outputs)
 from medinterp.models.arch import ArchAdapter, BoundModel
 
-from helpers import TINY_FAMILIES
+from helpers import TINY_FAMILIES, without_block
 
 TEXTS = ["The patient takes metformin 500 mg", "Aspirin", "Discharge medications: lisinopril, 10 mg once daily, and"]
 
@@ -37,16 +36,6 @@ def logits(model, ids, mask) -> torch.Tensor:
 def hook_state(h) -> list:
     """Every module's forward hooks and instance-level forward (transformers keeps recorder hooks of its own)."""
     return [(sorted(m._forward_hooks), "forward" in m.__dict__) for m in h.model.modules()]
-
-
-def without_block(model, block):
-    """A copy of the model with decoder block ``block`` deleted: the reference for the identity."""
-    cut = copy.deepcopy(model)
-    del cut.model.layers[block]
-    cut.config.num_hidden_layers -= 1
-    if getattr(cut.config, "layer_types", None):
-        cut.config.layer_types = cut.config.layer_types[:block] + cut.config.layer_types[block + 1:]
-    return cut
 
 
 # -- forward_hooks and stop -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import without_block
 import torch
 from torch import nn
 
@@ -34,16 +35,6 @@ def logits(model, ids, mask):
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
         return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
-
-
-def without_block(model, block):
-    """A copy of a tiny llama with decoder block ``block`` deleted (the reference for the identity hook)."""
-    cut = copy.deepcopy(model)
-    del cut.model.layers[block]
-    cut.config.num_hidden_layers -= 1
-    if getattr(cut.config, "layer_types", None):
-        cut.config.layer_types = cut.config.layer_types[:block] + cut.config.layer_types[block + 1:]
-    return cut
 
 
 def handle_of(base: ModelHandle, model) -> ModelHandle:
