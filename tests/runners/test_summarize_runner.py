@@ -3,13 +3,14 @@ hand-made sweep with known fractions, a map-parameter sweep of runners/synthesiz
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
 
 from helpers import ROOT, run_runner
 from medinterp.maps.synthesis import MapParams, build_map, load_table
-from medinterp.results import Row, RunWriter
+from medinterp.results import Row, RunWriter, read_rows
 from medinterp.sweeps.selection import best_layer, selected_layers
 
 GOLDEN = ROOT / "tests" / "data" / "golden"
@@ -76,8 +77,8 @@ def test_robustness_multirun_of_patching_resamples_pairs_per_seed(tmp_path):
     sampled = [s["method_summary"]["sampled_pairs"] for s in summaries]  # t1-s0, t1-s1, t2-s0, t2-s1
     assert sampled[0] == sampled[2] and sampled[1] == sampled[3] and sampled[0] != sampled[1]
     assert all(s["method_summary"]["pair_fraction"] == 0.8 and len(p) == 20 for s, p in zip(summaries, sampled))
-    tables = [(p / "per_layer.csv").read_text() for p in jobs]
-    assert tables[0] == tables[2] and tables[0] != tables[1]  # the template changes nothing; the seed does
+    tables = [[dataclasses.replace(r, run_id="", config_hash="") for r in read_rows(p / "per_layer.csv")] for p in jobs]
+    assert tables[0] == tables[2] and tables[0] != tables[1]  # the template changes nothing but provenance; seed does
     run("summarize.py", f"sweep={sweep}", f"out_dir={out}")
     rob = {r["method"]: r for r in read_csv(out / "robustness.csv") if r["group_by"] == "all"}
     assert rob["patching"]["raw_curve_identical"] == "False"
