@@ -7,6 +7,7 @@ its results. :func:`medinterp.run.run_cell` runs it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,9 @@ class Cell:
     def name(self) -> str:
         return f"{self.handle.name}/{self.prompt_set.domain}/{self.method.name}"
 
-    @property
+    @functools.cached_property
     def points(self) -> Points:
-        """Every (item, template) point of the cell, template-major, with its labels."""
+        """Every (item, template) point of the cell, template-major, with its labels (built once)."""
         return stack_points(self.prompt_set, self.templates)
 
     def key(self) -> str:

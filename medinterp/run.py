@@ -62,7 +62,7 @@ def drive(cell: Cell, checkpoints: Checkpoints | None = None) -> tuple[MethodRes
     n_model, n_local = work.n_units, getattr(work, "n_local_units", 0)
     names = [unit_name(i) for i in range(n_model + n_local)]
     stored = checkpoints.done() if rank0 else set()
-    done = strategy.broadcast(sorted(i for i, n in enumerate(names) if n in stored) if rank0 else None)
+    done = set(strategy.broadcast(sorted(i for i, n in enumerate(names) if n in stored) if rank0 else None))
     results: list[Any] = [None] * (n_model + n_local)
     log.info("%s: %d units (%d resumed from checkpoints) over %d rank(s)", cell.name, n_model + n_local, len(done),
              strategy.world_size)
@@ -76,9 +76,9 @@ def drive(cell: Cell, checkpoints: Checkpoints | None = None) -> tuple[MethodRes
         method.open(handle, work)
     try:
         if rank0:
-            for i in (i for i in done if i < n_model):
+            for i in sorted(i for i in done if i < n_model):
                 results[i] = method.sink(handle, work, i, checkpoints.load(names[i]))
-        todo = [i for i in range(n_model) if i not in set(done)]
+        todo = [i for i in range(n_model) if i not in done]
         run_units(strategy, todo, lambda i: method.run_unit(handle, work, i), sink, desc=f"{method.name} {cell.name}")
         ok = True
     finally:
@@ -88,13 +88,12 @@ def drive(cell: Cell, checkpoints: Checkpoints | None = None) -> tuple[MethodRes
     if not rank0:
         return None, info
     t0 = time.perf_counter()
-    local = [j for j in range(n_local) if n_model + j not in set(done)]
-    for j in range(n_local):
-        if n_model + j in set(done):
-            results[n_model + j] = checkpoints.load(names[n_model + j])
+    local = [j for j in range(n_local) if n_model + j not in done]
+    for j in set(range(n_local)) - set(local):
+        results[n_model + j] = checkpoints.load(names[n_model + j])
     tasks = ((method.local_unit(handle, work, j),) for j in local)
-    done = imap(_call, tasks, method.n_jobs, method.local_warm_up())
-    for j, result in zip(local, tqdm(done, total=len(local), desc=f"{method.name} local units", unit="unit",
+    computed = imap(_call, tasks, method.n_jobs, method.local_warm_up())
+    for j, result in zip(local, tqdm(computed, total=len(local), desc=f"{method.name} local units", unit="unit",
                                      leave=False)):
         checkpoints.save(names[n_model + j], result)
         results[n_model + j] = result
