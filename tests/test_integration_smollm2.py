@@ -42,7 +42,7 @@ def test_activation_cache_then_drug_geometry(smollm2, tmp_path, monkeypatch):
     assert entry_path(tmp_path, smollm2, drugs, template, "last").exists()
     import medinterp.capture.cache as cache
 
-    monkeypatch.setattr(cache, "capture", lambda *a, **k: pytest.fail("cache miss on rerun"))
+    monkeypatch.setattr(cache, "capture_indices", lambda *a, **k: pytest.fail("cache miss on rerun"))
     again = cached_activations(smollm2, drugs, template, "last", 32, tmp_path)
     assert np.array_equal(first, again)
 
