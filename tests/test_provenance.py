@@ -19,7 +19,7 @@ def test_config_hash_is_the_sha256_of_canonical_json():
 def test_config_hash_ignores_output_logger_device_and_key_order():
     moved = {"method": {"min_dist": 0.1, "n_neighbors": 15}, "templates": "all", "seed": 0,  # other key order
              "model": {"n_layers": 4, "name": "tiny_llama"}, "batch_size": 32,
-             "out_dir": "/elsewhere", "cache_dir": "/tmp/cache", "logger": {"name": "wandb", "project": "x"},
+             "out_dir": "/elsewhere", "cache_dir": "some/cache", "logger": {"name": "wandb", "project": "x"},
              "device": "cuda:1", "plots": False, "report": False, "resume": False, "use_activation_cache": False,
              "hydra": {"run": {"dir": "outputs/2026"}}}
     assert set(moved) - set(CONFIG) == set(NUMBER_FREE_KEYS)

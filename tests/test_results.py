@@ -11,7 +11,7 @@ from medinterp.provenance import config_hash, run_id
 from medinterp.results import COLUMNS, ITEM_COLUMNS, ItemRow, Row, RunWriter, read_run
 
 SECRET = "sk-test-0123456789abcdef"
-CONFIG = {"seed": 7, "batch_size": 32, "device": "cpu", "cache_dir": "/tmp/cache",
+CONFIG = {"seed": 7, "batch_size": 32, "device": "cpu", "cache_dir": "some/cache",
           "judge": {"model": "gpt-4o", "api_key": SECRET, "api_key_env": "OPENAI_API_KEY",
                     "base_url": f"https://x.invalid/?key={SECRET}"},
           "logger": {"name": "none"}}
@@ -50,7 +50,7 @@ def test_config_json_holds_the_config_without_secrets(tmp_path, monkeypatch):
     assert SECRET not in text and SECRET not in (tmp_path / "run" / "summary.json").read_text()
     config = json.loads(text)
     assert config["judge"] == {"model": "gpt-4o", "api_key_env": "OPENAI_API_KEY", "base_url": "<redacted>"}
-    assert config["seed"] == 7 and config["cache_dir"] == "/tmp/cache"
+    assert config["seed"] == 7 and config["cache_dir"] == "some/cache"
     assert "config" not in json.loads((tmp_path / "run" / "summary.json").read_text())  # one copy: config.json
 
 

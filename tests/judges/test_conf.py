@@ -13,7 +13,7 @@ from medinterp.methods.ablation import LayerAblation
 from medinterp.registry import build
 
 
-def conf(group: str, name: str, judge: str = "deterministic", cache_dir: str = "/tmp/medinterp-cache") -> dict:
+def conf(group: str, name: str, judge: str = "deterministic", cache_dir: str = "unused-cache") -> dict:
     """``conf/<group>/<name>.yaml`` resolved as in a run with seed 7 and judge=<judge>."""
     cfg = OmegaConf.create({"seed": 7, "cache_dir": cache_dir, "judge": OmegaConf.load(ROOT / "conf" / "judge" / f"{judge}.yaml"),
                             "x": OmegaConf.load(ROOT / "conf" / group / f"{name}.yaml")})
