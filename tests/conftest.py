@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import medinterp  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads; medinterp/__init__.py)
+
 from helpers import ROOT, TINY_FAMILIES, run_cell_in_process, run_runner  # noqa: F401
 
 import pytest
