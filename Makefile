@@ -1,6 +1,6 @@
 # medinterp — quickstart:  make map        (set up + map the embedded Gemma-3-270M)
 #                          make test       (set up + the fast tier, all but `slow`: <= 5 min on 2 cores)
-#                          make test-full  (set up + every test, slow included)
+#                          make test-full  (set up + every test, slow included: what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

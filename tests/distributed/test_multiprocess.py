@@ -7,7 +7,7 @@ chosen uneven (3 saliency batches, 2 ablation batches of 4 and 2 prompts, ...) s
 round. The UMAP metrics themselves are not compared: they differ between two identical one-process runs
 at read-out 0 of these random models; the captured activations are
 compared bit for bit, and every other metric of the cell exactly. Every test here launches torchrun: all are
-``slow`` (`make test-full`); the fast tier (`make test`, CI) keeps the in-process tests of sharding, resume keys and
+``slow`` (`make test-full`, CI); the fast tier (`make test`) keeps the in-process tests of sharding, resume keys and
 checkpoints (test_sharding.py) and of device_map offload (test_device_map.py).
 """
 from __future__ import annotations
