@@ -89,7 +89,7 @@ def _check_fraction(discard_fraction, fn: str) -> float:
 def twonn(X, *, discard_fraction: float = 0.1, n_boot: int = 200, seed: int = 0) -> Scored:
     """TwoNN intrinsic dimension of the rows of X (n, D) (module doc); ``n`` = distinct rows used."""
     fn = "twonn"
-    X = check_tensor(X, fn)
+    X = check_tensor(X, fn, min_rows=1)
     discard_fraction = _check_fraction(discard_fraction, fn)
     n_boot = check_int(n_boot, "n_boot", fn, 1)
     U, note = _distinct(X)
@@ -102,7 +102,7 @@ def mle_id(X, *, k: int = 20, n_boot: int = 200, seed: int = 0) -> Scored:
     """Levina-Bickel MLE intrinsic dimension (k neighbours, harmonic mean) of the rows of X (n, D) (module
     doc); ``n`` = distinct rows used."""
     fn = "mle_id"
-    X = check_tensor(X, fn)
+    X = check_tensor(X, fn, min_rows=1)
     k = check_int(k, "k", fn, 2)
     n_boot = check_int(n_boot, "n_boot", fn, 1)
     U, note = _distinct(X)
@@ -116,7 +116,7 @@ def intrinsic_dims(X, *, k: int = 20, discard_fraction: float = 0.1, n_boot: int
     """{"id_twonn": :func:`twonn`, "id_mle": :func:`mle_id`} of X from ONE neighbour search (the k nearest
     distances contain r1 and r2); equal to calling the two functions."""
     fn = "intrinsic_dims"
-    X = check_tensor(X, fn)
+    X = check_tensor(X, fn, min_rows=1)
     discard_fraction = _check_fraction(discard_fraction, fn)
     k = check_int(k, "k", fn, 2)
     n_boot = check_int(n_boot, "n_boot", fn, 1)
