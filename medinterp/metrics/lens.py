@@ -17,17 +17,21 @@ lens"; LLM-Microscope omits the norm). Per prompt:
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from medinterp.errors import MedinterpError
-from medinterp.metrics._validation import check_tensor
 
 
 def _logits(L, name: str) -> torch.Tensor:
     """(B, V) float64 logits; -inf (a masked vocabulary entry) is allowed, NaN and +inf are not."""
     fn = "lens_stats"
     if not isinstance(L, torch.Tensor):
-        L = check_tensor(L, fn, name, min_rows=1)
+        try:
+            L = torch.as_tensor(np.asarray(L, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise MedinterpError(f"The {name!r} parameter of {fn} must be a (B, V) tensor of logits. "
+                                 f"Got a non-numeric {type(L).__name__} instead.") from None
     if L.ndim != 2 or L.shape[0] < 1 or L.shape[1] < 2:
         raise MedinterpError(f"The {name!r} parameter of {fn} must be a (B, V) tensor of logits with V >= 2. "
                              f"Got shape {tuple(L.shape)} instead.")
