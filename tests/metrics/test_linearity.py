@@ -52,10 +52,12 @@ def test_residual_variant_on_x_plus_noise():
 
 
 def test_fewer_rows_than_dimensions_in_sample_nan_held_out_defined():
-    X, _, rng = gaussian(n=50)
-    got = linearity_scores(X, rng.normal(size=X.shape), np.arange(50))
-    for key in ("linearity", "linearity_residual"):
-        assert np.isnan(got[key].estimate.value) and got[key].note == TRIVIAL == "n_rows <= d: in-sample fit is trivially 1"
+    for n in (64, 50):  # n = d and n < d (methods.md 5: n = 50, d = 64 would give 1.000)
+        X, _, rng = gaussian(n=n)
+        got = linearity_scores(X, rng.normal(size=X.shape), np.arange(n))
+        for key in ("linearity", "linearity_residual"):
+            assert np.isnan(got[key].estimate.value) and got[key].note == TRIVIAL
+    assert TRIVIAL == "n_rows <= d: in-sample fit is trivially 1"
     assert np.isfinite(got["linearity_heldout"].estimate.value) and got["linearity_heldout"].estimate.value < 0.2
     assert "interpolant" in got["linearity_heldout"].note
     # Between d and 5 d rows the value stays, with a warning note.
@@ -137,3 +139,14 @@ def test_one_prompt_and_bad_input():
         linearity_scores(X, X, np.arange(300), n_folds=1)
     with pytest.raises(MedinterpError, match="1 non-finite values"):
         linearity_scores(np.where(np.arange(1200).reshape(300, 4) == 5, np.nan, X), X, np.arange(300))
+
+
+def test_rcond_cuts_singular_values_below_rcond_times_the_largest():
+    rng = np.random.default_rng(4)
+    X, z = rng.normal(size=(500, 5)), rng.normal(size=500)
+    Y = np.c_[z, X[:, 0]]  # half of Y's variance is z
+    groups = np.arange(500) // 5
+    for scale, rcond, want in [(1e-3, 1e-5, 1.0), (1e-7, 1e-5, 0.5), (1e-7, 1e-9, 1.0)]:
+        X[:, 4] = scale * z  # a direction of singular value ~scale * sigma_max that carries z
+        got = linearity_scores(X, Y, groups, rcond=rcond)["linearity"].estimate.value
+        assert got == pytest.approx(want, abs=0.05), (scale, rcond)
