@@ -37,8 +37,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medinterp.metrics._validation import check_groups, check_int, check_tensor
 from medinterp.errors import MedinterpError
+from medinterp.metrics._validation import check_groups, check_int, check_tensor
 from medinterp.metrics.bootstrap import Estimate, Scored, boot_index_tensor, nan_scored, scored_from_replicates
 
 __all__ = ["Scored", "linearity_scores", "group_folds"]
@@ -116,6 +116,9 @@ def linearity_scores(X, Y, groups, *, n_folds: int = 5, n_boot: int = 200, seed:
 
     Z = X - X.mean(0)  # (n, d) centred once globally (the per-fold means below are small corrections)
     W = Y - Y.mean(0)  # (n, e)
+    energy = W.square().sum()  # sum of squared centred Y
+    if float(energy) == 0.0:
+        return {k: nan_scored(n, "Y has zero variance: no fit to score") for k in KEYS}
     out: dict[str, Scored] = {}
 
     # Per-fold Gram and cross matrices; their sums are the full-sample ones.
@@ -126,8 +129,6 @@ def linearity_scores(X, Y, groups, *, n_folds: int = 5, n_boot: int = 200, seed:
     S_all, C_all = sum(S), sum(C)
 
     # In-sample: A = pinv(Z) W; residuals E = Z A - W, one row per token.
-    if float(W.square().sum()) == 0.0:
-        return {k: nan_scored(n, "Y has zero variance: no fit to score") for k in KEYS}
     if n <= d:
         out["linearity"] = nan_scored(n, TRIVIAL)
         out["linearity_residual"] = nan_scored(n, TRIVIAL)
@@ -165,7 +166,7 @@ def linearity_scores(X, Y, groups, *, n_folds: int = 5, n_boot: int = 200, seed:
         R = (Z[i] - z_t) @ A_t + w_t - W[i]  # (n_f, e) held-out residuals, intercept from training
         sse[i] = R.square().sum(1)
         sst[i] = (W[i] - W[i].mean(0)).square().sum(1)
-        y_scale = ((W.square().sum() - (W[i].square().sum())) / n_train - w_t.square().sum()).sqrt()
+        y_scale = ((energy - W[i].square().sum()) / n_train - w_t.square().sum()).sqrt()  # training RMS
         err[i] = sse[i].sqrt() / y_scale
     note = "training rows <= d in a fold: its map is the minimum-norm interpolant" if interpolated else ""
     out["linearity_heldout"] = _ratio_score(sse, sst, g, n_groups, boot, note)
