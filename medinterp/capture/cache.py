@@ -154,7 +154,7 @@ def partial_paths(path: Path) -> tuple[Path, Path, Path]:
 
 def rows_sha256(array: np.ndarray, rows: np.ndarray) -> str:
     """The sha256 of the rows ``rows`` of a (layers, items, d) array: the bytes of ``array[:, rows]`` (C order)."""
-    return hashlib.sha256(np.ascontiguousarray(array[:, rows]).tobytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(array[:, rows]).data).hexdigest()
 
 
 def _partial_problem(path: Path, why: str) -> None:
