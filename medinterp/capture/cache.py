@@ -88,6 +88,17 @@ def _drop(path: Path, why: str) -> None:
     path.with_suffix(".json").unlink(missing_ok=True)
 
 
+def _mapped(path: Path, meta: dict[str, Any]) -> np.ndarray | str:
+    """The array file ``path`` memory-mapped read-only, or why it is not the array ``meta`` describes."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        return f"is unreadable ({type(err).__name__}: {err})"
+    if list(array.shape) != list(meta["shape"]) or array.dtype != np.float32:
+        return f"has shape {list(array.shape)} {array.dtype}, expected {meta['shape']} float32"
+    return array
+
+
 def read_entry(path: Path, meta: dict[str, Any], load: bool = True) -> np.ndarray | bool | None:
     """The verified entry at ``path`` (memory-mapped, read-only), or None when it must be captured.
 
@@ -123,13 +134,9 @@ def read_entry(path: Path, meta: dict[str, Any], load: bool = True) -> np.ndarra
     if actual != checksum:
         _drop(path, f"does not match its checksum (sha256 {actual[:12]}, stored {checksum[:12]}; truncated or altered)")
         return None
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        _drop(path, f"is unreadable ({type(err).__name__}: {err})")
-        return None
-    if list(array.shape) != list(meta["shape"]) or array.dtype != np.float32:
-        _drop(path, f"has shape {list(array.shape)} {array.dtype}, expected {meta['shape']} float32")
+    array = _mapped(path, meta)
+    if isinstance(array, str):
+        _drop(path, array)
         return None
     log.debug("activation cache hit: %s", path)
     return array if load else True
@@ -182,13 +189,9 @@ def read_partial(path: Path, meta: dict[str, Any]) -> tuple[np.ndarray, list[dic
         return None
     if stored.get("meta") != meta:
         return None
-    try:
-        seen = np.load(array, mmap_mode="r")  # read-only first: opened for writing, a short file would grow
-    except (OSError, ValueError) as err:
-        _partial_problem(array, f"is unreadable ({type(err).__name__}: {err})")
-        return None
-    if list(seen.shape) != list(meta["shape"]) or seen.dtype != np.float32:
-        _partial_problem(array, f"has shape {list(seen.shape)} {seen.dtype}, expected {meta['shape']} float32")
+    checked = _mapped(array, meta)  # read-only first: opened for writing, a short file would grow
+    if isinstance(checked, str):
+        _partial_problem(array, checked)
         return None
     out = open_memmap(array, mode="r+")
     n_items = out.shape[1]
