@@ -32,6 +32,7 @@ from torch import nn
 
 from medinterp.errors import MedinterpError
 from medinterp.models.arch import BoundModel
+from medinterp.validation import is_int
 
 Hook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 
@@ -136,7 +137,7 @@ def replace_by_identity(parts: BoundModel, layer: int) -> Iterator[None]:
     ``(hidden,)``, plus ``None`` for the attention weights when ``output_attentions=True``.
     """
     n = len(parts.layers)
-    if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
+    if not is_int(layer) or not -n <= layer < n:
         raise MedinterpError(f"replace_by_identity: layer must be a block index in 0..{n - 1}; got {layer!r}")
     index, as_tuple, cache_kwarg = layer % n, parts.block_returns_tuple, parts.cache_kwarg
 

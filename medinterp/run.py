@@ -8,13 +8,14 @@ local units). :func:`drive` runs it the same way under every strategy:
    is computed exactly as a single process computes it. Lockstep matters under ZeRO-3, where every forward gathers
    each layer's weights from all ranks: every rank runs ``ceil(n / W)`` rounds, and a rank with no unit left in
    the last round recomputes the last unit and drops the result. After each round the results are gathered to rank
-   0, which hands each to ``sink`` (activation batches go straight into the cache) and checkpoints it;
+   0, which hands each to ``sink`` and checkpoints it, unless the method stored it itself (``sink`` returned
+   ``PERSISTED``: activation batches go once, into the cache's partial entry);
 3. rank 0: local units (no model; e.g. UMAP's per-layer statistics), in the worker pool, each checkpointed;
 4. rank 0: ``finish`` with every result, in unit order.
 
-Every finished unit is checkpointed (medinterp/resume.py), so a killed run started again with the same cell
-recomputes only the units that had not reached rank 0. :func:`run_cell` drives a cell and writes its results;
-:func:`run_method` is the single-process shortcut tests and benches use.
+Every finished unit is checkpointed (medinterp/resume.py) or stored by its method (``persisted``), so a killed
+run started again with the same cell recomputes only the units that had not reached rank 0. :func:`run_cell`
+drives a cell and writes its results; :func:`run_method` is the single-process shortcut tests and benches use.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS
 from medinterp.cell import Cell
-from medinterp.methods import MethodResult
+from medinterp.methods import PERSISTED, MethodResult
 from medinterp.models import ModelHandle
 from medinterp.plots import cell_figures
 from medinterp.prompts import PromptSet
@@ -61,25 +62,30 @@ def drive(cell: Cell, checkpoints: Checkpoints | None = None) -> tuple[MethodRes
     work = method.prepare(cell)
     n_model, n_local = work.n_units, getattr(work, "n_local_units", 0)
     names = [unit_name(i) for i in range(n_model + n_local)]
-    stored = checkpoints.done() if rank0 else set()
-    done = set(strategy.broadcast(sorted(i for i, n in enumerate(names) if n in stored) if rank0 else None))
     results: list[Any] = [None] * (n_model + n_local)
-    log.info("%s: %d units (%d resumed from checkpoints) over %d rank(s)", cell.name, n_model + n_local, len(done),
-             strategy.world_size)
 
-    def sink(i: int, result: Any) -> None:  # rank 0: every finished model unit, as it arrives
-        checkpoints.save(names[i], result)
-        results[i] = method.sink(handle, work, i, result)
+    def keep(i: int, result: Any, save: bool = True) -> None:  # rank 0: a finished model unit
+        kept = method.sink(handle, work, i, result)
+        if kept is PERSISTED:  # the method stored it (e.g. in the activation cache): no second copy
+            kept = None
+        elif save:
+            checkpoints.save(names[i], result)
+        results[i] = kept
 
     ok = False
     if rank0:
         method.open(handle, work)
     try:
-        if rank0:
-            for i in sorted(i for i in done if i < n_model):
-                results[i] = method.sink(handle, work, i, checkpoints.load(names[i]))
+        stored = checkpoints.done() if rank0 else set()
+        saved = [i for i, n in enumerate(names) if n in stored]
+        held = sorted(method.persisted(handle, work) - set(saved)) if rank0 else []
+        done = set(strategy.broadcast(sorted(saved + held) if rank0 else None))
+        log.info("%s: %d units (%d resumed) over %d rank(s)", cell.name, n_model + n_local, len(done),
+                 strategy.world_size)
+        for i in (i for i in saved if i < n_model):
+            keep(i, checkpoints.load(names[i]), save=False)
         todo = [i for i in range(n_model) if i not in done]
-        run_units(strategy, todo, lambda i: method.run_unit(handle, work, i), sink, desc=f"{method.name} {cell.name}")
+        run_units(strategy, todo, lambda i: method.run_unit(handle, work, i), keep, desc=f"{method.name} {cell.name}")
         ok = True
     finally:
         if rank0:

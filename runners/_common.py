@@ -182,6 +182,21 @@ def log_run_warnings(folder: Path) -> None:
         log.warning("%s", line)
 
 
+def map_config(cfg: Any) -> dict[str, Any]:
+    """A map job's config as the library gets it: its run-level settings checked first (one line before any work,
+    medinterp.validation.check_run_settings), then resolved, plus Hydra's config-group choices under
+    ``hydra.runtime.choices`` (as in ``.hydra/hydra.yaml``). config.json keeps them, so sweeps read a job's choices
+    from it (medinterp/sweeps/jobs.py); ``hydra`` is outside the config hash (medinterp.provenance.NUMBER_FREE_KEYS)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from medinterp.validation import check_run_settings
+
+    check_run_settings(batch_size=cfg.batch_size, seed=cfg.seed, max_batch_tokens=cfg.max_batch_tokens)
+    choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)
+    return {**OmegaConf.to_container(cfg, resolve=True), "hydra": {"runtime": {"choices": choices}}}
+
+
 def sweep_group() -> str | None:
     """The W&B group of a Hydra job: its multirun's folder name, or None for a single run."""
     from hydra.core.hydra_config import HydraConfig

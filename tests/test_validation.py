@@ -42,6 +42,18 @@ def test_an_empty_template_list_is_one_line():
                               f"non-empty list of template ids of domain 'drugs' ({ids}); got [].")
 
 
+def test_a_numpy_integer_count_of_templates_picks_the_first_n():
+    """``templates`` is checked with is_int: a numpy integer (e.g. from an array of counts) is a count too (the
+    hand-written ``isinstance(templates, int)`` sent it to ``list()``, a TypeError traceback)."""
+    import numpy as np
+
+    ps = load_prompt_set("drugs")
+    assert select_templates(ps, np.int64(2)) == [t.id for t in ps.templates[:2]] == select_templates(ps, 2)
+    for bad in (True, 1.5):  # neither a count nor ids: one line (it was a TypeError traceback)
+        with pytest.raises(MedinterpError, match=rf"The 'templates' setting must be 'all', .*; got {bad}\.$"):
+            select_templates(ps, bad)
+
+
 class _MustNotRun:
     """A method that fails the test if the driver gets as far as preparing it."""
 

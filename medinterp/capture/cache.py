@@ -8,29 +8,40 @@ reads contiguously. It is keyed by
 
 where the model key names the weights (name + a hash of source, dtype, revision, seed) and the
 prompt-set key includes the file's sha256, so editing a prompt file never reuses stale activations.
-The array is filled batch by batch through a memmap (memory stays bounded by one batch), written to a
-temporary file and renamed into place only once complete.
+The array is filled batch by batch through a memmap (memory stays bounded by one batch) in a partial entry
+beside it, ``<reduction>.partial.npy``, and renamed into place only once complete. Each batch is written
+there once: after its rows are in the file, ``<reduction>.partial.json`` records them with their sha256.
+A run killed or failed midway leaves the partial entry, and the next capture of it resumes: the recorded
+batches are verified and only the others are captured (the driver keeps no second copy of them,
+medinterp/run.py). ``<reduction>.lock`` (``flock``) gives the partial entry to one process at a time.
 
 Integrity: the metadata stores the array file's full sha256 (hashing runs at about 1 GB/s: 19 ms for a
 Gemma-3-270M entry of 20 MB, 0.16 s for 200 MB; docs/benchmarks.md). Every hit is verified before use; an
 entry whose file is missing, truncated, altered in place or unreadable, or whose metadata is unreadable,
 is reported in one WARNING naming the path, removed, and captured again. Entries written before the
 checksum existed (no ``sha256`` in the metadata) are treated as stale and recaptured once: their bytes
-cannot be verified against anything. :func:`read_entry` is the one reader of entries and
-:class:`ActivationCapture` the one writer (the UMAP method's capture units and :func:`cached_activations` use it).
+cannot be verified against anything. A half-written entry never looks complete: the partial entry has
+another name and no entry metadata; its record names only batches already written, and on resume each
+recorded batch is checked against its sha256 (:func:`read_partial`: a mismatching batch is captured again,
+an unreadable record or array, or one of the wrong shape, is started afresh, each with one WARNING naming
+it). :func:`read_entry` is the one reader of entries and :class:`ActivationCapture` the one writer (the UMAP
+method's capture units and :func:`cached_activations` use it).
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
 from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, check_positive_int, prompt_names
@@ -77,6 +88,17 @@ def _drop(path: Path, why: str) -> None:
     path.with_suffix(".json").unlink(missing_ok=True)
 
 
+def _mapped(path: Path, meta: dict[str, Any]) -> np.ndarray | str:
+    """The array file ``path`` memory-mapped read-only, or why it is not the array ``meta`` describes."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        return f"is unreadable ({type(err).__name__}: {err})"
+    if list(array.shape) != list(meta["shape"]) or array.dtype != np.float32:
+        return f"has shape {list(array.shape)} {array.dtype}, expected {meta['shape']} float32"
+    return array
+
+
 def read_entry(path: Path, meta: dict[str, Any], load: bool = True) -> np.ndarray | bool | None:
     """The verified entry at ``path`` (memory-mapped, read-only), or None when it must be captured.
 
@@ -112,13 +134,9 @@ def read_entry(path: Path, meta: dict[str, Any], load: bool = True) -> np.ndarra
     if actual != checksum:
         _drop(path, f"does not match its checksum (sha256 {actual[:12]}, stored {checksum[:12]}; truncated or altered)")
         return None
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        _drop(path, f"is unreadable ({type(err).__name__}: {err})")
-        return None
-    if list(array.shape) != list(meta["shape"]) or array.dtype != np.float32:
-        _drop(path, f"has shape {list(array.shape)} {array.dtype}, expected {meta['shape']} float32")
+    array = _mapped(path, meta)
+    if isinstance(array, str):
+        _drop(path, array)
         return None
     log.debug("activation cache hit: %s", path)
     return array if load else True
@@ -133,6 +151,58 @@ def commit_entry(tmp: Path, path: Path, meta: dict[str, Any]) -> None:
     write_json(Path(path).with_suffix(".json"), {**meta, "sha256": file_sha256(Path(tmp))})
 
 
+def partial_paths(path: Path) -> tuple[Path, Path, Path]:
+    """The partial entry being captured for the entry ``path`` (``<reduction>.npy``): its array
+    ``<reduction>.partial.npy``, its record ``<reduction>.partial.json`` and its lock file ``<reduction>.lock``."""
+    path = Path(path)
+    return (path.with_name(f"{path.stem}.partial.npy"), path.with_name(f"{path.stem}.partial.json"),
+            path.with_name(f"{path.stem}.lock"))
+
+
+def rows_sha256(array: np.ndarray, rows: np.ndarray) -> str:
+    """The sha256 of the rows ``rows`` of a (layers, items, d) array: the bytes of ``array[:, rows]`` (C order)."""
+    return hashlib.sha256(np.ascontiguousarray(array[:, rows]).data).hexdigest()
+
+
+def _partial_problem(path: Path, why: str) -> None:
+    log.warning("partial activation cache entry %s %s; capturing those batches again", path, why)
+
+
+def read_partial(path: Path, meta: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]] | None:
+    """The partial entry of ``path`` a killed or failed run left, opened for writing: (memmap, its verified
+    batches ``{"rows": [...], "sha256": ...}``), or None when there is none to resume.
+
+    None without a word when there is no partial entry or it was captured for other settings; after one WARNING
+    naming it when its record or array is unreadable or its array has the wrong shape. A recorded batch whose rows
+    do not match their sha256 is left out (one WARNING for all such batches): it is captured again.
+    """
+    array, record, _ = partial_paths(path)
+    if not record.exists() or not array.exists():
+        return None
+    try:
+        stored = json.loads(record.read_text())
+        batches = stored["batches"]
+        rows = [np.asarray(b["rows"], dtype=np.int64) for b in batches]
+        assert all(r.ndim == 1 and isinstance(b["sha256"], str) for r, b in zip(rows, batches))
+    except (OSError, ValueError, TypeError, KeyError, AssertionError) as err:
+        _partial_problem(array, f"has an unreadable record {record.name} ({type(err).__name__})")
+        return None
+    if stored.get("meta") != meta:
+        return None
+    checked = _mapped(array, meta)  # read-only first: opened for writing, a short file would grow
+    if isinstance(checked, str):
+        _partial_problem(array, checked)
+        return None
+    out = open_memmap(array, mode="r+")
+    n_items = out.shape[1]
+    good = [b for r, b in zip(rows, batches)
+            if r.size and r.min() >= 0 and r.max() < n_items and rows_sha256(out, r) == b["sha256"]]
+    if len(good) < len(batches):
+        _partial_problem(array, f"has {len(batches) - len(good)} of {len(batches)} recorded batches that do not match "
+                                "their checksum (altered or half-written)")
+    return out, good
+
+
 @dataclass
 class _Entry:
     """One template's capture: its prompts, its batches still to capture, and where they go."""
@@ -144,7 +214,9 @@ class _Entry:
     meta: dict[str, Any]
     path: Path | None  # the cache entry (None: no cache)
     out: np.ndarray | None = None  # rank 0, while capturing
-    tmp: Path | None = None
+    tmp: Path | None = None  # a private temporary file (another process holds the partial entry)
+    record: list[dict[str, Any]] | None = None  # the partial entry's batches (None: not capturing into one)
+    filled: np.ndarray | None = None  # (n_items,) bool: rows the partial entry holds
 
 
 class ActivationCapture:
@@ -152,8 +224,16 @@ class ActivationCapture:
     capture, written on rank 0 straight into the entry's memmap, committed (checksum, then rename) when complete.
 
     Templates whose verified entry exists (``cached``: rank 0's view, since other nodes may not see the same
-    disk) have no batches. Without a cache (``cache_dir=None``) batches go into plain arrays.
-    Rank 0 calls :meth:`open`, :meth:`sink` for every batch (any order), :meth:`close`, then :meth:`activations`.
+    disk) have no batches. Rank 0 calls :meth:`open`, :meth:`persisted` (the units a partial entry already holds),
+    :meth:`sink` for every other batch (any order), :meth:`close`, then :meth:`activations`.
+
+    Each batch is written once, into the partial entry (``<reduction>.partial.npy``, see :func:`partial_paths`),
+    and recorded with the sha256 of its rows in ``<reduction>.partial.json`` after it is written; a run killed or
+    failed midway leaves both, and the next capture of the entry (any batch cut) verifies each recorded batch and
+    captures only the rest. An exclusive lock (``<reduction>.lock``, ``flock``) gives the partial entry to one
+    process: a second process capturing the same entry at the same time writes a private temporary file instead
+    (not resumable: :meth:`sink` says so and the driver checkpoints its batches). Without a cache
+    (``cache_dir=None``) batches go into plain arrays, and the driver checkpoints them too.
     """
 
     def __init__(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str], reduction: str,
@@ -189,33 +269,96 @@ class ActivationCapture:
         return capture_indices(self.handle, entry.texts, entry.batches[b], self.reduction, entry.spans)
 
     def open(self) -> None:
-        """Rank 0: the arrays the batches are written into (a temporary file per cache entry)."""
+        """Rank 0: the arrays the batches are written into: the partial entry (resumed when one is left), a
+        private temporary file when another process holds it, a plain array without a cache."""
         for entry in self.entries:
-            if entry.batches:
-                shape = tuple(entry.meta["shape"])
-                if entry.path is None:
-                    entry.out = np.zeros(shape, dtype=np.float32)
+            if not entry.batches:
+                continue
+            shape = tuple(entry.meta["shape"])
+            if entry.path is None:
+                entry.out = np.zeros(shape, dtype=np.float32)
+            elif self._lock(entry.path):
+                array, record, _ = partial_paths(entry.path)
+                resumed = read_partial(entry.path, entry.meta)
+                if resumed is None:
+                    record.unlink(missing_ok=True)  # before the array is emptied: no record claims rows it lost
+                    entry.out, entry.record = open_memmap(array, mode="w+", dtype=np.float32, shape=shape), []
+                    write_json(record, {"meta": entry.meta, "batches": []})
                 else:
-                    log.info("capturing %s/%s into %s", entry.meta["prompt_set"], entry.template, entry.path)
-                    entry.tmp = self._stack.enter_context(atomic_path(entry.path))
-                    entry.out = np.lib.format.open_memmap(entry.tmp, mode="w+", dtype=np.float32, shape=shape)
+                    entry.out, entry.record = resumed
+                entry.filled = np.zeros(shape[1], dtype=bool)
+                for batch in entry.record:
+                    entry.filled[batch["rows"]] = True
+                log.info("capturing %s/%s into %s (%d of %d prompts there already)", entry.meta["prompt_set"],
+                         entry.template, entry.path, entry.filled.sum(), shape[1])
+            else:
+                log.info("another process is capturing %s; capturing into a private file (not resumable)", entry.path)
+                entry.tmp = self._stack.enter_context(atomic_path(entry.path))
+                entry.out = open_memmap(entry.tmp, mode="w+", dtype=np.float32, shape=shape)
 
-    def sink(self, i: int, acts: np.ndarray) -> None:
+    def _lock(self, path: Path) -> bool:
+        """Take the partial entry of ``path`` for this process until :meth:`close` (False: another process has it)."""
+        lock = partial_paths(path)[2]
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._stack.callback(os.close, fd)  # closing the file releases the lock
+        return True
+
+    def persisted(self) -> set[int]:
+        """Rank 0, after :meth:`open`: the units whose every row a resumed partial entry holds (verified)."""
+        return {u for u, (e, b) in enumerate(self.units)
+                if self.entries[e].filled is not None and self.entries[e].filled[self.entries[e].batches[b]].all()}
+
+    def sink(self, i: int, acts: np.ndarray) -> bool:
+        """Rank 0: write batch ``i``; True when it is persisted (in the partial entry, recorded with its sha256),
+        False when it is only in memory or a private file (a restart needs it from elsewhere)."""
         e, b = self.units[i]
-        self.entries[e].out[:, self.entries[e].batches[b]] = acts
+        entry, rows = self.entries[e], self.entries[e].batches[b]
+        entry.out[:, rows] = acts
+        if entry.record is None:
+            return False
+        entry.out.flush()  # the rows are in the file before the record names them
+        entry.record.append({"rows": rows.tolist(), "sha256": rows_sha256(entry.out, rows)})
+        write_json(partial_paths(entry.path)[1], {"meta": entry.meta, "batches": entry.record})
+        entry.filled[rows] = True
+        return True
 
     def close(self, ok: bool) -> None:
-        """Rank 0: flush the memmaps and move complete entries into place (metadata, with the sha256, first: a crash
-        in between leaves metadata the old file cannot match); on failure remove the temporary files."""
+        """Rank 0: move complete entries into place (metadata, with the sha256, first: a crash in between leaves
+        metadata the old file cannot match) and release the locks; on failure keep the partial entries (a rerun
+        resumes them) and remove the private temporary files."""
         if not ok:
+            for entry in self.entries:
+                if entry.record is not None:
+                    entry.out.flush()
             self._stack.__exit__(RuntimeError, RuntimeError("capture failed"), None)
             return
-        for entry in self.entries:
-            if entry.tmp is not None:
-                entry.out.flush()
-                entry.out = None
-                commit_entry(entry.tmp, entry.path, entry.meta)
-        self._stack.close()
+        with self._stack:  # on leaving: private files renamed into place (removed on an error), locks released
+            for entry in self.entries:
+                if entry.record is not None:
+                    self._commit_partial(entry)
+                elif entry.tmp is not None:
+                    entry.out.flush()
+                    entry.out = None
+                    commit_entry(entry.tmp, entry.path, entry.meta)
+
+    @staticmethod
+    def _commit_partial(entry: _Entry) -> None:
+        """Checksum the complete partial entry, rename it onto the entry, drop its record."""
+        array, record, _ = partial_paths(entry.path)
+        if not entry.filled.all():
+            raise RuntimeError(f"activation capture of {entry.path}: {int((~entry.filled).sum())} prompts were never "
+                               "captured")
+        entry.out.flush()
+        entry.out = None
+        commit_entry(array, entry.path, entry.meta)
+        os.replace(array, entry.path)
+        record.unlink()
 
     def activations(self) -> list[np.ndarray]:
         """Rank 0, after :meth:`close`: each template's (n_layers + 1, n_items, d_model) array (cache entries
@@ -234,7 +377,8 @@ def cached_activations(handle: ModelHandle, prompt_set: PromptSet, template: str
     cap.open()
     ok = False
     try:
-        for i in tqdm(range(len(cap.units)), desc=f"{prompt_set.domain}/{template}", unit="batch", leave=False):
+        todo = sorted(set(range(len(cap.units))) - cap.persisted())
+        for i in tqdm(todo, desc=f"{prompt_set.domain}/{template}", unit="batch", leave=False):
             cap.sink(i, cap.run(i))
         ok = True
     finally:

@@ -68,13 +68,13 @@ def capture_indices(handle: ModelHandle, texts: Sequence[str], idx: np.ndarray, 
 
 def capture(handle: ModelHandle, texts: Sequence[str], reduction: str = "last", batch_size: int = 32,
             term_spans: Sequence[tuple[int, int]] | None = None, layers: Sequence[int] | None = None,
-            out: np.ndarray | None = None, desc: str = "capture",
-            max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, names: Sequence[str] | None = None) -> np.ndarray:
-    """Reduced residual stream for every prompt: an array (n_readouts, n_prompts, d_model), float32.
+            desc: str = "capture", max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+            names: Sequence[str] | None = None) -> np.ndarray:
+    """Reduced residual stream for every prompt, in memory: an array (n_readouts, n_prompts, d_model), float32.
 
-    Prompts are batched in order of token length (less padding), and written back in input order. Pass
-    ``out`` (e.g. a ``numpy`` memmap) to stream results to disk instead of holding them in memory.
-    ``max_batch_tokens`` and ``names`` (prompt names for the too-long error): see :func:`batch_order`.
+    Prompts are batched in order of token length (less padding), and written back in input order.
+    ``max_batch_tokens`` and ``names`` (prompt names for the too-long error): see :func:`batch_order`. To stream
+    batches to disk (the activation cache), use :class:`medinterp.capture.cache.ActivationCapture`.
     """
     layers = list(range(handle.n_layers + 1)) if layers is None else list(layers)
     bad = [layer for layer in layers if not 0 <= layer <= handle.n_layers]
@@ -82,8 +82,7 @@ def capture(handle: ModelHandle, texts: Sequence[str], reduction: str = "last", 
         raise MedinterpError(f"layer(s) {bad} out of range for {handle.name}; valid: 0..{handle.n_layers}")
     batches = batch_order(handle, texts, batch_size, max_batch_tokens, names)
     shape = (len(layers), len(texts), handle.d_model)
-    out = np.zeros(shape, dtype=np.float32) if out is None else out
-    assert out.shape == shape, (out.shape, shape)
+    out = np.zeros(shape, dtype=np.float32)
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False):
         out[:, idx] = capture_indices(handle, texts, idx, reduction, term_spans, layers, batch_size)
     return out

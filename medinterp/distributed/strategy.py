@@ -34,6 +34,7 @@ import torch
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.models import ModelHandle, ModelSpec, load_model, resolve_device
 from medinterp.models import Placement
+from medinterp.validation import is_int
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ class StrategyConfig:
             raise unknown_choice("strategy.offload_params", self.offload_params, OFFLOAD)
         if self.backend not in ("auto", "nccl", "gloo"):
             raise unknown_choice("strategy.backend", self.backend, ("auto", "nccl", "gloo"))
-        if self.devices != "auto" and (isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1):
+        if self.devices != "auto" and (not is_int(self.devices) or self.devices < 1):
             raise MedinterpError(f"strategy.devices must be 'auto' or an int >= 1; got {self.devices!r}")
-        if isinstance(self.num_nodes, bool) or not isinstance(self.num_nodes, int) or self.num_nodes < 1:
+        if not is_int(self.num_nodes) or self.num_nodes < 1:
             raise MedinterpError(f"strategy.num_nodes must be an int >= 1; got {self.num_nodes!r}")
 
     @classmethod

@@ -26,6 +26,7 @@ import numpy as np
 
 from medinterp.errors import MedinterpError
 from medinterp.judges.base import SCORE_MAX, SCORE_MIN, JudgeContext, JudgeItem, Verdict, register_judge
+from medinterp.validation import is_number
 
 KAPPA = 2.5  # nats; see the module docstring
 
@@ -53,7 +54,7 @@ class DeterministicJudge(JudgeContext):
     needs_text: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.kappa, bool) or not isinstance(self.kappa, (int, float)) or not self.kappa > 0:
+        if not is_number(self.kappa) or not self.kappa > 0:
             raise MedinterpError(f"judge 'deterministic': kappa must be a number > 0; got {self.kappa!r}")
 
     def score(self, items: Sequence[JudgeItem]) -> list[Verdict]:

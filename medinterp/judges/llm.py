@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from medinterp.errors import MedinterpError
 from medinterp.judges.base import SCORE_MAX, SCORE_MIN, JudgeContext, JudgeItem, Verdict, register_judge
 from medinterp.judges.cache import VerdictCache, request_key
+from medinterp.validation import is_int, is_number
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def parse_reply(content: str | None) -> tuple[int, str]:
     if not isinstance(data, dict) or "score" not in data:
         raise ValueError("no 'score' field")
     score = data["score"]
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or float(score) != int(score):
+    if not (is_int(score) or is_number(score) and float(score).is_integer()):  # NaN and infinities are not
         raise ValueError(f"score {score!r} is not an integer")
     if not SCORE_MIN <= int(score) <= SCORE_MAX:
         raise ValueError(f"score {int(score)} is outside {SCORE_MIN}..{SCORE_MAX}")
@@ -216,7 +217,7 @@ class LLMJudge(JudgeContext):
             raise MedinterpError(f"{who}: timeout must be > 0 seconds; got {self.timeout}")
         for field_name, low in (("max_retries", 0), ("max_tokens", 1), ("max_workers", 1), ("max_consecutive_failures", 1)):
             value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise MedinterpError(f"{who}: {field_name} must be an int >= {low}; got {value!r}")
         if self.response_format not in RESPONSE_FORMATS:
             raise MedinterpError(f"{who}: unknown response_format {self.response_format!r}; valid: "
@@ -278,7 +279,7 @@ class LLMJudge(JudgeContext):
             key = request_key(self.cache_model, RUBRIC_VERSION, self.seed, item.prompt, item.clean_answer,
                               item.ablated_answer)
             hit = cache.get(key)
-            if hit is not None and isinstance(hit.get("score"), int):
+            if hit is not None and is_int(hit.get("score")):
                 out[i] = Verdict(float(hit["score"]), str(hit.get("rationale", "")), cached=True)
             else:
                 todo.append((i, key))

@@ -9,8 +9,10 @@ A method is a :class:`Method`: the driver (:func:`medinterp.run.run_cell`) calls
 - ``local_unit(handle, work, j)`` on rank 0: a picklable zero-argument callable computing local unit ``j``
   (run in a worker process; medinterp/workers.py);
 - ``open(handle, work)``, ``sink(handle, work, i, result)`` and ``close(handle, work, ok)`` on rank 0 around and
-  for every finished model unit (defaults: nothing, keep the result, nothing); activation capture writes its
-  batches into the cache there;
+  for every finished model unit (defaults: nothing, keep the result, nothing). The driver checkpoints each
+  unit's result for a restart, unless ``sink`` returns :data:`PERSISTED`: the method stored the unit itself
+  (activation capture writes its batches into the cache's partial entry) and names the units it already holds
+  from an earlier run in ``persisted(handle, work)`` (rank 0, after ``open``), so each is stored once;
 - ``finish(handle, work, results)`` on rank 0 with every unit's result in unit order (model units, then local
   units): the :class:`MethodResult`.
 
@@ -85,6 +87,14 @@ class MethodResult:
                 for v in self.items]
 
 
+class _Persisted:
+    def __repr__(self) -> str:
+        return "PERSISTED"
+
+
+PERSISTED = _Persisted()  # what ``Method.sink`` returns for a unit the method stored itself (module docstring)
+
+
 class Method:
     """The base of every method (see the module docstring); subclasses define ``name``, ``prepare``, ``run_unit``
     and ``finish``, and override the optional steps they need."""
@@ -110,7 +120,14 @@ class Method:
         return None
 
     def sink(self, handle: ModelHandle, work: Any, i: int, result: Any) -> Any:
+        """Rank 0: model unit ``i``'s result; returns what ``finish`` gets for it, or :data:`PERSISTED` when the
+        method stored the unit itself (``finish`` then gets None and the driver keeps no checkpoint of it)."""
         return result
+
+    def persisted(self, handle: ModelHandle, work: Any) -> set[int]:
+        """Rank 0, after ``open``: the model units the method stored itself in an earlier run (their ``sink``
+        returned :data:`PERSISTED`); the driver runs only the others."""
+        return set()
 
     def close(self, handle: ModelHandle, work: Any, ok: bool) -> None:
         return None

@@ -58,6 +58,7 @@ from medinterp.methods.patching_engine import (
 from medinterp.metrics import finite_mean_with_ci
 from medinterp.models import ModelHandle
 from medinterp.prompts import ContrastPair
+from medinterp.validation import is_int, is_number
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -220,11 +221,11 @@ class ActivationPatching(Method):
         if len(set(sites)) != len(sites):
             raise MedinterpError(f"patching method: sites must not repeat; got {list(sites)}")
         object.__setattr__(self, "sites", sites)
-        if isinstance(self.min_gap, bool) or not isinstance(self.min_gap, (int, float)) or not 0 <= self.min_gap < math.inf:
+        if not is_number(self.min_gap) or not 0 <= self.min_gap < math.inf:
             raise MedinterpError(f"patching method: min_gap must be a finite number >= 0; got {self.min_gap!r}")
         for name in ("n_boot", "batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise MedinterpError(f"patching method: {name} must be a positive int; got {value!r}")
         check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
         if self.engine not in ENGINES:
@@ -232,7 +233,7 @@ class ActivationPatching(Method):
         if self.on_length_mismatch not in LENGTH_POLICIES:
             raise unknown_choice("on_length_mismatch", self.on_length_mismatch, LENGTH_POLICIES)
         f = self.pair_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+        if not is_number(f) or not 0 < f <= 1:
             raise MedinterpError(f"patching method: pair_fraction must be a number in (0, 1]; got {f!r}")
 
     def prepare(self, cell: Cell) -> PatchingWork:

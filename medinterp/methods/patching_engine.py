@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from medinterp.capture import TokenBatch
-from medinterp.capture.params import full_weights
+from medinterp.models.weights import full_weights
 from medinterp.hooks import forward_hooks, output_tensor, patch, record, skip_with_outputs
 from medinterp.models import ModelHandle
 

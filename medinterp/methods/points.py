@@ -6,13 +6,14 @@ items under the first template, then under the second, ...), which is also the o
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.prompts import PromptSet
+from medinterp.validation import is_int
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,15 @@ def select_templates(prompt_set: PromptSet, templates: str | int | Sequence[str]
     valid = [t.id for t in prompt_set.templates]
     if templates in (None, "all"):
         return valid
-    if isinstance(templates, int) and not isinstance(templates, bool):
+    if is_int(templates):
         if not 1 <= templates <= len(valid):
             raise MedinterpError(f"templates={templates}: domain {prompt_set.domain!r} has {len(valid)} templates; "
                                  f"use 1..{len(valid)}, 'all' or ids from: {', '.join(valid)}")
         return valid[:templates]
-    chosen = [templates] if isinstance(templates, str) else list(templates)
-    if not chosen:
+    chosen = [templates] if isinstance(templates, str) else list(templates) if isinstance(templates, Iterable) else []
+    if not chosen:  # an empty list, or neither a count nor ids (a bool, a float)
         raise MedinterpError(f"The 'templates' setting must be 'all', a number 1..{len(valid)} or a non-empty list of "
-                             f"template ids of domain {prompt_set.domain!r} ({', '.join(valid)}); got [].")
+                             f"template ids of domain {prompt_set.domain!r} ({', '.join(valid)}); got {templates!r}.")
     for t in chosen:
         if t not in valid:
             raise unknown_choice(f"template for domain {prompt_set.domain!r}:", t, valid)

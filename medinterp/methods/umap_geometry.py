@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from medinterp.capture.cache import ActivationCapture
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.base import Measurement, Method, MethodResult, register_method
+from medinterp.methods.base import PERSISTED, Measurement, Method, MethodResult, register_method
 from medinterp.methods.points import Points
 from medinterp.metrics import (
     Estimate,
@@ -176,8 +176,12 @@ class UmapGeometry(Method):
             workers.start(self.n_jobs, compile_umap)  # the workers compile UMAP while the model captures
         work.capture.open()
 
-    def sink(self, handle: ModelHandle, work: UmapWork, i: int, result: np.ndarray) -> None:
-        work.capture.sink(i, result)  # into the cache entry; the driver keeps nothing
+    def persisted(self, handle: ModelHandle, work: UmapWork) -> set[int]:
+        return work.capture.persisted()  # batches a partial cache entry of an earlier run holds
+
+    def sink(self, handle: ModelHandle, work: UmapWork, i: int, result: np.ndarray) -> Any:
+        # into the cache entry, the batch's one copy (PERSISTED); without a cache the driver checkpoints it
+        return PERSISTED if work.capture.sink(i, result) else None
 
     def close(self, handle: ModelHandle, work: UmapWork, ok: bool) -> None:
         work.capture.close(ok)

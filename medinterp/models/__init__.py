@@ -1,4 +1,5 @@
-"""Models: specs, packaged-weight materialization, architecture adapters and loading."""
+"""Models: specs, packaged-weight materialization, architecture adapters, loading, and reading weights wherever
+they are placed (medinterp/models/weights.py: ZeRO-3 partitions, offload)."""
 from medinterp.models.arch import ArchAdapter, BoundModel, adapter_for, get_module, registered
 from medinterp.models.load import ModelHandle, Placement, load_model, resolve_device
 from medinterp.models.sources import default_cache_dir, materialize

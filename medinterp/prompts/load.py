@@ -59,6 +59,7 @@ from medinterp.prompts.schema import (
     render,
     template_fields,
 )
+from medinterp.validation import is_int, is_number
 
 PACKAGE = "medinterp.data.prompts"  # where the shipped YAML files live
 REQUIRED_KEYS = ("domain", "version", "description", "sources")  # every file
@@ -223,7 +224,7 @@ def _parse_labelings(value: Any, source: str) -> dict[str, Labeling]:
         if spec["kind"] not in LABEL_KINDS:
             raise _fail(source, where, f"kind must be one of {', '.join(LABEL_KINDS)}, got {spec['kind']!r}")
         min_per_class = spec.get("min_per_class", 1)
-        if isinstance(min_per_class, bool) or not isinstance(min_per_class, int) or min_per_class < 1:
+        if not is_int(min_per_class) or min_per_class < 1:
             raise _fail(source, where, f"min_per_class must be a positive integer, got {min_per_class!r}")
         group_by = spec.get("group_by")
         if group_by is not None and spec["kind"] != "ordinal":
@@ -270,9 +271,9 @@ def _label_value(value: Any, labeling: Labeling, source: str, where: str) -> str
         if not isinstance(value, str) or not value.strip():
             raise _fail(source, where, f"label '{name}' must be a class name (string), got {value!r}")
     elif labeling.kind == "numeric":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_number(value) or not math.isfinite(value):
             raise _fail(source, where, f"label '{name}' must be a finite number, got {value!r}")
-    elif isinstance(value, bool) or not isinstance(value, int) or value < 0:  # ordinal
+    elif not is_int(value) or value < 0:  # ordinal
         raise _fail(source, where, f"label '{name}' must be a non-negative integer rank, got {value!r}")
     return value
 

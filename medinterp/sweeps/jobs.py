@@ -5,7 +5,8 @@ A sweep folder is what a Hydra multirun writes (``<sweep dir>/<job subdir>/...``
 
 - ``methods``: a folder with ``per_layer.csv`` (runners/map.py), read by :func:`medinterp.results.read_run`.
   Its configuration is the run's ``config.json`` (older folders: summary.json's ``config``, else
-  ``.hydra/config.yaml``); its *cell* is the (model, domain, method) of its rows.
+  ``.hydra/config.yaml``), Hydra's group choices included (:func:`job_choices`); its *cell* is the (model,
+  domain, method) of its rows.
 - ``maps``: a folder ``<job>/<model>/knowledge_map.json`` (runners/synthesize.py). Its configuration is the
   map's ``params``; its cell is the model.
 
@@ -150,15 +151,18 @@ def find_jobs(sweep_dir: str | Path, kind: str = "auto") -> tuple[str, list[Job]
 
 
 def job_choices(job: Job) -> dict[str, str]:
-    """The config-group choices a job ran with: ``.hydra/hydra.yaml``'s ``runtime.choices``, else (e.g. a
-    run fetched from W&B) the model, domain and method names of its one cell; {} when neither is known."""
+    """The config-group choices a job ran with (``{"model": "tiny_llama", "method": "umap", ...}``): its config's
+    ``hydra.runtime.choices`` (config.json, written by runners/map.py); for folders written before config.json kept
+    them, ``.hydra/hydra.yaml``'s; else (e.g. an older run fetched from W&B) the model, domain and method names of
+    its one cell; {} when none is known. Unset choices (null) are left out."""
+    prefix = "hydra.runtime.choices."
+    choices = {k[len(prefix):]: v for k, v in job.config.items() if k.startswith(prefix)}
     hydra_yaml = job.path / ".hydra" / "hydra.yaml"
-    if hydra_yaml.exists():
+    if not choices and hydra_yaml.exists():  # a folder from before config.json kept them
         choices = (yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra", {}).get("runtime", {}).get("choices", {})
-        return {str(k): str(v) for k, v in (choices or {}).items() if v is not None}
-    if job.kind == "methods" and len(job.cell) == 1:
-        return dict(zip(("model", "domain", "method"), job.cell[0]))
-    return {}
+    if not choices and job.kind == "methods" and len(job.cell) == 1:
+        choices = dict(zip(("model", "domain", "method"), job.cell[0]))
+    return {str(k): str(v) for k, v in (choices or {}).items() if v is not None}
 
 
 # -- settings ----------------------------------------------------------------------------------------

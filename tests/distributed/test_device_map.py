@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from medinterp.capture import capture
-from medinterp.capture.params import full_weights
+from medinterp.models.weights import full_weights
 from medinterp.run import run_method
 from medinterp.methods.ablation import LayerAblation
 from medinterp.methods.patching import ActivationPatching

@@ -199,6 +199,16 @@ def test_the_cache_makes_a_rerun_send_zero_requests(tmp_path):
     assert files[0].stem == record["key"] and len(record["key"]) == 64
 
 
+def test_a_cached_verdict_whose_score_is_not_an_integer_is_asked_again(tmp_path):
+    """A cache record is used only when its score is an integer (is_int): ``true`` is not the score 1."""
+    with FakeOpenAI([("ok", 2, "a"), ("ok", 7, "b")]) as server:
+        judge(server, tmp_path).score(items())
+        [path] = (tmp_path / "cache" / "judge").rglob("*.json")
+        path.write_text(json.dumps({**json.loads(path.read_text()), "score": True}))
+        [again] = judge(server, tmp_path).score(items())
+    assert len(server.chat_requests) == 2 and again.score == 7.0 and not again.cached
+
+
 def test_identical_answers_score_one_without_a_request(tmp_path):
     same = JudgeItem("p", " same answer", " same answer ", 0.0, 0.0)
     with FakeOpenAI([("ok", 8, "x")]) as server:
@@ -236,7 +246,8 @@ def test_order_is_randomised_by_a_seeded_coin_and_the_reference_is_named():
 def test_parse_reply_accepts_fenced_json_and_integral_floats_only():
     assert parse_reply('```json\n{"score": 3, "rationale": "r"}\n```') == (3, "r")
     assert parse_reply('{"score": 7.0, "rationale": "r"}') == (7, "r")
-    for bad in ("", '{"rationale": "r"}', '{"score": true}', '{"score": 6.5}', '{"score": 0}', "[1]"):
+    for bad in ("", '{"rationale": "r"}', '{"score": true}', '{"score": 6.5}', '{"score": 0}', "[1]",
+                '{"score": Infinity}', '{"score": NaN}'):  # Infinity was an OverflowError, not a malformed reply
         with pytest.raises(ValueError):
             parse_reply(bad)
 

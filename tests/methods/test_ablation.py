@@ -307,6 +307,11 @@ def test_settings_are_validated():
     assert LayerAblation(layers=[3, -1, 0]).blocks(4) == [0, 3]
     with pytest.raises(MedinterpError, match=r"min_judge_coverage must be a number in \[0, 1\]; got 1.5"):
         LayerAblation(min_judge_coverage=1.5)
+    # numpy integers are block indices (is_int); the hand-written check made np.int64(3) a traceback (list() of
+    # an int) and refused [np.int64(1)]; a bool is never a block index
+    assert LayerAblation(layers=np.int64(3)).layers == (3,) and LayerAblation(layers=[np.int64(1), 2]).blocks(4) == [1, 2]
+    with pytest.raises(MedinterpError, match="layers must be null or a non-empty list"):
+        LayerAblation(layers=[True])
 
 
 @pytest.mark.integration

@@ -207,6 +207,45 @@ def test_the_driver_checkpoints_every_unit_and_a_restart_runs_only_the_rest(tiny
         assert v == 123.0 if k[2] == 0 else np.array_equal(v, want[k], equal_nan=True), k
 
 
+def test_with_the_cache_a_capture_batch_is_stored_once_and_a_restart_captures_only_the_rest(tiny_handles, tmp_path,
+                                                                                           monkeypatch):
+    """With the activation cache, capture batches go only into the cache's partial entry (no checkpoint), layers
+    are checkpointed; a run stopped after 3 batches resumes from the partial entry and ends as an uninterrupted run."""
+    from medinterp.cell import Cell
+    from medinterp.prompts import load_prompt_set
+    from medinterp.resume import Checkpoints
+    from medinterp.run import drive, unit_name
+
+    ps = load_prompt_set("drugs")
+    cell = Cell(tiny_handles["llama"], ps, UmapGeometry(**FAST), (ps.templates[0].id,), batch_size=32,
+                cache_dir=tmp_path / "cache")
+    plain, info = drive(dataclasses.replace(cell, cache_dir=None))
+    n, n_layers = info["units"], tiny_handles["llama"].n_layers + 1
+    n_model = n - n_layers
+    calls: list[int] = []
+    run_unit = UmapGeometry.run_unit
+
+    def stopping(self, handle, work, i):
+        if len(calls) == 3 and stop:
+            raise KeyboardInterrupt  # what Ctrl-C (or any error) does mid-capture
+        calls.append(i)
+        return run_unit(self, handle, work, i)
+
+    monkeypatch.setattr(UmapGeometry, "run_unit", stopping)
+    store, stop = Checkpoints(tmp_path / "cell"), True
+    with pytest.raises(KeyboardInterrupt):
+        drive(cell, store)
+    assert calls == [0, 1, 2] and store.done() == set()  # the 3 batches are in the partial entry only
+    calls.clear()
+    stop = False
+    resumed, info = drive(cell, store)
+    assert calls == list(range(3, n_model)) and info["resumed"] == 3
+    assert store.done() == {unit_name(n_model + j) for j in range(n_layers)}  # the layers, never a capture batch
+    want = {(m.labeling, m.metric, m.layer): m.estimate.value for m in plain.measurements}
+    got = {(m.labeling, m.metric, m.layer): m.estimate.value for m in resumed.measurements}
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+
+
 def templated_points(n_items=30, templates=("t0", "t1", "t2"), classes=("a", "b", "c")):
     """n_items items under each template (template-major), as the pipeline stacks them."""
     labels = np.tile(np.repeat(np.array(classes), n_items // len(classes)), len(templates))

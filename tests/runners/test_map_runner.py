@@ -35,6 +35,8 @@ def test_one_cell_writes_the_results_format(map_cell, tmp_path):
                             "note", "run_id", "seed", "config_hash"]
     config = json.loads((out / "config.json").read_text())  # the resolved config; its hash and seed on every row
     assert {(r["seed"], r["config_hash"]) for r in rows} == {("0", config_hash(config))} and config["seed"] == 0
+    choices = config["hydra"]["runtime"]["choices"]  # Hydra's group choices: sweeps read them here, not in .hydra/
+    assert (choices["model"], choices["domain"], choices["method"]) == ("tiny_llama", "drugs", "umap")
     assert {r["model"] for r in rows} == {"tiny_llama"} and {r["method"] for r in rows} == {"umap"}
     assert {r["labeling"] for r in rows} == {"mechanism", "specialty", "specialty-mechanism", "all"}
     layers = {int(r["layer"]) for r in rows if r["metric"] == "silhouette_umap"}

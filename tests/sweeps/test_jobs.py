@@ -81,7 +81,24 @@ def test_errors_name_the_problem(tmp_path, make, kind, message):
         find_jobs(tmp_path / "x", kind)
 
 
-def test_job_choices_from_hydra_or_from_the_cell(tmp_path, kit):
+def test_job_choices_from_config_json(tmp_path, kit):
+    """runners/map.py writes Hydra's group choices into config.json (``hydra.runtime.choices``); they win over
+    ``.hydra/hydra.yaml`` and the cell, and never count as a varied key."""
+    from medinterp.sweeps.jobs import job_choices
+
+    choices = {"model": "tiny_gemma3", "domain": "disease", "method": "umap", "judge": None, "experiment": "robustness"}
+    for i, seed in enumerate((0, 1)):
+        kit.write_run(tmp_path / "s" / str(i), "umap", kit.RAMP, {"seed": seed, "hydra": {"runtime": {"choices": choices}}})
+    (tmp_path / "s" / "0" / ".hydra").mkdir()
+    (tmp_path / "s" / "0" / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      model: other\n")
+    _, jobs = find_jobs(tmp_path / "s")
+    want = {"model": "tiny_gemma3", "domain": "disease", "method": "umap", "experiment": "robustness"}
+    assert [job_choices(j) for j in jobs] == [want, want]
+    assert varied_keys(jobs) == ["seed"]
+
+
+def test_job_choices_of_older_folders_from_hydra_yaml_or_from_the_cell(tmp_path, kit):
+    """Folders written before config.json kept the choices: ``.hydra/hydra.yaml``, else the cell's names."""
     from medinterp.sweeps.jobs import job_choices
 
     folder = kit.write_run(tmp_path / "s" / "0", "umap", kit.RAMP, {"seed": 0})

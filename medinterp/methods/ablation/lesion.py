@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medinterp.capture.params import full_weights, is_partitioned
+from medinterp.models.weights import full_weights, is_partitioned
 from medinterp.hooks import forward_hooks, record, skip_with_outputs
 from medinterp.methods.ablation.generate import answer_hidden, answer_logprobs
 from medinterp.models import ModelHandle
@@ -200,7 +200,7 @@ def lesion_head(handle: ModelHandle) -> tuple[torch.Tensor, torch.Tensor | None]
     (``final_logit_softcapping``, Gemma 2): those take the model's own forward. The scorer reads the
     weight outside the forward, where a ZeRO-3 partitioned or offloaded head holds only a placeholder
     (and the model's own forward re-partitions it after every use), so such a head is gathered once
-    with :func:`medinterp.capture.params.full_weights` (a collective: every rank calls this in the same
+    with :func:`medinterp.models.weights.full_weights` (a collective: every rank calls this in the same
     place) into a private copy: one head per rank (Llama-3.3-70B: 2.1 GB in bf16). An ordinary head is
     returned as it is, not copied.
     """

@@ -28,6 +28,7 @@ from medinterp.metrics import Estimate, finite_mean_with_ci
 from medinterp.models import ModelHandle
 from medinterp.prompts import PromptSet
 from medinterp.prompts.schema import Prompt
+from medinterp.validation import is_int, is_number
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -113,18 +114,18 @@ class LayerAblation(Method):
             value = getattr(self, name)
             if optional and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise MedinterpError(f"ablation method: {name} must be an int >= {low}"
                                      f"{' or null' if optional else ''}; got {value!r}")
         check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
         if self.layers is not None:
-            layers = [self.layers] if isinstance(self.layers, int) else list(self.layers)
-            if not layers or any(isinstance(v, bool) or not isinstance(v, int) for v in layers):
+            layers = [self.layers] if is_int(self.layers) else list(self.layers)
+            if not layers or not all(map(is_int, layers)):
                 raise MedinterpError(f"ablation method: layers must be null or a non-empty list of block indices; "
                                      f"got {self.layers!r}")
-            object.__setattr__(self, "layers", tuple(layers))
+            object.__setattr__(self, "layers", tuple(int(v) for v in layers))  # numpy ints as plain ints
         cover = self.min_judge_coverage
-        if isinstance(cover, bool) or not isinstance(cover, (int, float)) or not 0 <= cover <= 1:
+        if not is_number(cover) or not 0 <= cover <= 1:
             raise MedinterpError(f"ablation method: min_judge_coverage must be a number in [0, 1]; got {cover!r}")
         if self.judge is None:
             object.__setattr__(self, "judge", DeterministicJudge())

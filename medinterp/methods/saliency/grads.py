@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medinterp.capture.params import numel, own_weights, shape
+from medinterp.models.weights import numel, own_weights, shape
 from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_hooks
 from medinterp.methods.targets import Batch, TargetTokens, make_batch

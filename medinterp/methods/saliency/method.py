@@ -20,6 +20,7 @@ from medinterp.methods.saliency.grads import MODES, REDUCTIONS, GradPlan, batch_
 from medinterp.methods.targets import encode_targets, saliency_examples, select_examples
 from medinterp.metrics import finite_mean_with_ci
 from medinterp.models import ModelHandle
+from medinterp.validation import is_int
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -62,11 +63,11 @@ class WeightSaliency(Method):
             raise unknown_choice("saliency mode", self.mode, MODES)
         for name in ("batch_size", "n_boot"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise MedinterpError(f"saliency method: {name} must be an integer >= 1; got {value!r}")
         check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
         m = self.max_prompts
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+        if m is not None and (not is_int(m) or m < 1):
             raise MedinterpError(f"saliency method: max_prompts must be an integer >= 1 or null (all); got {m!r}")
 
     def prepare(self, cell: Cell) -> SaliencyWork:
