@@ -76,7 +76,7 @@ from medinterp.metrics import (
     surface_features,
 )
 from medinterp.metrics.circularity import CIRCULARITY_METRICS, circularity_with_ci
-from medinterp.metrics.discontinuity import discontinuity_diff_with_ci
+from medinterp.metrics.discontinuity import discontinuity_diff_with_ci, discontinuity_replicates
 from medinterp.metrics.rank import effective_rank_with_ci
 from medinterp import workers
 from medinterp.workers import imap
@@ -451,10 +451,11 @@ def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
     for name in labelings:
         if points.kinds[name] == "numeric":
             y = points.labels[name].astype(float)
+            drawn: dict[str, np.ndarray] = {}  # subset -> its discontinuity replicates (seed), reused by the difference
             for sub, mask in numeric_subsets(points, name, cfg.numeric_split):
                 _numeric_metrics(cfg, X[mask], emb[mask], emb2[mask], y[mask],
-                                 lambda m, f, n, s=sub: add(s, m, f, n), degenerate)
-            _gender_step_difference(cfg, X, y, points, name, add)
+                                 lambda m, f, n, s=sub: add(s, m, f, n), degenerate, drawn, sub)
+            _gender_step_difference(cfg, X, y, points, name, add, drawn)
             continue
         for sub, mask, labels in class_subsets(points, name):
             for space, D in spaces.items():
@@ -481,8 +482,13 @@ def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
     return out, emb2
 
 
-def _gender_step_difference(cfg: UmapGeometry, X: np.ndarray, y: np.ndarray, points: Points, name: str, add) -> None:
-    """The 17→18 step of one class minus the other's, for each two-class split label (female − male)."""
+def _gender_step_difference(cfg: UmapGeometry, X: np.ndarray, y: np.ndarray, points: Points, name: str, add,
+                            drawn: dict[str, np.ndarray]) -> None:
+    """The 17→18 step of one class minus the other's, for each two-class split label (female − male).
+
+    ``drawn``: replicates :func:`_numeric_metrics` already drew per subset (``<name>/<class>``, same seed), reused
+    for the first class instead of drawn again (the same numbers).
+    """
     at = cfg.discontinuity_at
     for label in cfg.numeric_split:
         classes = sorted(set(points.labels.get(label, [])))
@@ -491,15 +497,17 @@ def _gender_step_difference(cfg: UmapGeometry, X: np.ndarray, y: np.ndarray, poi
         ma, mb = (points.labels[label] == c for c in classes)
         if at in y[ma] and at in y[mb] and np.any(y[ma] > at) and np.any(y[mb] > at):
             add(f"{name}/{classes[0]}-{classes[1]}", "discontinuity_diff",
-                lambda: discontinuity_diff_with_ci(X[ma], y[ma], X[mb], y[mb], at=at, n_boot=cfg.n_boot, seed=cfg.seed),
+                lambda: discontinuity_diff_with_ci(X[ma], y[ma], X[mb], y[mb], at=at, n_boot=cfg.n_boot, seed=cfg.seed,
+                                                   replicates_a=drawn.get(f"{name}/{classes[0]}")),
                 len(y))
 
 
 def _numeric_metrics(cfg: UmapGeometry, X: np.ndarray, emb: np.ndarray, emb2: np.ndarray, y: np.ndarray, add,
-                     degenerate: bool = False) -> None:
-    """Anisotropy, ridge R² and the discontinuity for one numeric labeling subset.
+                     degenerate: bool = False, drawn: dict[str, np.ndarray] | None = None, sub: str = "") -> None:
+    """Anisotropy, ridge R² and the discontinuity for one numeric labeling subset ``sub``.
 
     ``add(metric, compute, n)`` calls ``compute`` unless the layer is degenerate (then nothing is fitted).
+    ``drawn[sub]`` receives the subset's discontinuity replicates (for :func:`_gender_step_difference`).
     """
     n = len(y)
     k = min(cfg.k_anisotropy, n - 1)
@@ -512,5 +520,11 @@ def _numeric_metrics(cfg: UmapGeometry, X: np.ndarray, emb: np.ndarray, emb2: np
     at = cfg.discontinuity_at
     values = np.unique(y)
     if at is not None and at in values and np.any(values > at):
-        add("discontinuity", lambda: discontinuity_with_ci(X, y, at=at, n_boot=cfg.n_boot, seed=cfg.seed), n)
+        def discontinuity() -> Estimate:
+            reps = discontinuity_replicates(X, y, at=at, n_boot=cfg.n_boot, seed=cfg.seed)
+            if drawn is not None:
+                drawn[sub] = reps
+            return discontinuity_with_ci(X, y, at=at, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
+
+        add("discontinuity", discontinuity, n)
         add("discontinuity_rank", lambda: _constant(step_rank(X, y, at=at), n), n)
