@@ -76,7 +76,8 @@ from medinterp.metrics import (
     surface_features,
 )
 from medinterp.metrics.circularity import CIRCULARITY_METRICS, circularity_with_ci
-from medinterp.metrics.discontinuity import discontinuity_diff_with_ci
+from medinterp.metrics.discontinuity import discontinuity_diff_with_ci, discontinuity_replicates
+from medinterp.metrics import device as device_metrics
 from medinterp.metrics.rank import effective_rank_with_ci
 from medinterp import workers
 from medinterp.workers import imap
@@ -191,7 +192,9 @@ class UmapGeometry(Method):
                      work.n_layers + 1, handle.d_model)
 
     def local_unit(self, handle: ModelHandle, work: UmapWork, j: int) -> Callable[[], Any]:
-        return functools.partial(self.measure_layer, j, work.layer(j), work.points, work.labelings)
+        # kNN, distances and silhouettes on the model's GPU, if it has one (medinterp/metrics/device.py)
+        device = str(handle.device) if getattr(handle.device, "type", None) == "cuda" else None
+        return functools.partial(self.measure_layer, j, work.layer(j), work.points, work.labelings, device)
 
     def local_warm_up(self) -> Callable[[], None]:
         return compile_umap
@@ -210,11 +213,13 @@ class UmapGeometry(Method):
         per_layer = list(tqdm(done, total=acts.shape[0], desc="umap layers", unit="layer", leave=False))
         return self.combine(self.baselines(points, labelings), per_layer)
 
-    def measure_layer(self, layer: int, X: np.ndarray, points: Points,
-                      labelings: Sequence[str]) -> tuple[list[Measurement], np.ndarray]:
+    def measure_layer(self, layer: int, X: np.ndarray, points: Points, labelings: Sequence[str],
+                      device: str | None = None) -> tuple[list[Measurement], np.ndarray]:
         """Every metric of one layer's raw activations ``X`` (N, D) (template-centred here, :meth:`centred`),
-        and its 2-D embedding for the plots."""
-        return _measure_layer(self, layer, self.centred(X, points), points, labelings)
+        and its 2-D embedding for the plots. ``device`` (a torch device, e.g. ``"cuda:0"``): the exact kNN graph,
+        the distance matrices and the silhouettes are computed there (medinterp/metrics/device.py; equal to the
+        scikit-learn path to float round-off, but near-tied neighbours may order differently); None: scikit-learn."""
+        return _measure_layer(self, layer, self.centred(X, points), points, labelings, device)
 
     @staticmethod
     def labelings(points: Points, labelings: Sequence[str] | None) -> list[str]:
@@ -277,7 +282,7 @@ class UmapGeometry(Method):
                 X[rows] -= X[rows].mean(0)
         return X
 
-    def neighbours(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def neighbours(self, X: np.ndarray, device: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """The exact k-nearest-neighbour graph UMAP would compute itself, vectorised; None where UMAP should.
 
         Below 4096 points UMAP computes all pairwise distances exactly, through scikit-learn with its
@@ -286,18 +291,24 @@ class UmapGeometry(Method):
         the neighbours are then the k smallest per row, as UMAP's ``fast_knn_indices`` picks them, and the 30-D and 2-D
         fits share them (``precomputed_knn``), so the embeddings are UMAP's own. Larger sets and metrics
         scikit-learn does not know keep UMAP's path (nearest-neighbour descent above 4096 points).
-        Returns ``(indices, distances)``, each (N, k), k = the fits' ``n_neighbors``.
+        Returns ``(indices, distances)``, each (N, k), k = the fits' ``n_neighbors``. ``device``: the same graph from
+        :func:`medinterp.metrics.device.neighbours` on that torch device (euclidean and cosine only).
         """
         from sklearn.metrics.pairwise import PAIRWISE_DISTANCE_FUNCTIONS
 
         if len(X) >= 4096 or self.metric not in PAIRWISE_DISTANCE_FUNCTIONS:
             return None
+        k = min(self.n_neighbors, len(X) - 1)
+        if device is not None and self.metric in device_metrics.METRICS:
+            import torch
+
+            indices, distances = device_metrics.neighbours(torch.as_tensor(X, device=device), k, self.metric)
+            return indices.cpu().numpy(), distances.cpu().numpy()
         from sklearn.metrics import pairwise_distances
 
         D = pairwise_distances(X.astype(np.float64), metric=self.metric)
         np.fill_diagonal(D, 0.0)
         np.maximum(D, 0.0, out=D)
-        k = min(self.n_neighbors, len(X) - 1)
         indices = np.argsort(D, axis=1, kind="stable")[:, :k]  # UMAP's fast_knn_indices, without its JIT compile
         return indices, np.take_along_axis(D, indices, axis=1)
 
@@ -412,8 +423,8 @@ def distinct_rows(X: np.ndarray) -> int:
     return len(np.unique(np.ascontiguousarray(X), axis=0))
 
 
-def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
-                   labelings: Sequence[str]) -> tuple[list[Measurement], np.ndarray]:
+def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points, labelings: Sequence[str],
+                   device: str | None = None) -> tuple[list[Measurement], np.ndarray]:
     """All metrics of one layer (run in a worker process).
 
     A *degenerate* layer, with fewer than ``min(cfg.min_distinct_rows, N)`` distinct rows (read-out 0
@@ -434,7 +445,7 @@ def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
     if degenerate:
         emb = emb2 = np.zeros((len(X), 2), np.float32)
     else:
-        knn = cfg.neighbours(X)
+        knn = cfg.neighbours(X, device)
         emb = cfg.umap(X, cfg.n_components, knn)
         emb2 = cfg.umap(X, 2, knn)
     out: list[Measurement] = []
@@ -447,7 +458,11 @@ def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
     add("all", "effective_rank", lambda: effective_rank_with_ci(X, n_boot=min(cfg.n_boot, 30), seed=cfg.seed), len(X))
     # Distances once per layer; every labeling and subset indexes into them.
     spaces: dict[str, np.ndarray | None] = {"umap": None, "raw": None}
-    if not degenerate:
+    samples = None if device is None else functools.partial(device_metrics.silhouette_np, device=device)
+    if device is not None and not degenerate:
+        spaces = {"umap": device_metrics.distances_np(emb, "euclidean", device),
+                  "raw": device_metrics.distances_np(X, cfg.raw_metric, device)}
+    elif not degenerate:
         d_raw = pairwise_distances(X, metric=cfg.raw_metric)
         np.fill_diagonal(d_raw, 0.0)  # cosine distances carry ~1e-7 rounding on the diagonal
         spaces = {"umap": pairwise_distances(emb), "raw": d_raw}
@@ -455,20 +470,23 @@ def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
     for name in labelings:
         if points.kinds[name] == "numeric":
             y = points.labels[name].astype(float)
+            drawn: dict[str, np.ndarray] = {}  # subset -> its discontinuity replicates (seed), reused by the difference
             for sub, mask in numeric_subsets(points, name, cfg.numeric_split):
                 _numeric_metrics(cfg, X[mask], emb[mask], emb2[mask], y[mask],
-                                 lambda m, f, n, s=sub: add(s, m, f, n), degenerate)
-            _gender_step_difference(cfg, X, y, points, name, add)
+                                 lambda m, f, n, s=sub: add(s, m, f, n), degenerate, drawn, sub)
+            _gender_step_difference(cfg, X, y, points, name, add, drawn)
             continue
         for sub, mask, labels in class_subsets(points, name):
             for space, D in spaces.items():
                 Dm = None if D is None else D[np.ix_(mask, mask)]
                 add(sub, f"silhouette_{space}",
-                    lambda Dm=Dm: silhouette_with_ci(Dm, labels, "precomputed", cfg.n_boot, cfg.seed), mask.sum())
+                    lambda Dm=Dm: silhouette_with_ci(Dm, labels, "precomputed", cfg.n_boot, cfg.seed, samples), mask.sum())
                 add(sub, f"silhouette_{space}_null",
-                    lambda Dm=Dm: shuffled_silhouette_null(Dm, labels, "precomputed", cfg.n_perm, cfg.seed), mask.sum())
+                    lambda Dm=Dm: shuffled_silhouette_null(Dm, labels, "precomputed", cfg.n_perm, cfg.seed, samples),
+                    mask.sum())
                 if sub == name:
-                    per_sample[(name, space)] = None if Dm is None else silhouette_samples(Dm, labels, metric="precomputed")
+                    per_sample[(name, space)] = (None if Dm is None else silhouette_samples(Dm, labels, metric="precomputed")
+                                                 if samples is None else samples(Dm, labels))
             if points.kinds[name] == "ordinal" and sub != name and len(set(labels)) >= 3:
                 found = {} if degenerate else circularity_with_ci(
                     X[mask], labels.astype(float), n_boot=cfg.n_boot // 2, n_perm=cfg.n_perm, seed=cfg.seed)
@@ -485,8 +503,13 @@ def _measure_layer(cfg: UmapGeometry, layer: int, X: np.ndarray, points: Points,
     return out, emb2
 
 
-def _gender_step_difference(cfg: UmapGeometry, X: np.ndarray, y: np.ndarray, points: Points, name: str, add) -> None:
-    """The 17→18 step of one class minus the other's, for each two-class split label (female − male)."""
+def _gender_step_difference(cfg: UmapGeometry, X: np.ndarray, y: np.ndarray, points: Points, name: str, add,
+                            drawn: dict[str, np.ndarray]) -> None:
+    """The 17→18 step of one class minus the other's, for each two-class split label (female − male).
+
+    ``drawn``: replicates :func:`_numeric_metrics` already drew per subset (``<name>/<class>``, same seed), reused
+    for the first class instead of drawn again (the same numbers).
+    """
     at = cfg.discontinuity_at
     for label in cfg.numeric_split:
         classes = sorted(set(points.labels.get(label, [])))
@@ -495,15 +518,17 @@ def _gender_step_difference(cfg: UmapGeometry, X: np.ndarray, y: np.ndarray, poi
         ma, mb = (points.labels[label] == c for c in classes)
         if at in y[ma] and at in y[mb] and np.any(y[ma] > at) and np.any(y[mb] > at):
             add(f"{name}/{classes[0]}-{classes[1]}", "discontinuity_diff",
-                lambda: discontinuity_diff_with_ci(X[ma], y[ma], X[mb], y[mb], at=at, n_boot=cfg.n_boot, seed=cfg.seed),
+                lambda: discontinuity_diff_with_ci(X[ma], y[ma], X[mb], y[mb], at=at, n_boot=cfg.n_boot, seed=cfg.seed,
+                                                   replicates_a=drawn.get(f"{name}/{classes[0]}")),
                 len(y))
 
 
 def _numeric_metrics(cfg: UmapGeometry, X: np.ndarray, emb: np.ndarray, emb2: np.ndarray, y: np.ndarray, add,
-                     degenerate: bool = False) -> None:
-    """Anisotropy, ridge R² and the discontinuity for one numeric labeling subset.
+                     degenerate: bool = False, drawn: dict[str, np.ndarray] | None = None, sub: str = "") -> None:
+    """Anisotropy, ridge R² and the discontinuity for one numeric labeling subset ``sub``.
 
     ``add(metric, compute, n)`` calls ``compute`` unless the layer is degenerate (then nothing is fitted).
+    ``drawn[sub]`` receives the subset's discontinuity replicates (for :func:`_gender_step_difference`).
     """
     n = len(y)
     k = min(cfg.k_anisotropy, n - 1)
@@ -516,5 +541,11 @@ def _numeric_metrics(cfg: UmapGeometry, X: np.ndarray, emb: np.ndarray, emb2: np
     at = cfg.discontinuity_at
     values = np.unique(y)
     if at is not None and at in values and np.any(values > at):
-        add("discontinuity", lambda: discontinuity_with_ci(X, y, at=at, n_boot=cfg.n_boot, seed=cfg.seed), n)
+        def discontinuity() -> Estimate:
+            reps = discontinuity_replicates(X, y, at=at, n_boot=cfg.n_boot, seed=cfg.seed)
+            if drawn is not None:
+                drawn[sub] = reps
+            return discontinuity_with_ci(X, y, at=at, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
+
+        add("discontinuity", discontinuity, n)
         add("discontinuity_rank", lambda: _constant(step_rank(X, y, at=at), n), n)

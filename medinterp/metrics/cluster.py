@@ -13,6 +13,8 @@ caller scoring several labelings of the same points computes the distances once.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.metrics import pairwise_distances, silhouette_samples
 
@@ -31,7 +33,18 @@ def _check_points(X, labels, metric: str, fn: str) -> tuple[np.ndarray, np.ndarr
     return X, check_labels(labels, X.shape[0], fn)
 
 
-def silhouette_with_ci(X, labels, metric: str = "euclidean", n_boot: int = 200, seed: int = 0) -> Estimate:
+SampleFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (D (n, n), labels (n,)) -> s(i) (n,)
+
+
+def _samples(X: np.ndarray, labels: np.ndarray, metric: str, samples: SampleFn | None) -> np.ndarray:
+    """Per-sample s(i): scikit-learn's, or ``samples(D, labels)`` on a precomputed matrix (e.g. on a GPU)."""
+    if samples is None or metric != "precomputed":
+        return silhouette_samples(X, labels, metric=metric)
+    return samples(X, labels)
+
+
+def silhouette_with_ci(X, labels, metric: str = "euclidean", n_boot: int = 200, seed: int = 0,
+                       samples: SampleFn | None = None) -> Estimate:
     """Mean silhouette of ``labels`` on ``X`` with a percentile-bootstrap 95% CI.
 
     X: (n, d) points, or (n, n) distances with ``metric="precomputed"``; labels: (n,) with
@@ -42,29 +55,32 @@ def silhouette_with_ci(X, labels, metric: str = "euclidean", n_boot: int = 200, 
     samples. We do not resample points and recompute the silhouette: a resample holds duplicated points
     at distance 0 from each other, which shrinks a(i) and biases the silhouette upward. The CI therefore
     reflects which points were sampled, holding the class geometry fixed.
+    ``samples``: computes s(i) from a precomputed matrix instead of scikit-learn (equal to float round-off,
+    :func:`medinterp.metrics.device.silhouette_samples`); ignored for other metrics.
     """
     fn = "silhouette_with_ci"
     X, labels = _check_points(X, labels, metric, fn)
     n_boot = check_int(n_boot, "n_boot", fn, 1)
-    s = silhouette_samples(X, labels, metric=metric)  # (n,) per-sample s(i)
+    s = _samples(X, labels, metric, samples)  # (n,) per-sample s(i)
     return mean_with_ci(s, n_boot=n_boot, seed=seed)
 
 
-def shuffled_silhouette_null(X, labels, metric: str = "euclidean", n_perm: int = 20, seed: int = 0) -> Estimate:
+def shuffled_silhouette_null(X, labels, metric: str = "euclidean", n_perm: int = 20, seed: int = 0,
+                             samples: SampleFn | None = None) -> Estimate:
     """Silhouette expected by chance: the score under random permutations of ``labels``.
 
     Each permutation keeps the class sizes and the points and only breaks the point-label link.
     value = mean silhouette over ``n_perm`` permutations; CI = the 2.5th and 97.5th percentiles of the
     permutation distribution (a 95% null band, not a CI of the mean); n = number of samples. Shapes and
     metrics as in :func:`silhouette_with_ci`. The distance matrix is computed once and reused
-    (O(n^2) memory: 200 MB at n = 5000).
+    (O(n^2) memory: 200 MB at n = 5000). ``samples`` as in :func:`silhouette_with_ci`.
     """
     fn = "shuffled_silhouette_null"
     X, labels = _check_points(X, labels, metric, fn)
     n_perm = check_int(n_perm, "n_perm", fn, 1)
     D = X if metric == "precomputed" else pairwise_distances(X, metric=metric)  # (n, n)
     rng = np.random.default_rng(seed)
-    scores = np.array([silhouette_samples(D, rng.permutation(labels), metric="precomputed").mean()
+    scores = np.array([_samples(D, rng.permutation(labels), "precomputed", samples).mean()
                        for _ in range(n_perm)])
     lo, hi = np.percentile(scores, [2.5, 97.5])
     return Estimate(float(scores.mean()), float(lo), float(hi), int(X.shape[0]))

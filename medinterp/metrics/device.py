@@ -4,11 +4,13 @@ The same quantities as scikit-learn's ``pairwise_distances`` (euclidean, cosine)
 :meth:`medinterp.methods.umap_geometry.UmapGeometry.neighbours` computes it, and ``silhouette_samples``
 on a precomputed matrix, in float64 torch so that an (N, N) matrix of a 1000-point layer costs
 milliseconds on a GPU instead of a CPU core. Equal to the scikit-learn references to float round-off
-(tested to 1e-6 on CPU tensors); not yet called by the driver (issue 15: "kNN and silhouettes on the
-model's device where it is a GPU").
+(tested to 1e-6 on CPU tensors). The UMAP method uses them where the model runs on a GPU (issue 15: "kNN and
+silhouettes on the model's device where it is a GPU"), through the numpy-in, numpy-out :func:`distances_np` and
+:func:`silhouette_np`; on a CPU it keeps scikit-learn.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from medinterp.errors import MedinterpError, unknown_choice
@@ -95,3 +97,15 @@ def nearest_distances(X: torch.Tensor, k: int, chunk_elements: int = 1 << 25) ->
         exact = torch.stack([(X[rows] - X[cand[:, c]]).norm(dim=1) for c in range(n_cand)], 1)
         out[rows] = exact.sort(dim=1).values[:, :k]
     return out
+
+
+def distances_np(X: np.ndarray, metric: str, device: str | torch.device) -> np.ndarray:
+    """:func:`distances` of the rows of the numpy ``X`` (N, D), computed on ``device``: (N, N) float64 numpy."""
+    return distances(torch.as_tensor(np.ascontiguousarray(X), device=device), metric).cpu().numpy()
+
+
+def silhouette_np(D: np.ndarray, labels: np.ndarray, device: str | torch.device) -> np.ndarray:
+    """:func:`silhouette_samples` of a numpy distance matrix and labels of any kind (strings too), computed on
+    ``device``: (N,) float64 numpy; scikit-learn's ``silhouette_samples(D, labels, metric="precomputed")``."""
+    codes = np.unique(np.asarray(labels), return_inverse=True)[1].reshape(-1)
+    return silhouette_samples(torch.as_tensor(D, device=device), torch.as_tensor(codes, device=device)).cpu().numpy()

@@ -397,3 +397,35 @@ def test_run_is_baselines_then_measure_layer_per_layer_then_combine_in_workers_o
     assert {m.layer for m in units.measurements} == {-1, 0, 1, 2}
     with pytest.raises(MedinterpError, match=r"unknown labeling\(s\) \['organ'\]; valid: cls"):
         method.labelings(pts, ["organ"])
+
+
+def test_the_device_path_equals_scikit_learn_on_cpu_tensors(monkeypatch):
+    """measure_layer(device=...) (torch kNN, distances, silhouettes: the GPU path) forced onto the CPU: the same rows,
+    the same values to 1e-6 relative (float round-off). The kNN graph is the same here (no near-ties), so even the
+    embedding metrics agree; in general near-tied neighbours may order differently."""
+    rng = np.random.default_rng(7)
+    pts = categorical_points(n_per=15)
+    rnd = rng.permutation(pts.labels["cls"])
+    pts = Points(pts.item_ids, pts.template_ids, pts.terms, {"cls": pts.labels["cls"], "rnd": rnd},
+                 {"cls": "categorical", "rnd": "categorical"}, {"cls": None, "rnd": None})
+    X = (rng.normal(size=(len(pts), 12)) + 4 * rng.normal(size=(3, 12))[np.searchsorted(["a", "b", "c"], pts.labels["cls"])])
+    from medinterp.metrics import device as device_metrics
+
+    cfg = UmapGeometry(**FAST, contrasts=[["cls", "rnd"]])
+    want, want_emb = cfg.measure_layer(1, X.astype(np.float32), pts, ["cls", "rnd"])
+    calls = {"silhouette_np": 0, "distances_np": 0, "neighbours": 0}
+    for name in calls:  # count the torch calls: the device path must be the one measured
+        def spy(*args, _f=getattr(device_metrics, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _f(*args, **kwargs)
+        monkeypatch.setattr(device_metrics, name, spy)
+    got, got_emb = cfg.measure_layer(1, X.astype(np.float32), pts, ["cls", "rnd"], device="cpu")
+    # kNN once; distances: raw and UMAP; s(i): 2 labelings x 2 spaces x (1 + n_perm) + the 4 contrast inputs
+    assert calls == {"neighbours": 1, "distances_np": 2, "silhouette_np": 2 * 2 * (1 + FAST["n_perm"]) + 4}
+    assert [(m.labeling, m.metric, m.note) for m in got] == [(m.labeling, m.metric, m.note) for m in want]
+    assert {m.metric for m in want} >= {"silhouette_raw", "silhouette_umap_null", "silhouette_raw_diff"}
+    for a, b in zip(want, got):
+        np.testing.assert_allclose([b.estimate.value, b.estimate.ci_low, b.estimate.ci_high],
+                                   [a.estimate.value, a.estimate.ci_low, a.estimate.ci_high], rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{a.labeling} {a.metric}")
+    np.testing.assert_allclose(got_emb, want_emb, rtol=1e-5, atol=1e-5)

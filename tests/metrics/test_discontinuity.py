@@ -69,3 +69,26 @@ def test_missing_value_is_refused():
         step_rank(X, v, at=100)
     with pytest.raises(MedinterpError, match="at least 3 distinct values"):
         discontinuity_with_ci(X[:20], v[:20], at=1)
+
+
+def test_chunked_steps_equal_one_difference_bit_for_bit():
+    from medinterp.metrics import discontinuity as disc
+
+    C = np.random.default_rng(4).normal(size=(35, 7, 33))
+    assert len(C) > disc.STEP_CHUNK and len(C) % disc.STEP_CHUNK  # several chunks, the last one partial
+    reference = np.linalg.norm(np.diff(C, axis=-2), axis=-1)
+    assert np.array_equal(disc._steps(C), reference)
+    assert np.array_equal(disc._steps(C.reshape(-1, 5, 7, 33)), reference.reshape(-1, 5, 6))  # any leading axes
+    assert np.array_equal(disc._steps(C[0]), reference[0])
+
+
+def test_given_replicates_give_the_same_estimates():
+    from medinterp.metrics.discontinuity import discontinuity_diff_with_ci, discontinuity_replicates
+
+    (Xa, va), (Xb, vb) = ramp(jump=9.0), ramp()
+    reps = discontinuity_replicates(Xa, va, n_boot=50, seed=2)
+    assert discontinuity_with_ci(Xa, va, n_boot=50, seed=2, replicates=reps) == discontinuity_with_ci(Xa, va, n_boot=50, seed=2)
+    assert (discontinuity_diff_with_ci(Xa, va, Xb, vb, n_boot=50, seed=2, replicates_a=reps)
+            == discontinuity_diff_with_ci(Xa, va, Xb, vb, n_boot=50, seed=2))
+    other = discontinuity_replicates(Xa, va, n_boot=50, seed=5)  # the replicates are what the CI is taken from
+    assert discontinuity_with_ci(Xa, va, n_boot=50, seed=2, replicates=other) != discontinuity_with_ci(Xa, va, n_boot=50, seed=2)
