@@ -12,17 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
 
 from medinterp.errors import MedinterpError, unknown_choice  # noqa: E402
+from medinterp.validation import check_retired_settings, check_run_settings  # noqa: E402
 
 CONF = ROOT / "conf"
 log = logging.getLogger("medinterp")
 
 
 def check_group_choices(argv: list[str], groups: tuple[str, ...]) -> None:
-    """Reject ``group=value`` overrides naming no ``conf/<group>/<value>.yaml``, before Hydra starts.
+    """Reject ``group=value`` overrides naming no ``conf/<group>/<value>.yaml``, and overrides of retired settings
+    (``max_batch_tokens=...``: one line saying what replaced them), before Hydra starts.
 
     Handles multirun lists (``domain=age,drugs``); sweep functions (``choice(...)``) are left to Hydra. A
     ``domain`` value that is a path (see :func:`prompt_file_choices`) must name an existing file.
     """
+    check_retired_settings(arg.partition("=")[0].lstrip("+~") for arg in argv)
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
@@ -113,6 +116,18 @@ def _register_resolvers() -> None:
 
 
 _register_resolvers()
+
+
+def map_config(cfg: Any) -> dict[str, Any]:
+    """conf/map.yaml as composed, resolved into plain containers, once checked: no retired setting (a machine's
+    conf/local/default.yaml written for an older version: medinterp.validation.RETIRED_SETTINGS), and the run-level
+    settings (batch limits, seed) valid before anything is loaded."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    check_retired_settings([*plain, *(f"method.{key}" for key in plain.get("method") or {})])
+    check_run_settings(batch_size=plain["batch_size"], seed=plain["seed"], batch_tokens=plain["batch_tokens"])
+    return plain
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

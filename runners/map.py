@@ -16,12 +16,13 @@ import logging
 import sys
 from pathlib import Path
 
-from _common import (check_group_choices, exit_cleanly_on_sigterm, log, log_run_warnings, private_run_dir_for_other_ranks,
-                     prompt_file_choices, prompt_set_domain, publish, quiet_libraries, sweep_group, user_errors)
+from _common import (check_group_choices, exit_cleanly_on_sigterm, log, log_run_warnings, map_config,
+                     private_run_dir_for_other_ranks, prompt_file_choices, prompt_set_domain, publish, quiet_libraries,
+                     sweep_group, user_errors)
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from medinterp.cell import Cell  # noqa: E402
 from medinterp.distributed import make_strategy  # noqa: E402
@@ -32,7 +33,6 @@ from medinterp.registry import build  # noqa: E402
 from medinterp.results import RunWriter  # noqa: E402
 from medinterp.resume import Checkpoints  # noqa: E402
 from medinterp.run import run_cell  # noqa: E402
-from medinterp.validation import check_run_settings  # noqa: E402
 
 
 @functools.lru_cache(maxsize=1)  # one process group per process, even across a multirun's cells
@@ -48,8 +48,7 @@ cached_model = functools.lru_cache(maxsize=1)(  # a multirun over domains loads 
 
 def run_map(cfg: DictConfig, out_dir: Path) -> Path | None:
     """Build the cell ``cfg`` describes and run it into ``out_dir`` (rank 0 writes; other ranks return None)."""
-    check_run_settings(batch_size=cfg.batch_size, seed=cfg.seed, max_batch_tokens=cfg.max_batch_tokens)
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = map_config(cfg)  # checked: retired and run-level settings
     strategy = launched_strategy(json.dumps(plain.get("strategy", {"name": "single"}), sort_keys=True), cfg.device)
     prompt_set = load_prompt_set(cfg.domain.prompt_set)
     method = build(plain["method"])
@@ -60,7 +59,7 @@ def run_map(cfg: DictConfig, out_dir: Path) -> Path | None:
              method.name, cfg.device, strategy.describe(), cfg.cache_dir, out_dir if rank0 else "(rank 0 writes)")
     cell = Cell(cached_model(ModelSpec.from_dict(plain["model"]), strategy, cfg.cache_dir), prompt_set, method,
                 select_templates(prompt_set, cfg.templates), plain["domain"]["labelings"], cfg.reduction, cfg.batch_size,
-                cfg.max_batch_tokens, cfg.seed, Path(cfg.cache_dir) if cfg.use_activation_cache else None,
+                cfg.batch_tokens, cfg.seed, Path(cfg.cache_dir) if cfg.use_activation_cache else None,
                 {k: v for k, v in plain["method"].items() if k != "_target_"}, strategy)
     checkpoints = Checkpoints(Path(cfg.cache_dir) / "resume" / cell.key() if cfg.resume and rank0 else None)
     with getattr(method, "judge", None) or contextlib.nullcontext():  # a local judge keeps one server up for the run
