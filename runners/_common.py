@@ -119,12 +119,18 @@ _register_resolvers()
 
 
 def map_config(cfg: Any) -> dict[str, Any]:
-    """conf/map.yaml as composed, resolved into plain containers, once checked: no retired setting (a machine's
-    conf/local/default.yaml written for an older version: medinterp.validation.RETIRED_SETTINGS), and the run-level
-    settings (batch limits, seed) valid before anything is loaded."""
+    """conf/map.yaml as composed, resolved into plain containers with ``per_method.<chosen method>`` merged into
+    ``method``, once checked: no retired setting (a machine's conf/local/default.yaml written for an older version:
+    medinterp.validation.RETIRED_SETTINGS), and the run-level settings (batch limits, seed) valid before anything
+    is loaded. Call it inside a Hydra run (it reads the method chosen from HydraConfig)."""
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(cfg, resolve=True)
+    # settings given to one method only, by its name (conf/experiment/robustness.yaml: umap's centring, patching's
+    # pair fraction), go into the chosen method's own: config.json and the resume key see the settings it ran with
+    chosen = HydraConfig.get().runtime.choices["method"]
+    plain["method"].update((plain.pop("per_method", None) or {}).get(chosen) or {})
     check_retired_settings([*plain, *(f"method.{key}" for key in plain.get("method") or {})])
     check_run_settings(batch_size=plain["batch_size"], seed=plain["seed"], batch_tokens=plain["batch_tokens"])
     return plain
