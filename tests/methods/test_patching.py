@@ -336,7 +336,7 @@ def test_negative_gap_and_clean_preferring_the_corrupted_answer_are_counted_apar
     lds = [(1.0, 3.0), (-3.0, -5.0), (-2.0, 1.0), (4.0, 0.0)]
     pairs = [CheckedPair(pair(f"p{i}", "a b", "a c"), 1, 2, 2) for i in range(len(lds))]
     method = ActivationPatching(sites=("resid_last",), min_gap=1.0, n_boot=10)
-    work = PatchingWork({"n_pairs": 4}, pairs, [])
+    work = PatchingWork({"n_pairs": 4}, pairs, [], (32, None))
     ld_clean, ld_corrupt = (np.array(v) for v in zip(*lds))
     result = {"idx": [0, 1, 2, 3], "ld_clean": ld_clean, "ld_corrupt": ld_corrupt,
               "ld_patched": {"resid_last": np.zeros((2, 4))}, "n_forwards": 0, "n_block_calls": 0}
