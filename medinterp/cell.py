@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS
+from medinterp.capture.limits import DEFAULT_BATCH_TOKENS
 from medinterp.resume import resume_key
 from medinterp.distributed.strategy import Strategy, StrategyConfig
 from medinterp.methods import Points, stack_points
@@ -33,7 +33,8 @@ class Cell:
 
     ``templates``: the prompt templates measured; ``labelings``: the labelings measured (None: all);
     ``reduction``: the token read-out of captured activations (medinterp/capture/tokens.py); ``batch_size`` and
-    ``max_batch_tokens``: prompts and padded tokens per capture forward (medinterp/capture/limits.py);
+    ``batch_tokens``: at most this many prompts and padded tokens per forward pass, for every method (each cuts its
+    batches by them; medinterp/capture/limits.py);
     ``cache_dir``: the activation cache (None: off); ``settings``: the method's settings as configured (part of the
     resume key and the summary); ``strategy``: how many processes run it (a single process is a world of one).
     """
@@ -45,14 +46,14 @@ class Cell:
     labelings: tuple[str, ...] | None = None
     reduction: str = "last"
     batch_size: int = 32
-    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS
+    batch_tokens: int | None = DEFAULT_BATCH_TOKENS
     seed: int = 0
     cache_dir: Path | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     strategy: Strategy = field(default_factory=_single)
 
     def __post_init__(self) -> None:
-        check_run_settings(batch_size=self.batch_size, seed=self.seed, max_batch_tokens=self.max_batch_tokens)
+        check_run_settings(batch_size=self.batch_size, seed=self.seed, batch_tokens=self.batch_tokens)
         object.__setattr__(self, "templates", tuple(self.templates))
         if self.labelings is not None:
             object.__setattr__(self, "labelings", tuple(self.labelings))
@@ -74,7 +75,7 @@ class Cell:
                  "sha256": self.prompt_set.sha256, "method": self.method.name, "settings": self.settings,
                  "templates": list(self.templates), "labelings": None if self.labelings is None else list(self.labelings),
                  "reduction": self.reduction, "batch_size": self.batch_size, "seed": self.seed,
-                 "max_batch_tokens": self.max_batch_tokens}
+                 "batch_tokens": self.batch_tokens}
         return resume_key(parts)
 
     def summary(self, n_units: int, resumed: int) -> dict[str, Any]:

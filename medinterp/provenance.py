@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Top-level config keys left out of config_hash: output and cache locations, tracking, figures, reports,
-# the device, Hydra's own node. (batch_size, max_batch_tokens and strategy stay in: they can move float sums.)
+# the device, Hydra's own node. (batch_size, batch_tokens and strategy stay in: they can move float sums.)
 NUMBER_FREE_KEYS = ("hydra", "out_dir", "cache_dir", "use_activation_cache", "resume", "logger", "plots", "report",
                     "device")
 RUN_PACKAGES = ("medinterp", "torch", "transformers", "umap-learn", "scikit-learn", "numpy", "hydra-core",

@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS
+from medinterp.capture.limits import DEFAULT_BATCH_TOKENS
 from medinterp.cell import Cell
 from medinterp.methods import PERSISTED, MethodResult
 from medinterp.models import ModelHandle
@@ -161,8 +161,8 @@ def run_cell(cell: Cell, writer: RunWriter | None, checkpoints: Checkpoints | No
 
 def run_method(method: Any, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str],
                labelings: Sequence[str] | None = None, *, reduction: str = "last", batch_size: int = 32,
-               max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, cache_dir: Path | None = None) -> MethodResult:
+               batch_tokens: int | None = DEFAULT_BATCH_TOKENS, cache_dir: Path | None = None) -> MethodResult:
     """Run ``method`` on (``handle``, ``prompt_set``, ``templates``) in this process and return its result."""
     cell = Cell(handle, prompt_set, method, tuple(templates), None if labelings is None else tuple(labelings),
-                reduction=reduction, batch_size=batch_size, max_batch_tokens=max_batch_tokens, cache_dir=cache_dir)
+                reduction=reduction, batch_size=batch_size, batch_tokens=batch_tokens, cache_dir=cache_dir)
     return drive(cell)[0]

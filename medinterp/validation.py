@@ -10,6 +10,7 @@ got 'abc'.`` instead of a traceback deep inside a method.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 from medinterp.errors import MedinterpError
@@ -40,11 +41,31 @@ def check_seed(value: Any, name: str = "seed") -> None:
         raise MedinterpError(f"The {name!r} setting must be an integer in [0, 2**32); got {value!r}.")
 
 
-def check_run_settings(*, batch_size: Any, seed: Any, max_batch_tokens: Any = None) -> None:
+def check_run_settings(*, batch_size: Any, seed: Any, batch_tokens: Any = None) -> None:
     """The run-level settings of ``runners/map.py`` (conf/map.yaml), checked before anything is loaded."""
     check_positive_int("batch_size", batch_size)
-    check_positive_int("max_batch_tokens", max_batch_tokens, allow_none=True)
+    check_positive_int("batch_tokens", batch_tokens, allow_none=True)
     check_seed(seed)
 
 
-__all__ = ["check_positive_int", "check_run_settings", "check_seed", "is_int", "is_number"]
+# settings that no longer exist -> what replaced them (issue 15: one meaning of the batch limits for every method)
+RETIRED_SETTINGS = {
+    "max_batch_tokens": "max_batch_tokens was renamed batch_tokens: padded tokens per forward pass, for every method "
+                        "(conf/map.yaml)",
+    "method.batch_size": "method.batch_size was replaced by the top-level batch_size: prompts per forward pass, for "
+                         "every method (conf/map.yaml)",
+    "method.max_batch_tokens": "method.max_batch_tokens was replaced by the top-level batch_tokens: padded tokens per "
+                               "forward pass, for every method (conf/map.yaml)",
+}
+
+
+def check_retired_settings(keys: Iterable[str]) -> None:
+    """One line for the first of ``keys`` (dotted, as typed: ``method.batch_size``) that names a retired setting,
+    saying what replaced it, instead of Hydra's "not in struct" or a method's "unknown setting"."""
+    for key in keys:
+        if key in RETIRED_SETTINGS:
+            raise MedinterpError(RETIRED_SETTINGS[key])
+
+
+__all__ = ["RETIRED_SETTINGS", "check_positive_int", "check_retired_settings", "check_run_settings", "check_seed",
+           "is_int", "is_number"]

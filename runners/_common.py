@@ -12,17 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clean clone without installing
 
 from medinterp.errors import MedinterpError, unknown_choice  # noqa: E402
+from medinterp.validation import check_retired_settings, check_run_settings  # noqa: E402
 
 CONF = ROOT / "conf"
 log = logging.getLogger("medinterp")
 
 
 def check_group_choices(argv: list[str], groups: tuple[str, ...]) -> None:
-    """Reject ``group=value`` overrides naming no ``conf/<group>/<value>.yaml``, before Hydra starts.
+    """Reject ``group=value`` overrides naming no ``conf/<group>/<value>.yaml``, and overrides of retired settings
+    (``max_batch_tokens=...``: one line saying what replaced them), before Hydra starts.
 
     Handles multirun lists (``domain=age,drugs``); sweep functions (``choice(...)``) are left to Hydra. A
     ``domain`` value that is a path (see :func:`prompt_file_choices`) must name an existing file.
     """
+    check_retired_settings(arg.partition("=")[0].lstrip("+~") for arg in argv)
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
@@ -115,6 +118,27 @@ def _register_resolvers() -> None:
 _register_resolvers()
 
 
+def map_config(cfg: Any) -> dict[str, Any]:
+    """conf/map.yaml as composed, resolved into plain containers with ``per_method.<chosen method>`` merged into
+    ``method``, once checked: no retired setting (a machine's conf/local/default.yaml written for an older version:
+    medinterp.validation.RETIRED_SETTINGS), and the run-level settings (batch limits, seed) valid before anything
+    is loaded; plus Hydra's config-group choices under ``hydra.runtime.choices`` (as in ``.hydra/hydra.yaml``):
+    config.json keeps them, so sweeps read a job's choices from it (medinterp/sweeps/jobs.py); ``hydra`` is outside
+    the config hash (medinterp.provenance.NUMBER_FREE_KEYS). Call it inside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    # settings given to one method only, by its name (conf/experiment/robustness.yaml: umap's centring, patching's
+    # pair fraction), go into the chosen method's own: config.json and the resume key see the settings it ran with
+    chosen = HydraConfig.get().runtime.choices["method"]
+    plain["method"].update((plain.pop("per_method", None) or {}).get(chosen) or {})
+    check_retired_settings([*plain, *(f"method.{key}" for key in plain.get("method") or {})])
+    check_run_settings(batch_size=plain["batch_size"], seed=plain["seed"], batch_tokens=plain["batch_tokens"])
+    plain["hydra"] = {"runtime": {"choices": OmegaConf.to_container(HydraConfig.get().runtime.choices)}}
+    return plain
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Print a :class:`MedinterpError` as one line (``error: ...``) and exit 2, without a traceback."""
     @functools.wraps(fn)
@@ -180,21 +204,6 @@ def log_run_warnings(folder: Path) -> None:
         return
     for line in (summary.get("method_summary") or {}).get("warnings") or []:
         log.warning("%s", line)
-
-
-def map_config(cfg: Any) -> dict[str, Any]:
-    """A map job's config as the library gets it: its run-level settings checked first (one line before any work,
-    medinterp.validation.check_run_settings), then resolved, plus Hydra's config-group choices under
-    ``hydra.runtime.choices`` (as in ``.hydra/hydra.yaml``). config.json keeps them, so sweeps read a job's choices
-    from it (medinterp/sweeps/jobs.py); ``hydra`` is outside the config hash (medinterp.provenance.NUMBER_FREE_KEYS)."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-    from medinterp.validation import check_run_settings
-
-    check_run_settings(batch_size=cfg.batch_size, seed=cfg.seed, max_batch_tokens=cfg.max_batch_tokens)
-    choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)
-    return {**OmegaConf.to_container(cfg, resolve=True), "hydra": {"runtime": {"choices": choices}}}
 
 
 def sweep_group() -> str | None:

@@ -33,10 +33,10 @@ from medinterp.prompts import load_prompt_set  # noqa: E402
 from medinterp.run import run_method  # noqa: E402
 
 
-def run(method: ActivationPatching, handle, prompt_set):
+def run(method: ActivationPatching, handle, prompt_set, batch_size: int):
     """One run of the method: (wall seconds, CPU seconds of this process, result)."""
     w0, c0 = time.perf_counter(), time.process_time()
-    result = run_method(method, handle, prompt_set, [])
+    result = run_method(method, handle, prompt_set, [], batch_size=batch_size)
     return time.perf_counter() - w0, time.process_time() - c0, result
 
 
@@ -59,14 +59,14 @@ def bench_patching(model: str, domain: str, n_pairs: int | None, min_gap: float,
     if n_pairs and n_pairs < len(prompt_set.pairs):  # spread over the set: every kind of fact, not only the first
         idx = np.unique(np.linspace(0, len(prompt_set.pairs) - 1, n_pairs).round().astype(int))
         prompt_set = dataclasses.replace(prompt_set, pairs=tuple(prompt_set.pairs[i] for i in idx))
-    engines = {e: ActivationPatching(engine=e, batch_size=batch_size, min_gap=min_gap) for e in ("naive", "fast")}
+    engines = {e: ActivationPatching(engine=e, min_gap=min_gap) for e in ("naive", "fast")}
     warm_up = encode(handle.tokenizer, [p.clean for p in prompt_set.pairs]).to(handle.device)
     with torch.inference_mode():  # first touch of the weights, kernel selection
         handle.parts.backbone(**warm_up.model_inputs())
     results, wall, cpu = {}, {e: [] for e in engines}, {e: [] for e in engines}
     for _ in range(repeats):  # alternate, so drifting machine load hits both engines alike
         for e, method in engines.items():
-            w, c, results[e] = run(method, handle, prompt_set)
+            w, c, results[e] = run(method, handle, prompt_set, batch_size)
             wall[e].append(w)
             cpu[e].append(c)
     naive, fast = (results[e].artifacts for e in ("naive", "fast"))

@@ -48,7 +48,7 @@ cached_model = functools.lru_cache(maxsize=1)(  # a multirun over domains loads 
 
 def run_map(cfg: DictConfig, out_dir: Path) -> Path | None:
     """Build the cell ``cfg`` describes and run it into ``out_dir`` (rank 0 writes; other ranks return None)."""
-    plain = map_config(cfg)  # checked; config.json: the resolved config and Hydra's group choices
+    plain = map_config(cfg)  # checked settings; config.json: the resolved config and Hydra's group choices
     strategy = launched_strategy(json.dumps(plain.get("strategy", {"name": "single"}), sort_keys=True), cfg.device)
     prompt_set = load_prompt_set(cfg.domain.prompt_set)
     method = build(plain["method"])
@@ -59,7 +59,7 @@ def run_map(cfg: DictConfig, out_dir: Path) -> Path | None:
              method.name, cfg.device, strategy.describe(), cfg.cache_dir, out_dir if rank0 else "(rank 0 writes)")
     cell = Cell(cached_model(ModelSpec.from_dict(plain["model"]), strategy, cfg.cache_dir), prompt_set, method,
                 select_templates(prompt_set, cfg.templates), plain["domain"]["labelings"], cfg.reduction, cfg.batch_size,
-                cfg.max_batch_tokens, cfg.seed, Path(cfg.cache_dir) if cfg.use_activation_cache else None,
+                cfg.batch_tokens, cfg.seed, Path(cfg.cache_dir) if cfg.use_activation_cache else None,
                 {k: v for k, v in plain["method"].items() if k != "_target_"}, strategy)
     checkpoints = Checkpoints(Path(cfg.cache_dir) / "resume" / cell.key() if cfg.resume and rank0 else None)
     with getattr(method, "judge", None) or contextlib.nullcontext():  # a local judge keeps one server up for the run

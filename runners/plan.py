@@ -22,7 +22,8 @@ from medinterp.distributed.plan import Workload, plan  # noqa: E402
 @user_errors
 def main(cfg: DictConfig) -> None:
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    workload = Workload(cfg.batch_size, cfg.tokens, cfg.answer_tokens, cfg.prompts)
+    workload = Workload(cfg.batch_size, cfg.tokens, cfg.answer_tokens, cfg.prompts, cfg.batch_tokens,
+                        cfg.saliency.batch_tokens)
     print(plan(model, cfg.strategy.name, cfg.devices, float(cfg.gpu_gb), workload).table())
 
 

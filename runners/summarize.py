@@ -88,6 +88,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    user_errors(check_group_choices)(sys.argv[1:], tuple(g for g in ("map", "logger") if (CONF / g).is_dir()))
+    user_errors(check_group_choices)(sys.argv[1:], tuple(g for g in ("synthesis", "logger") if (CONF / g).is_dir()))
     logging.getLogger("medinterp").setLevel(logging.INFO)
     main()

@@ -6,7 +6,7 @@
 
 Writes <out_dir>/<model>/{knowledge_map.json,knowledge_map.png,findings.json,findings.png} for every model
 found (out_dir defaults to outputs/synthesize/<time>); a multirun writes one <out_dir>/<job number>/ per job
-(docs/sweeps.md). Parameters: conf/map/default.yaml. Returns the map's method agreement (for sweepers).
+(docs/sweeps.md). Parameters: conf/synthesis/default.yaml. Returns the map's method agreement (for sweepers).
 """
 from __future__ import annotations
 
@@ -61,6 +61,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    user_errors(check_group_choices)(sys.argv[1:], ("map", "logger"))
+    user_errors(check_group_choices)(sys.argv[1:], ("synthesis", "logger"))
     logging.getLogger("medinterp").setLevel(logging.INFO)
     main()

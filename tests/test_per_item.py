@@ -18,12 +18,11 @@ from medinterp.run import run_cell
 from medinterp.prompts import load_prompt_set
 from medinterp.results import ITEM_COLUMNS, ItemRow, Row, RunWriter, read_item_rows, read_rows
 
-METHODS = {
-    "saliency": (lambda: WeightSaliency(n_boot=20, max_prompts=6, batch_size=4), "drugs", ["started", "prescribed"]),
-    "ablation": (lambda: LayerAblation(max_prompts=4, max_new_tokens=3, batch_size=4, n_boot=20), "dosage",
-                 ["reads", "takes"]),
+METHODS = {  # method -> (method, domain, templates, the cell's batch_size)
+    "saliency": (lambda: WeightSaliency(n_boot=20, max_prompts=6), "drugs", ["started", "prescribed"], 4),
+    "ablation": (lambda: LayerAblation(max_prompts=4, max_new_tokens=3, n_boot=20), "dosage", ["reads", "takes"], 4),
     # min_gap between the tiny model's gaps (~0.01-0.3): some pairs are filtered, the rest kept
-    "patching": (lambda: ActivationPatching(sites=("resid_last", "attn"), min_gap=0.05, n_boot=20), "dosage", []),
+    "patching": (lambda: ActivationPatching(sites=("resid_last", "attn"), min_gap=0.05, n_boot=20), "dosage", [], 32),
 }
 
 MEANS = {"saliency": {"loss", "grad_attn", "grad_mlp", "grad_block", "grad_embed"},
@@ -32,9 +31,10 @@ MEANS = {"saliency": {"loss", "grad_attn", "grad_mlp", "grad_block", "grad_embed
 
 
 def run_into(folder, handle, method_name):
-    make, domain, templates = METHODS[method_name]
+    make, domain, templates, batch_size = METHODS[method_name]
     writer = RunWriter(folder)
-    summary = run_cell(Cell(handle, load_prompt_set(domain), make(), tuple(templates)), writer, plots=False)
+    summary = run_cell(Cell(handle, load_prompt_set(domain), make(), tuple(templates), batch_size=batch_size), writer,
+                       plots=False)
     return read_rows(folder / "per_layer.csv"), read_item_rows(folder / "per_item.csv"), summary
 
 

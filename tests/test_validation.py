@@ -16,8 +16,8 @@ from medinterp.prompts import load_prompt_set
     (dict(batch_size=True, seed=0), "The 'batch_size' setting must be a positive integer; got True."),
     (dict(batch_size=8, seed="abc"), "The 'seed' setting must be an integer in [0, 2**32); got 'abc'."),
     (dict(batch_size=8, seed=-1), "The 'seed' setting must be an integer in [0, 2**32); got -1."),
-    (dict(batch_size=8, seed=0, max_batch_tokens=0),
-     "The 'max_batch_tokens' setting must be a positive integer or null; got 0."),
+    (dict(batch_size=8, seed=0, batch_tokens=0),
+     "The 'batch_tokens' setting must be a positive integer or null; got 0."),
 ])
 def test_bad_run_settings_are_one_line(settings, message):
     from medinterp.validation import check_run_settings
@@ -30,7 +30,7 @@ def test_bad_run_settings_are_one_line(settings, message):
 def test_good_run_settings_pass():
     from medinterp.validation import check_run_settings
 
-    check_run_settings(batch_size=1, seed=2**32 - 1, max_batch_tokens=None)
+    check_run_settings(batch_size=1, seed=2**32 - 1, batch_tokens=None)
 
 
 def test_an_empty_template_list_is_one_line():

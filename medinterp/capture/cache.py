@@ -44,7 +44,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
-from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, check_positive_int, prompt_names
+from medinterp.capture.limits import DEFAULT_BATCH_TOKENS, check_positive_int, prompt_names
 from medinterp.capture.residual import batch_order, capture_indices
 from medinterp.io import atomic_path, write_json
 from medinterp.models import ModelHandle
@@ -237,15 +237,16 @@ class ActivationCapture:
     """
 
     def __init__(self, handle: ModelHandle, prompt_set: PromptSet, templates: Sequence[str], reduction: str,
-                 batch_size: int, max_batch_tokens: int | None, cache_dir: Path | None, cached: set[str]) -> None:
+                 batch_size: int, batch_tokens: int | None, cache_dir: Path | None, cached: set[str]) -> None:
         check_positive_int("batch_size", batch_size)
         self.handle, self.reduction = handle, reduction
+        self.batch_size, self.batch_tokens = batch_size, batch_tokens  # for the out-of-memory message
         self.entries: list[_Entry] = []
         self.units: list[tuple[int, int]] = []  # (entry, batch)
         for ti, t in enumerate(templates):
             prompts = prompt_set.prompts(t)
             texts, spans = [p.text for p in prompts], [p.term_span for p in prompts]
-            batches = [] if t in cached else batch_order(handle, texts, batch_size, max_batch_tokens,
+            batches = [] if t in cached else batch_order(handle, texts, batch_size, batch_tokens,
                                                          prompt_names(prompts))
             path = entry_path(cache_dir, handle, prompt_set, t, reduction) if cache_dir is not None else None
             self.entries.append(_Entry(t, texts, spans, batches, entry_meta(handle, prompt_set, t, reduction), path))
@@ -266,7 +267,8 @@ class ActivationCapture:
         """Capture batch ``i`` (any rank): (n_layers + 1, batch, d_model) float32."""
         e, b = self.units[i]
         entry = self.entries[e]
-        return capture_indices(self.handle, entry.texts, entry.batches[b], self.reduction, entry.spans)
+        return capture_indices(self.handle, entry.texts, entry.batches[b], self.reduction, entry.spans,
+                               batch_size=self.batch_size, batch_tokens=self.batch_tokens)
 
     def open(self) -> None:
         """Rank 0: the arrays the batches are written into: the partial entry (resumed when one is left), a
@@ -368,11 +370,11 @@ class ActivationCapture:
 
 def cached_activations(handle: ModelHandle, prompt_set: PromptSet, template: str, reduction: str = "last",
                        batch_size: int = 32, cache_dir: Path | None = None,
-                       max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
+                       batch_tokens: int | None = DEFAULT_BATCH_TOKENS) -> np.ndarray:
     """Activations (n_layers + 1, n_items, d_model) for ``template``, from the cache or captured now (in this
     process, through :class:`ActivationCapture`). With ``cache_dir=None`` nothing is stored. A cached entry is
     verified (see the module docstring) and returned memory-mapped, read-only."""
-    cap = ActivationCapture(handle, prompt_set, [template], reduction, batch_size, max_batch_tokens, cache_dir,
+    cap = ActivationCapture(handle, prompt_set, [template], reduction, batch_size, batch_tokens, cache_dir,
                             ActivationCapture.cached(handle, prompt_set, [template], reduction, cache_dir))
     cap.open()
     ok = False

@@ -1,20 +1,30 @@
-"""Limits of one forward pass: the model's context, a padded-token budget per batch, and memory errors.
+"""Limits of one forward pass: the model's context, the batch limits every method cuts by, and memory errors.
 
 Every method cuts its prompts into batches with :func:`token_batches` (the activation capture, ablation,
-patching and saliency alike):
+patching and saliency alike), under the two run-level limits of conf/map.yaml (``batch_size``,
+``batch_tokens``; :class:`medinterp.cell.Cell` carries them to every method):
 
 - each prompt's token length is checked against the model's context (``max_position_embeddings`` of its
   text config, :attr:`medinterp.models.ModelHandle.max_positions`): a longer prompt stops the run with one
   line naming the item, the template, its length and the limit (no silent truncation by position
   embeddings that were never trained that far);
-- a batch holds at most ``batch_size`` prompts *and* at most ``max_batch_tokens`` padded tokens
-  (``len(batch) × longest prompt``). The budget only splits batches that would exceed it: with prompts
-  of a few dozen tokens, as in the shipped prompt sets, the batches are exactly the ``batch_size``
-  chunks of the length-sorted order, while a 12k-token prompt never shares a forward with 31 others.
+- a batch holds at most ``batch_size`` prompts *and* at most ``batch_tokens`` padded tokens
+  (``len(batch) × longest row``, a row being a prompt plus the tokens it grows by, e.g. ablation's answer).
+  The token budget only splits batches that would exceed it: with prompts of a few dozen tokens, as in the
+  shipped prompt sets, the batches are exactly the ``batch_size`` chunks of the length-sorted order, while a
+  12k-token prompt never shares a forward with 31 others. A prompt longer than ``batch_tokens`` on its own
+  is one line naming the setting, never a forward pass larger than the budget the user set.
+
+Why two limits and not a token budget alone: the prompt count is the cut that decides the numbers. A
+forward's float sums depend on which prompts share it (padding length, batch shape): cutting the golden
+tiny-model map's capture into one batch per template instead of 32-prompt chunks moves its UMAP metrics by
+up to 0.01 (tests/golden_map.py), and ablation's and patching's by about 1e-6 relative; a token budget alone
+cannot reproduce 32-prompt chunks of prompts whose lengths differ (issue 15). ``batch_tokens`` is the memory
+limit, ``batch_size`` the cut.
 
 :func:`memory_errors` turns an out-of-memory failure (CUDA's ``OutOfMemoryError``, Python's
 ``MemoryError``, or the CPU allocator's ``RuntimeError: DefaultCPUAllocator: can't allocate memory``)
-into one :class:`~medinterp.errors.MedinterpError` line naming the setting to lower.
+into one :class:`~medinterp.errors.MedinterpError` line naming the settings to lower.
 """
 from __future__ import annotations
 
@@ -28,29 +38,37 @@ import torch
 from medinterp.errors import MedinterpError
 from medinterp.validation import check_positive_int
 
-DEFAULT_MAX_BATCH_TOKENS = 16384  # padded tokens per forward; the shipped prompt sets stay far below it
+DEFAULT_BATCH_TOKENS = 16384  # padded tokens per forward (conf/map.yaml); the shipped prompt sets stay far below it
 
 
-def token_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
-                  sort: bool = True, extra_tokens: int = 0) -> list[np.ndarray]:
-    """Indices into ``lengths`` per batch: at most ``batch_size`` prompts and ``max_batch_tokens`` padded tokens.
+def token_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
+                  sort: bool = True, extra_tokens: int = 0, name: Callable[[int], str] | None = None,
+                  tokens_setting: str = "batch_tokens") -> list[np.ndarray]:
+    """Indices into ``lengths`` per batch: at most ``batch_size`` prompts and ``batch_tokens`` padded tokens.
 
     With ``sort`` the prompts are visited in stable order of length (similar lengths share a batch: less
     padding); without, in their given order (batches are then contiguous runs). A batch is closed when
     it holds ``batch_size`` prompts or when adding the next prompt would make ``n × (longest +
     extra_tokens)`` exceed the budget (``extra_tokens``: tokens each row grows by, e.g. generated
-    answers). A prompt over the budget on its own gets a batch of its own. ``max_batch_tokens=None``:
-    no budget. Deterministic, so every rank of a data-parallel run cuts the same batches.
+    answers). A row longer than the budget on its own stops with one line naming it (``name(i)``, e.g.
+    ``item 'x', template 't'``) and the setting (``tokens_setting``). ``batch_tokens=None``: no budget.
+    Deterministic, so every rank of a data-parallel run cuts the same batches.
     """
     check_positive_int("batch_size", batch_size)
-    check_positive_int("max_batch_tokens", max_batch_tokens, allow_none=True)
+    check_positive_int("batch_tokens", batch_tokens, allow_none=True)
+    for i, n in enumerate(lengths):
+        if batch_tokens is not None and n + extra_tokens > batch_tokens:
+            plus = f" + {extra_tokens} generated" if extra_tokens else ""
+            raise MedinterpError(f"prompt of {name(i) if name else f'index {i}'} is {n}{plus} tokens long, more than "
+                                 f"{tokens_setting}={batch_tokens} (padded tokens per forward pass): "
+                                 f"raise {tokens_setting}")
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable") if sort else np.arange(len(lengths))
     batches: list[np.ndarray] = []
     start, longest = 0, 0
     for pos, i in enumerate(order):
         longest_with = max(longest, int(lengths[i]) + extra_tokens)
         n = pos - start
-        over = max_batch_tokens is not None and n > 0 and (n + 1) * longest_with > max_batch_tokens
+        over = batch_tokens is not None and n > 0 and (n + 1) * longest_with > batch_tokens
         if n == batch_size or over:
             batches.append(order[start:pos])
             start, longest_with = pos, int(lengths[i]) + extra_tokens
@@ -77,7 +95,7 @@ def check_context(lengths: Sequence[int], limit: int | None, name: Callable[[int
 
 
 def prompt_batches(handle: Any, texts: Sequence[str], batch_size: int,
-                   max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, names: Sequence[str] | None = None,
+                   batch_tokens: int | None = DEFAULT_BATCH_TOKENS, names: Sequence[str] | None = None,
                    sort: bool = True, extra_tokens: int = 0) -> list[np.ndarray]:
     """Tokenize ``texts`` with ``handle``'s tokenizer, check them against its context, and cut :func:`token_batches`.
 
@@ -86,7 +104,7 @@ def prompt_batches(handle: Any, texts: Sequence[str], batch_size: int,
     lengths = [len(ids) for ids in handle.tokenizer(list(texts))["input_ids"]] if len(texts) else []
     label = (lambda i: names[i]) if names is not None else (lambda i: repr(texts[i][:60]))
     check_context(lengths, handle.max_positions, label, handle.name, extra_tokens)
-    return token_batches(lengths, batch_size, max_batch_tokens, sort, extra_tokens)
+    return token_batches(lengths, batch_size, batch_tokens, sort, extra_tokens, label)
 
 
 def prompt_names(prompts: Sequence[Any]) -> list[str]:
@@ -103,29 +121,34 @@ def is_out_of_memory(err: BaseException) -> bool:
                                               or "out of memory" in text)
 
 
-def memory_error(err: BaseException, setting: str, value: int, device: Any, prefix: str = "",
-                 detail: str = "") -> MedinterpError:
-    """The one-line error for an out-of-memory failure ``err``: where, at which ``setting``, what to retry with.
+def memory_error(err: BaseException, batch_size: int, batch_tokens: int | None, device: Any, prefix: str = "",
+                 detail: str = "", tokens_setting: str = "batch_tokens") -> MedinterpError:
+    """The one-line error for an out-of-memory failure ``err``: where, at which batch limits, what to retry with.
 
-    ``setting`` is the name the user sets (``batch_size``, ``method.batch_size``); ``prefix`` starts the
-    line (``"ablation method: "``); ``detail`` goes before the advice.
+    ``batch_size`` and ``batch_tokens`` are the limits the batch was cut by (conf/map.yaml; ``tokens_setting``
+    names the setting of the token budget when a method has its own, ``method.batch_tokens``); ``prefix``
+    starts the line (``"ablation method: "``); ``detail`` goes before the advice.
     """
     allocator = isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError)
     kind = "CPU allocator: can't allocate memory" if allocator else type(err).__name__
-    return MedinterpError(f"{prefix}out of memory at {setting}={value} on {device} ({kind}){detail}; retry with a "
-                          f"smaller {setting}, e.g. {setting}={max(1, value // 4)}, or a smaller max_batch_tokens")
+    tokens = (f" or {tokens_setting}={max(1, batch_tokens // 4)}" if batch_tokens is not None
+              else f" or a {tokens_setting} cap")
+    return MedinterpError(f"{prefix}out of memory at batch_size={batch_size}, {tokens_setting}={batch_tokens} on "
+                          f"{device} ({kind}){detail}; retry with smaller batches, e.g. "
+                          f"batch_size={max(1, batch_size // 4)}{tokens}")
 
 
 @contextmanager
-def memory_errors(setting: str, value: int, device: Any, prefix: str = "", detail: str = "") -> Iterator[None]:
+def memory_errors(batch_size: int, batch_tokens: int | None, device: Any, prefix: str = "", detail: str = "",
+                  tokens_setting: str = "batch_tokens") -> Iterator[None]:
     """Raise :func:`memory_error` for an out-of-memory failure inside the block; other errors pass unchanged."""
     try:
         yield
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
-        raise memory_error(err, setting, value, device, prefix, detail) from None
+        raise memory_error(err, batch_size, batch_tokens, device, prefix, detail, tokens_setting) from None
 
 
-__all__ = ["DEFAULT_MAX_BATCH_TOKENS", "check_context", "check_positive_int", "is_out_of_memory", "memory_error",
+__all__ = ["DEFAULT_BATCH_TOKENS", "check_context", "check_positive_int", "is_out_of_memory", "memory_error",
            "memory_errors", "prompt_batches", "prompt_names", "token_batches"]

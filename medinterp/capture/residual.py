@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS, memory_errors, prompt_batches
+from medinterp.capture.limits import DEFAULT_BATCH_TOKENS, memory_errors, prompt_batches
 from medinterp.capture.tokens import TokenBatch, encode, reduce_tokens
 from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_hooks, record
@@ -43,46 +43,46 @@ def capture_batch(handle: ModelHandle, batch: TokenBatch, layers: Sequence[int],
 
 
 def batch_order(handle: ModelHandle, texts: Sequence[str], batch_size: int,
-                max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+                batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
                 names: Sequence[str] | None = None) -> list[np.ndarray]:
     """Prompt indices per batch, in order of token length (less padding), each batch within ``batch_size``
-    prompts and ``max_batch_tokens`` padded tokens; every prompt checked against the model's context
+    prompts and ``batch_tokens`` padded tokens; every prompt checked against the model's context
     (medinterp/capture/limits.py). Deterministic, so every rank of a data-parallel run cuts the same
     batches and can take its share by batch index."""
-    return prompt_batches(handle, texts, batch_size, max_batch_tokens, names)
+    return prompt_batches(handle, texts, batch_size, batch_tokens, names)
 
 
 def capture_indices(handle: ModelHandle, texts: Sequence[str], idx: np.ndarray, reduction: str = "last",
                     term_spans: Sequence[tuple[int, int]] | None = None, layers: Sequence[int] | None = None,
-                    batch_size: int | None = None) -> np.ndarray:
+                    batch_size: int | None = None, batch_tokens: int | None = None) -> np.ndarray:
     """Reduced residual stream of the prompts ``texts[idx]`` (one batch): (n_readouts, len(idx), d_model) float32.
 
-    ``batch_size`` (the configured one) only goes into the out-of-memory message."""
+    ``batch_size`` and ``batch_tokens`` (the run's limits) only go into the out-of-memory message."""
     layers = list(range(handle.n_layers + 1)) if layers is None else list(layers)
     spans = [term_spans[i] for i in idx] if term_spans is not None else None
     batch = encode(handle.tokenizer, [texts[i] for i in idx], reduction, spans)
-    with memory_errors("batch_size", batch_size or len(idx), handle.device):
+    with memory_errors(batch_size or len(idx), batch_tokens, handle.device):
         acts = capture_batch(handle, batch, layers, reduction)
     return np.stack([act.float().cpu().numpy() for act in acts])
 
 
 def capture(handle: ModelHandle, texts: Sequence[str], reduction: str = "last", batch_size: int = 32,
             term_spans: Sequence[tuple[int, int]] | None = None, layers: Sequence[int] | None = None,
-            desc: str = "capture", max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+            desc: str = "capture", batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
             names: Sequence[str] | None = None) -> np.ndarray:
     """Reduced residual stream for every prompt, in memory: an array (n_readouts, n_prompts, d_model), float32.
 
     Prompts are batched in order of token length (less padding), and written back in input order.
-    ``max_batch_tokens`` and ``names`` (prompt names for the too-long error): see :func:`batch_order`. To stream
+    ``batch_tokens`` and ``names`` (prompt names for the too-long error): see :func:`batch_order`. To stream
     batches to disk (the activation cache), use :class:`medinterp.capture.cache.ActivationCapture`.
     """
     layers = list(range(handle.n_layers + 1)) if layers is None else list(layers)
     bad = [layer for layer in layers if not 0 <= layer <= handle.n_layers]
     if bad:
         raise MedinterpError(f"layer(s) {bad} out of range for {handle.name}; valid: 0..{handle.n_layers}")
-    batches = batch_order(handle, texts, batch_size, max_batch_tokens, names)
+    batches = batch_order(handle, texts, batch_size, batch_tokens, names)
     shape = (len(layers), len(texts), handle.d_model)
     out = np.zeros(shape, dtype=np.float32)
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False):
-        out[:, idx] = capture_indices(handle, texts, idx, reduction, term_spans, layers, batch_size)
+        out[:, idx] = capture_indices(handle, texts, idx, reduction, term_spans, layers, batch_size, batch_tokens)
     return out

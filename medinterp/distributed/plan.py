@@ -6,7 +6,9 @@ configs of the paper's models below. Estimates, per rank:
 
 - **weights**: all of them (``single``, ``ddp``); ``1/N`` of them plus the largest layer gathered for its
   forward (``zero3``); spread over the GPUs, then CPU, then disk (``device_map``);
-- **work memory** per method, for one batch of ``batch_size`` prompts of ``tokens`` tokens:
+- **work memory** per method, for one batch of ``tokens``-token prompts cut as the map cuts them: at most
+  ``batch_size`` prompts and ``batch_tokens`` padded tokens (saliency: its own ``saliency_batch_tokens``
+  within it; ablation's rows also hold the answer), see :meth:`Workload.rows`:
 
   - ``umap`` (capture): one block's output at a time, (B, T, d) in the model's dtype, plus the reduced
     batch (B, L + 1, d) float32; the activation cache itself, ``prompts × (L + 1) × d × 4`` bytes, goes
@@ -131,12 +133,20 @@ def arch_for(model: dict[str, Any]) -> Arch:
 
 @dataclass(frozen=True)
 class Workload:
-    """The batch a method runs (defaults: the conf/method defaults, prompts of about 32 tokens)."""
+    """The batch a method runs (defaults: conf/map.yaml's and conf/method/'s, prompts of about 32 tokens)."""
 
-    batch_size: int = 8
+    batch_size: int = 32  # prompts per forward (conf/map.yaml)
     tokens: int = 32
     answer_tokens: int = 8  # ablation's greedy answer
     prompts: int = 1000  # points captured for umap (items × templates): the activation cache size
+    batch_tokens: int | None = 16384  # padded tokens per forward (conf/map.yaml)
+    saliency_batch_tokens: int | None = 256  # saliency's own budget within batch_tokens (conf/method/saliency.yaml)
+
+    def rows(self, method: str) -> int:
+        """Prompts in one full batch of ``method``: ``batch_size``, fewer where the token budget binds."""
+        budgets = [self.batch_tokens, self.saliency_batch_tokens if method == "saliency" else None]
+        row = self.tokens + (self.answer_tokens if method == "ablation" else 0)
+        return max(1, min([self.batch_size, *(b // row for b in budgets if b is not None)]))
 
 
 @dataclass(frozen=True)
@@ -178,7 +188,7 @@ class Plan:
 
 def work_bytes(arch: Arch, method: str, w: Workload, dtype_bytes: int) -> float:
     """Per-rank working memory of one batch of ``method`` (see the module docstring)."""
-    d, L, B, T, A = arch.hidden, arch.layers, w.batch_size, w.tokens, w.answer_tokens
+    d, L, B, T, A = arch.hidden, arch.layers, w.rows(method), w.tokens, w.answer_tokens
     inner = arch.intermediate * arch.active_experts
     if method == "umap":
         return B * T * d * dtype_bytes * 2 + B * (L + 1) * d * 4

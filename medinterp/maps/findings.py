@@ -45,7 +45,7 @@ NO_SWEEP = "no robustness sweep"
 
 @dataclass(frozen=True)
 class FindingsParams:
-    """Settings of the findings (conf/map/default.yaml, ``findings:``)."""
+    """Settings of the findings (conf/synthesis/default.yaml, ``findings:``)."""
 
     discontinuity_null: float = 1.0      # the 17→18 step over the median step of a smooth ramp
     progression_best_by: str = "circular_corr"  # the metric whose best layer is reported per disease

@@ -104,7 +104,7 @@ class AgeRule:
 
 @dataclass(frozen=True)
 class MapParams:
-    """Every knowledge-map setting (conf/map/default.yaml mirrors these fields)."""
+    """Every knowledge-map setting (conf/synthesis/default.yaml mirrors these fields)."""
 
     sigma: float = 1.0           # Gaussian smoothing σ in layers (paper: 1.0)
     window: int = 3              # umap: layers l..l+window−1, rise s(l+window−1) − s(l)

@@ -41,8 +41,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from medinterp.capture import encode
-from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, check_positive_int, memory_errors,
-                                      token_batches)
+from medinterp.capture.limits import DEFAULT_BATCH_TOKENS, check_context, memory_errors, token_batches
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
 from medinterp.methods.patching_engine import (
@@ -162,14 +161,15 @@ def sample_pairs(pairs: Sequence[CheckedPair], fraction: float, seed: int) -> li
 
 
 def pair_batches(handle: ModelHandle, pairs: Sequence[CheckedPair], batch_size: int,
-                 max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> list[tuple[list[int], PairBatch]]:
-    """Pairs batched by token length (less padding), at most ``batch_size`` pairs and ``max_batch_tokens``
+                 batch_tokens: int | None = DEFAULT_BATCH_TOKENS) -> list[tuple[list[int], PairBatch]]:
+    """Pairs batched by token length (less padding), at most ``batch_size`` pairs and ``batch_tokens``
     padded tokens per batch, each pair checked against the model's context (medinterp/capture/limits.py):
     ``(indices into pairs, PairBatch)`` per batch."""
     lengths = [p.n_tokens for p in pairs]
-    check_context(lengths, handle.max_positions, lambda i: f"patching pair {pairs[i].pair.id!r}", handle.name)
+    name = lambda i: f"patching pair {pairs[i].pair.id!r}"  # noqa: E731
+    check_context(lengths, handle.max_positions, name, handle.name)
     out = []
-    for batch in token_batches(lengths, batch_size, max_batch_tokens):
+    for batch in token_batches(lengths, batch_size, batch_tokens, name=name):
         idx = [int(i) for i in batch]
         clean = encode(handle.tokenizer, [pairs[i].pair.clean for i in idx])
         corrupt = encode(handle.tokenizer, [pairs[i].pair.corrupted for i in idx])
@@ -185,6 +185,7 @@ class PatchingWork:
     summary: dict[str, Any]
     checked: list[CheckedPair]
     batches: list[tuple[list[int], PairBatch]]
+    limits: tuple[int, int | None]  # the cell's (batch_size, batch_tokens), for the out-of-memory message
 
     @property
     def n_units(self) -> int:
@@ -205,11 +206,9 @@ class ActivationPatching(Method):
     min_gap: float = 1.0  # pairs with |LD_clean − LD_corrupt| below this (logits) are filtered
     n_boot: int = 200
     seed: int = 0
-    batch_size: int = 32  # pairs per forward pass
     engine: str = "fast"  # fast (prefix reuse) | naive (a full forward per site and layer)
     on_length_mismatch: str = "error"  # error | skip
     pair_fraction: float = 1.0  # < 1: a seeded random subset of the checked pairs (robustness across seeds)
-    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS  # padded tokens per forward (None: no cap)
 
     def __post_init__(self) -> None:
         sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
@@ -223,11 +222,8 @@ class ActivationPatching(Method):
         object.__setattr__(self, "sites", sites)
         if not is_number(self.min_gap) or not 0 <= self.min_gap < math.inf:
             raise MedinterpError(f"patching method: min_gap must be a finite number >= 0; got {self.min_gap!r}")
-        for name in ("n_boot", "batch_size"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise MedinterpError(f"patching method: {name} must be a positive int; got {value!r}")
-        check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
+        if not is_int(self.n_boot) or self.n_boot < 1:
+            raise MedinterpError(f"patching method: n_boot must be a positive int; got {self.n_boot!r}")
         if self.engine not in ENGINES:
             raise unknown_choice("patching engine", self.engine, ENGINES)
         if self.on_length_mismatch not in LENGTH_POLICIES:
@@ -239,32 +235,32 @@ class ActivationPatching(Method):
     def prepare(self, cell: Cell) -> PatchingWork:
         """Check the pairs, batch them, and run the logit guard on the first batch (deterministic: every rank
         does the same, so every rank runs the same forward passes)."""
-        handle, prompt_set = cell.handle, cell.prompt_set
+        handle, prompt_set, limits = cell.handle, cell.prompt_set, (cell.batch_size, cell.batch_tokens)
         summary: dict[str, Any] = {"n_pairs": len(prompt_set.pairs), "engine": self.engine, "sites": list(self.sites),
                                    "min_gap": self.min_gap}
         if not prompt_set.pairs:
-            return PatchingWork({"n_pairs": 0, "note": "domain has no contrast pairs"}, [], [])
+            return PatchingWork({"n_pairs": 0, "note": "domain has no contrast pairs"}, [], [], limits)
         checked, skipped = check_pairs(handle.tokenizer, prompt_set.pairs, self.on_length_mismatch)
         for entry in skipped:
             log.warning("patching: skipping pair %r: %s", entry["id"], entry["reason"])
         summary.update(n_skipped=len(skipped), skipped_pairs=skipped)
         if not checked:
             summary.update(n_filtered=0, filtered_pairs=[], n_kept=0, note="no pair passed the tokenizer checks")
-            return PatchingWork(summary, [], [])
+            return PatchingWork(summary, [], [], limits)
         if self.pair_fraction < 1:
             checked = sample_pairs(checked, self.pair_fraction, self.seed)
             summary.update(pair_fraction=self.pair_fraction, sampled_pairs=[c.pair.id for c in checked])
-        batches = pair_batches(handle, checked, self.batch_size, self.max_batch_tokens)
+        batches = pair_batches(handle, checked, *limits)
         _, first = batches[0]
         with torch.inference_mode():  # once per run: our two-row LM head against the model's own logits
             ours = float(_logit_diff(handle, first.clean.to(handle.device), first.answer_ids.to(handle.device))[0])
         summary["logit_check_abs_diff"] = _check_logits(handle, first, ours)
-        return PatchingWork(summary, checked, batches)
+        return PatchingWork(summary, checked, batches, limits)
 
     def run_unit(self, handle: ModelHandle, work: PatchingWork, i: int) -> dict[str, Any]:
         """Batch ``i``: LDs of its pairs (clean, corrupted, patched per site), and forward counts."""
         idx, batch = work.batches[i]
-        with memory_errors("method.batch_size", self.batch_size, handle.device, prefix="patching method: "):
+        with memory_errors(*work.limits, handle.device, prefix="patching method: "):
             out = patch_pairs(handle, batch, self.sites, self.engine, min_gap=self.min_gap)
         return {"idx": list(idx), "ld_clean": out.ld_clean.cpu().numpy(), "ld_corrupt": out.ld_corrupt.cpu().numpy(),
                 "ld_patched": {site: v.cpu().numpy() for site, v in out.ld_patched.items()},

@@ -164,7 +164,7 @@ class UmapGeometry(Method):
         h, ps = cell.handle, cell.prompt_set
         rank0 = cell.strategy.is_rank_zero
         cached = ActivationCapture.cached(h, ps, cell.templates, cell.reduction, cell.cache_dir) if rank0 else None
-        capture = ActivationCapture(h, ps, cell.templates, cell.reduction, cell.batch_size, cell.max_batch_tokens,
+        capture = ActivationCapture(h, ps, cell.templates, cell.reduction, cell.batch_size, cell.batch_tokens,
                                     cell.cache_dir, cell.strategy.broadcast(cached))
         points = cell.points
         return UmapWork(capture, points, self.labelings(points, cell.labelings), h.n_layers)

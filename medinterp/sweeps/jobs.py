@@ -40,7 +40,8 @@ from medinterp.results import Row, read_run
 
 KINDS = ("auto", "maps", "methods")
 SUMMARY_MARKER = "stability.json"   # a folder holding this is a sweep summary, never a job
-DEFAULT_IGNORE = ("cache_dir", "device", "batch_size", "*.batch_size", "max_batch_tokens", "*.max_batch_tokens",
+DEFAULT_IGNORE = ("cache_dir", "device", "batch_size", "*.batch_size", "batch_tokens", "*.batch_tokens",
+                  "max_batch_tokens", "*.max_batch_tokens",  # the retired name of batch_tokens (older runs)
                   "*.n_jobs", "use_activation_cache", "plots", "findings", "runs", "out_dir", "logger", "logger.*",
                   "strategy", "strategy.*", "hydra.*")
 

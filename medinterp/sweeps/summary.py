@@ -5,7 +5,7 @@ keys and the settings, and gets one knowledge map per setting and model:
 
 - ``maps`` sweeps (runners/synthesize.py -m): each job's knowledge_map.json as written;
 - ``methods`` sweeps (runners/map.py -m over seeds, templates, UMAP parameters, ...): the setting's
-  per_layer tables synthesised with ``params`` (default: conf/map/default.yaml), never rerunning a model.
+  per_layer tables synthesised with ``params`` (default: conf/synthesis/default.yaml), never rerunning a model.
 
 It writes into ``out_dir`` (atomically; docs/sweeps.md):
 

@@ -30,8 +30,8 @@ pytest.importorskip("lightning", reason="ddp/zero3 run on Lightning Fabric (pip 
 COMMON = ["model=tiny_llama", "domain=disease", "plots=false", "resume=false"]
 METHODS = {
     "umap": ["method=umap", "method.n_boot=20", "method.n_perm=2", "method.n_jobs=1", "templates=1"],
-    "saliency": ["method=saliency", "method.max_prompts=10", "method.batch_size=4", "method.n_boot=20"],
-    "ablation": ["method=ablation", "method.max_prompts=6", "method.batch_size=4", "method.max_new_tokens=4",
+    "saliency": ["method=saliency", "method.max_prompts=10", "batch_size=4", "method.n_boot=20"],
+    "ablation": ["method=ablation", "method.max_prompts=6", "batch_size=4", "method.max_new_tokens=4",
                  "method.n_boot=20"],
     "patching": ["method=patching", "method.n_boot=20", "method.on_length_mismatch=skip", "method.min_gap=0",
                  "batch_size=2"],

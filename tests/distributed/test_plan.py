@@ -30,9 +30,21 @@ def test_llama_70b_parameters_by_hand():
 def test_gpus_needed_for_70b_on_80gb():
     p = plan(LLAMA70, "zero3")
     gpus = {m.method: m.gpus for m in p.methods}
-    assert gpus == {"umap": 2, "ablation": 2, "patching": 2, "saliency": 3}  # issue: 2×80 GB, more for saliency
+    # issue: 2×80 GB, more for saliency; patching's 32 pairs per forward (the map's batch_size) hold the clean run's
+    # four sites per layer
+    assert gpus == {"umap": 2, "ablation": 2, "patching": 3, "saliency": 3}
     assert p.world == 3
     assert {m.gpus for m in plan(LLAMA70, "single").methods} == {0}  # does not fit one GPU
+
+
+def test_the_batch_is_the_maps_cut():
+    """Rows per batch as the map cuts them: batch_size prompts, fewer where a token budget binds (saliency's own)."""
+    w = Workload()  # the defaults of conf/map.yaml and conf/method/saliency.yaml, 32-token prompts
+    assert {m: w.rows(m) for m in ("umap", "patching", "ablation", "saliency")} == {
+        "umap": 32, "patching": 32, "ablation": 32, "saliency": 8}  # saliency: 256 // 32
+    w = Workload(batch_size=64, tokens=100, answer_tokens=28, batch_tokens=1000, saliency_batch_tokens=None)
+    assert (w.rows("umap"), w.rows("ablation"), w.rows("saliency")) == (10, 7, 10)  # 1000 // 100, 1000 // 128
+    assert Workload(tokens=5000, batch_tokens=1000).rows("umap") == 1  # one prompt over the budget: never 0 rows
 
 
 def test_activation_cache_and_work_sizes():

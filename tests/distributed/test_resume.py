@@ -13,7 +13,7 @@ import pytest
 from helpers import ROOT
 from launch_helpers import env_for, make_cache, map_cmd, read_rows, run
 
-ARGS = ["model=tiny_llama", "domain=disease", "method=saliency", "method.max_prompts=24", "method.batch_size=1",
+ARGS = ["model=tiny_llama", "domain=disease", "method=saliency", "method.max_prompts=24", "batch_size=1",
         "method.n_boot=20", "plots=false"]
 
 

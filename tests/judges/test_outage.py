@@ -17,7 +17,7 @@ from medinterp.prompts import load_prompt_set
 from medinterp.results import read_rows
 from medinterp.run import run_method
 
-FAST = dict(max_prompts=4, max_new_tokens=3, batch_size=4, n_boot=20)
+FAST = dict(max_prompts=4, max_new_tokens=3, n_boot=20)  # 4 prompts: one batch
 BROKEN = {"http500": [("status", 500)], "garbage": [("raw", "<html>bad gateway</html>")],
           "out_of_range": [("raw", '{"rationale": "x", "score": 42}')]}
 

@@ -22,7 +22,7 @@ from medinterp.run import run_method
 
 
 TEXTS = ["The patient takes metformin 500 mg", "Aspirin", "Discharge medications: lisinopril, 10 mg once daily, and"]
-FAST = dict(max_prompts=4, max_new_tokens=3, batch_size=4, n_boot=20)
+FAST = dict(max_prompts=4, max_new_tokens=3, n_boot=20)  # 4 prompts: one batch
 
 
 def left_batch(handle, texts):

@@ -161,8 +161,8 @@ def test_rows_filters_and_batching(tiny_handles, dosage, padding):
     results = []
     for batch_size, side in ((32, "right"), (4, "left")):  # batching and padding side must not matter
         h.tokenizer.padding_side = side
-        method = ActivationPatching(sites=("resid_last", "mlp"), min_gap=0.05, batch_size=batch_size, n_boot=50)
-        results.append(run_method(method, h, dosage, []))
+        method = ActivationPatching(sites=("resid_last", "mlp"), min_gap=0.05, n_boot=50)
+        results.append(run_method(method, h, dosage, [], batch_size=batch_size))
     a, b = (r.artifacts for r in results)
     assert np.abs(a["ld_clean"] - b["ld_clean"]).max() < 1e-4
     gaps = a["ld_clean"] - a["ld_corrupt"]
@@ -256,7 +256,6 @@ def test_length_mismatch_raises_naming_the_pair_or_is_skipped(tiny_handles, dosa
     ({"sites": ("mlp", "mlp")}, "must not repeat"),
     ({"engine": "turbo"}, "unknown patching engine 'turbo'; valid: fast, naive"),
     ({"min_gap": -1.0}, "min_gap must be a finite number >= 0"),
-    ({"batch_size": 0}, "batch_size must be a positive int"),
     ({"n_boot": 2.5}, "n_boot must be a positive int"),
     ({"on_length_mismatch": "pad"}, "unknown on_length_mismatch 'pad'; valid: error, skip"),
     ({"pair_fraction": 0.0}, r"pair_fraction must be a number in \(0, 1\]"),
@@ -337,7 +336,7 @@ def test_negative_gap_and_clean_preferring_the_corrupted_answer_are_counted_apar
     lds = [(1.0, 3.0), (-3.0, -5.0), (-2.0, 1.0), (4.0, 0.0)]
     pairs = [CheckedPair(pair(f"p{i}", "a b", "a c"), 1, 2, 2) for i in range(len(lds))]
     method = ActivationPatching(sites=("resid_last",), min_gap=1.0, n_boot=10)
-    work = PatchingWork({"n_pairs": 4}, pairs, [])
+    work = PatchingWork({"n_pairs": 4}, pairs, [], (32, None))
     ld_clean, ld_corrupt = (np.array(v) for v in zip(*lds))
     result = {"idx": [0, 1, 2, 3], "ld_clean": ld_clean, "ld_corrupt": ld_corrupt,
               "ld_patched": {"resid_last": np.zeros((2, 4))}, "n_forwards": 0, "n_block_calls": 0}

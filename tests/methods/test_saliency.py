@@ -174,7 +174,7 @@ def test_rows_cover_every_layer_and_the_model_is_left_untouched(tiny_handles, dr
     model = handle.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
-    res = run_method(WeightSaliency(max_prompts=4, batch_size=3, **FAST), handle, drugs, ["started", "med_list"])
+    res = run_method(WeightSaliency(max_prompts=4, **FAST), handle, drugs, ["started", "med_list"], batch_size=3)
     n = handle.n_layers
     got = {(m.labeling, m.metric, m.layer): m.estimate for m in res.measurements}
     tied = family == "llama"  # the tiny Qwen2 has its own LM head
@@ -258,13 +258,29 @@ def test_a_token_straddling_the_prompt_target_boundary_is_skipped(tiny_handles, 
     assert "straddles" in caplog.text
 
 
+@pytest.mark.parametrize("run_tokens, own, budget", [(16384, 256, 256), (60, 256, 60), (16384, None, 16384)])
+def test_batches_fit_the_smaller_of_its_own_and_the_runs_token_budget(tiny_handles, drugs, run_tokens, own, budget):
+    from medinterp.cell import Cell
+
+    method = WeightSaliency(max_prompts=24, batch_tokens=own, **FAST)
+    work = method.prepare(Cell(tiny_handles["llama"], drugs, method, ("started", "med_list"), batch_size=16,
+                               batch_tokens=run_tokens))
+    lengths = [len(tok.ids) - 1 for _, tok in work.chosen]  # what a batch feeds: prompt + target but the last
+    sizes = [(end - start) * max(lengths[start:end]) for start, end in zip(work.starts, work.ends)]
+    assert work.limits[1] == budget and max(sizes) <= budget and max(e - s for s, e in zip(work.starts, work.ends)) <= 16
+    assert work.starts == [0, *work.ends[:-1]] and work.ends[-1] == len(work.chosen) == 24  # contiguous, all of them
+    if budget < 24 * max(lengths):  # the budget really cuts: the next prompt would not have fitted in any batch
+        assert all((end - start + 1) * max(lengths[start:end + 1]) > budget or end - start == 16
+                   for start, end in zip(work.starts[:-1], work.ends[:-1]))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, words", [
     (dict(reduction="l2"), ["reduction", "'l2'", "abs", "abs_wxg"]),
     (dict(mode="fast"), ["mode", "'fast'", "exact", "batch_approx"]),
-    (dict(batch_size=0), ["batch_size", ">= 1", "0"]),
+    (dict(batch_tokens=0), ["method.batch_tokens", "positive integer", "0"]),
     (dict(n_boot=2.5), ["n_boot", ">= 1", "2.5"]),
     (dict(max_prompts=0), ["max_prompts", ">= 1", "null"]),
 ])
@@ -289,7 +305,8 @@ def test_no_usable_prompt_is_a_user_error(tiny_handles, drugs):
 @pytest.mark.slow  # the real SmolLM2-135M (what random tiny weights cannot show)
 def test_smollm2_gradients_fall_with_depth(smollm2, drugs):
     """environment.md 2.4: per-layer gradient magnitudes fall with depth in real LMs (SmolLM2 ~32 → ~1)."""
-    res = run_method(WeightSaliency(max_prompts=4, batch_size=4, **FAST), smollm2, drugs, [t.id for t in drugs.templates])
+    res = run_method(WeightSaliency(max_prompts=4, **FAST), smollm2, drugs, [t.id for t in drugs.templates],
+                     batch_size=4)
     block = {m.layer: m.estimate.value for m in res.measurements if m.metric == "grad_block"}
     assert sorted(block) == list(range(1, smollm2.n_layers + 1))
     assert block[1] > 2 * block[smollm2.n_layers]

@@ -81,6 +81,11 @@ BAD_INPUT = [
     (["model=tiny_llama", "seed=abc"], "error: The 'seed' setting must be an integer in [0, 2**32); got 'abc'."),
     (["model=tiny_llama", "templates=[]"], "error: The 'templates' setting must be 'all', a number 1..4 or a non-empty"),
     (["model=tiny_llama", "batch_size=0"], "error: The 'batch_size' setting must be a positive integer; got 0."),
+    (["model=tiny_llama", "batch_tokens=0"], "error: The 'batch_tokens' setting must be a positive integer or null; got 0."),
+    (["model=tiny_llama", "max_batch_tokens=4096"], "error: max_batch_tokens was renamed batch_tokens: padded tokens per "
+                                                    "forward pass, for every method (conf/map.yaml)"),
+    (["model=tiny_llama", "method=saliency", "method.batch_size=8"],
+     "error: method.batch_size was replaced by the top-level batch_size: prompts per forward pass, for every method"),
     (["model=tiny_llama", "domain.prompt_set=/no/such.yaml"], "/no/such.yaml"),
 ]
 
@@ -105,6 +110,15 @@ def test_bad_input_is_one_medinterp_error_in_process(tmp_path, args, message):
         runner("_common").check_group_choices(argv, groups)
         run_cell_in_process(argv, tmp_path / "r")
     assert message.removeprefix("error: ") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_retired_setting_in_a_config_file_is_one_line_naming_its_replacement(tmp_path):
+    """A retired key that reaches the composed config (a conf/local/default.yaml written for an older version; here
+    added with +) is named with what replaced it, not dropped silently or refused as an unknown method setting."""
+    with pytest.raises(MedinterpError, match=r"^max_batch_tokens was renamed batch_tokens: "):
+        run_cell_in_process(["model=tiny_llama", "+max_batch_tokens=100"], tmp_path / "r")
+    with pytest.raises(MedinterpError, match=r"^method.max_batch_tokens was replaced by the top-level batch_tokens: "):
+        run_cell_in_process(["model=tiny_llama", "method=ablation", "+method.max_batch_tokens=100"], tmp_path / "r2")
 
 
 def test_a_medinterp_error_is_one_line_on_stderr_and_exit_2(capsys):

@@ -8,7 +8,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import ROOT
+from helpers import ROOT, runner
 from medinterp.prompts import load_prompt_set
 
 SWEEPS = ROOT / "sweeps"
@@ -70,13 +70,32 @@ def test_robustness_experiment_resolves_one_template_set_per_job(domain, templat
     assert n_jobs(cfg.hydra.sweeper.params) == 2 * 6 * 3 * 3 * 2
 
 
+def method_settings(overrides: list[str]) -> dict:
+    """The settings the chosen method runs with: runners/map.py's map_config (``per_method.<method>`` merged into
+    ``method``) on the composed config, inside a Hydra run as the runner is."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    cfg = composed("map", overrides)
+    task = cfg.copy()
+    with open_dict(task):
+        del task["hydra"]
+    HydraConfig.instance().set_config(cfg)
+    try:
+        return runner("_common").map_config(task)["method"]
+    finally:
+        HydraConfig.instance().cfg = None
+
+
 def test_robustness_center_factor_sets_the_umap_methods_centring_and_leaves_patching_alone():
-    assert composed("map", ["method=umap"]).method.center == "template"  # outside the experiment: the default
+    assert method_settings(["method=umap"])["center"] == "template"  # outside the experiment: the default
+    assert method_settings(["method=patching"])["pair_fraction"] == 1.0
     for center in ("template", "none"):
-        cfg = composed("map", ["+experiment=robustness", "domain=drugs", f"robustness.center={center}"])
-        assert cfg.method.center == center
-    patching = composed("map", ["+experiment=robustness", "method=patching", "robustness.center=none"])
-    assert "center" not in patching.method
+        assert method_settings(["+experiment=robustness", "domain=drugs", f"robustness.center={center}"])["center"] == center
+    patching = method_settings(["+experiment=robustness", "method=patching", "robustness.center=none"])
+    assert "center" not in patching and patching["pair_fraction"] == 0.8
+    # the method confs read no experiment key: composed alone, they hold their own defaults
+    assert composed("map", ["+experiment=robustness", "robustness.center=none"]).method.center == "template"
 
 
 @pytest.mark.parametrize("name", ["map_grid", "umap_bayes"])

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_positive_int, memory_errors, prompt_batches,
-                                      prompt_names)
+from medinterp.capture.limits import memory_errors, prompt_batches, prompt_names
 from medinterp.errors import MedinterpError
 from medinterp.hooks import replace_by_identity
 from medinterp.judges import DeterministicJudge, JudgeItem, Verdict
@@ -79,6 +78,7 @@ class AblationWork:
     blocks: list[int]
     batches: list[np.ndarray]  # prompt indices per batch, length-sorted
     head: tuple[torch.Tensor, torch.Tensor | None] | None  # the fast scorer's (W, b); None: the model's own head
+    limits: tuple[int, int | None]  # the cell's (batch_size, batch_tokens), for the out-of-memory message
 
     @property
     def n_units(self) -> int:
@@ -99,25 +99,21 @@ class LayerAblation(Method):
 
     max_prompts: int | None = 32
     max_new_tokens: int = 8
-    batch_size: int = 32
     n_boot: int = 200
     seed: int = 0
     layers: tuple[int, ...] | None = None
     judge: Any = None
     fast: bool = True
     min_judge_coverage: float = 0.8  # a block's judge_score is NaN when the judge answered less of what it was sent
-    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS  # padded prompt + answer tokens per batch (None: no cap)
 
     def __post_init__(self) -> None:
-        for name, low, optional in (("max_prompts", 1, True), ("max_new_tokens", 1, False), ("batch_size", 1, False),
-                                    ("n_boot", 1, False)):
+        for name, low, optional in (("max_prompts", 1, True), ("max_new_tokens", 1, False), ("n_boot", 1, False)):
             value = getattr(self, name)
             if optional and value is None:
                 continue
             if not is_int(value) or value < low:
                 raise MedinterpError(f"ablation method: {name} must be an int >= {low}"
                                      f"{' or null' if optional else ''}; got {value!r}")
-        check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
         if self.layers is not None:
             layers = [self.layers] if is_int(self.layers) else list(self.layers)
             if not layers or not all(map(is_int, layers)):
@@ -152,17 +148,19 @@ class LayerAblation(Method):
             raise MedinterpError(f"ablation method: no prompts for domain {prompt_set.domain!r} "
                                  f"and templates {list(templates)}")
         texts = [p.text for p in prompts]
-        # similar lengths share a batch (less padding); every prompt plus its answer must fit the context
-        batches = prompt_batches(handle, texts, self.batch_size, self.max_batch_tokens, prompt_names(prompts),
+        # similar lengths share a batch (less padding); every prompt plus its answer must fit the context and the
+        # cell's batch limits
+        batches = prompt_batches(handle, texts, cell.batch_size, cell.batch_tokens, prompt_names(prompts),
                                  extra_tokens=self.max_new_tokens)
-        return AblationWork(prompts, texts, blocks, batches, lesion_head(handle) if self.fast else None)
+        return AblationWork(prompts, texts, blocks, batches, lesion_head(handle) if self.fast else None,
+                            (cell.batch_size, cell.batch_tokens))
 
     def run_unit(self, handle: ModelHandle, work: AblationWork, i: int) -> dict[str, Any]:
         """Batch ``i``: its intact answers and, per block, each prompt's KL, Δlog p (and lesioned answer)."""
         idx, blocks = work.batches[i], work.blocks
         needs_text = bool(self.judge.needs_text)
         ablated: list[list[str | None]] = [[None] * len(idx) for _ in blocks]
-        with memory_errors("method.batch_size", self.batch_size, handle.device, prefix="ablation method: ",
+        with memory_errors(*work.limits, handle.device, prefix="ablation method: ",
                            detail="; the log-probs are (batch, answer, vocab) float32"), \
                 padding_side(handle.tokenizer, "left"):
             enc = handle.tokenizer([work.texts[j] for j in idx], padding=True, return_tensors="pt").to(handle.device)

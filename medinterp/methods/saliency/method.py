@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from medinterp.capture.limits import (DEFAULT_MAX_BATCH_TOKENS, check_context, check_positive_int, memory_errors,
-                                      token_batches)
+from medinterp.capture.limits import check_context, check_positive_int, memory_errors, token_batches
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
 from medinterp.methods.saliency.grads import MODES, REDUCTIONS, GradPlan, batch_stats, grad_plan
@@ -27,6 +26,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Saliency's own padded-token budget per forward + backward pass (within the run's batch_tokens): a backward pass
+# keeps every block's activations, ~L x (10 d + 4 I) values per token (medinterp/distributed/plan.py), where the
+# other methods' forwards keep one block's output at a time. 256 tokens are 8 prompts of 32 tokens (its old batch).
+SALIENCY_BATCH_TOKENS = 256
+
 
 @dataclass
 class SaliencyWork:
@@ -36,7 +40,8 @@ class SaliencyWork:
     skipped: list[str]
     plan: GradPlan
     starts: list[int]
-    ends: list[int] = field(default_factory=list)  # batch i is chosen[starts[i]:ends[i]]
+    ends: list[int]  # batch i is chosen[starts[i]:ends[i]]
+    limits: tuple[int, int | None, str]  # (batch_size, token budget, its setting), for the out-of-memory message
 
     @property
     def n_units(self) -> int:
@@ -49,23 +54,20 @@ class WeightSaliency(Method):
     """Per-block weight-gradient saliency of the medical term's log-likelihood (see :mod:`medinterp.methods.saliency`)."""
 
     reduction: str = "abs"  # "abs": mean |∂L/∂w|; "abs_wxg": mean |w·∂L/∂w|
-    batch_size: int = 8
     max_prompts: int | None = 48  # per run, spread evenly over items and templates; None = all
     n_boot: int = 200
     seed: int = 0
     mode: str = "exact"  # "exact": per-prompt gradients; "batch_approx": |gradient of the batch-mean loss|
-    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS  # padded prompt + target tokens per batch (None: no cap)
+    batch_tokens: int | None = SALIENCY_BATCH_TOKENS  # its own padded-token budget, within the run's (None: the run's)
 
     def __post_init__(self) -> None:
         if self.reduction not in REDUCTIONS:
             raise unknown_choice("saliency reduction", self.reduction, REDUCTIONS)
         if self.mode not in MODES:
             raise unknown_choice("saliency mode", self.mode, MODES)
-        for name in ("batch_size", "n_boot"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise MedinterpError(f"saliency method: {name} must be an integer >= 1; got {value!r}")
-        check_positive_int("max_batch_tokens", self.max_batch_tokens, allow_none=True)
+        if not is_int(self.n_boot) or self.n_boot < 1:
+            raise MedinterpError(f"saliency method: n_boot must be an integer >= 1; got {self.n_boot!r}")
+        check_positive_int("method.batch_tokens", self.batch_tokens, allow_none=True)
         m = self.max_prompts
         if m is not None and (not is_int(m) or m < 1):
             raise MedinterpError(f"saliency method: max_prompts must be an integer >= 1 or null (all); got {m!r}")
@@ -79,19 +81,23 @@ class WeightSaliency(Method):
         if len(chosen) == 0:
             raise MedinterpError(f"saliency: no usable prompts in domain {prompt_set.domain!r} for templates "
                                  f"{list(templates)} (every term slot starts its template?)")
-        # batches in the chosen order (not length-sorted: batch_approx averages within a batch), split further
-        # only where one would exceed max_batch_tokens; every prompt + target must fit the model's context
+        # batches in the chosen order (not length-sorted: batch_approx averages within a batch) within the cell's
+        # batch_size and the smaller token budget (its own or the run's); every prompt + target must fit the context
         lengths = [len(tok.ids) - 1 for _, tok in chosen]  # the last target token is predicted, never fed
-        check_context(lengths, handle.max_positions, lambda i: f"item {chosen[i][0].item_id!r}, template "
-                      f"{chosen[i][0].template_id!r}", handle.name)
-        batches = token_batches(lengths, self.batch_size, self.max_batch_tokens, sort=False)
+        name = lambda i: f"item {chosen[i][0].item_id!r}, template {chosen[i][0].template_id!r}"  # noqa: E731
+        check_context(lengths, handle.max_positions, name, handle.name)
+        own = self.batch_tokens is not None and (cell.batch_tokens is None or self.batch_tokens <= cell.batch_tokens)
+        limits = ((cell.batch_size, self.batch_tokens, "method.batch_tokens") if own
+                  else (cell.batch_size, cell.batch_tokens, "batch_tokens"))
+        batches = token_batches(lengths, *limits[:2], sort=False, name=name, tokens_setting=limits[2])
         return SaliencyWork(chosen, skipped, grad_plan(handle.parts), [int(b[0]) for b in batches],
-                            [int(b[-1]) + 1 for b in batches])
+                            [int(b[-1]) + 1 for b in batches], limits)
 
     def run_unit(self, handle: ModelHandle, work: SaliencyWork, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Batch ``i``: per-prompt losses (B,) and per-group (units, 2) gradient sums."""
         part = work.chosen[work.starts[i]:work.ends[i]]
-        with memory_errors("method.batch_size", self.batch_size, handle.device, prefix="saliency method: "):
+        batch_size, batch_tokens, setting = work.limits
+        with memory_errors(batch_size, batch_tokens, handle.device, prefix="saliency method: ", tokens_setting=setting):
             return batch_stats(handle, work.plan, [tok for _, tok in part], self.reduction, self.mode)
 
     def finish(self, handle: ModelHandle, work: SaliencyWork,
