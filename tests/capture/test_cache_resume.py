@@ -12,7 +12,7 @@ import pytest
 
 from medinterp.capture.cache import ActivationCapture, cached_activations, entry_path, partial_paths, read_entry
 from medinterp.capture.cache import entry_meta
-from medinterp.capture.limits import DEFAULT_MAX_BATCH_TOKENS
+from medinterp.capture.limits import DEFAULT_BATCH_TOKENS
 from medinterp.prompts import load_prompt_set
 
 BATCH = 16  # prompts per batch: the first drugs template gives a dozen batches
@@ -24,7 +24,7 @@ def captured(tiny_handles):
     h, ps = tiny_handles["llama"], load_prompt_set("drugs")
     t = ps.templates[0].id
     fresh = np.array(cached_activations(h, ps, t, batch_size=BATCH))
-    n = len(ActivationCapture(h, ps, [t], "last", BATCH, DEFAULT_MAX_BATCH_TOKENS, None, set()).units)
+    n = len(ActivationCapture(h, ps, [t], "last", BATCH, DEFAULT_BATCH_TOKENS, None, set()).units)
     assert n >= 6
     return h, ps, t, fresh, n
 
@@ -92,7 +92,7 @@ def test_a_resumed_capture_with_another_batch_cut_keeps_the_batches_it_holds_who
     interrupted(setup, tmp_path, monkeypatch, 3)
     held = {r for b in json.loads(partial_paths(path)[1].read_text())["batches"] for r in b["rows"]}
     calls = count_runs(monkeypatch)
-    cap = ActivationCapture(h, ps, [t], "last", 8, DEFAULT_MAX_BATCH_TOKENS, tmp_path, set())
+    cap = ActivationCapture(h, ps, [t], "last", 8, DEFAULT_BATCH_TOKENS, tmp_path, set())
     again = cached_activations(h, ps, t, batch_size=8, cache_dir=tmp_path)
     np.testing.assert_array_equal(again[:, sorted(held)], fresh[:, sorted(held)])  # the held rows, as written
     np.testing.assert_allclose(again, fresh, rtol=1e-4, atol=1e-6)
@@ -152,7 +152,7 @@ def test_a_second_process_capturing_the_same_entry_writes_a_private_file(setup, 
     fd = os.open(lock, os.O_RDWR)  # another open file description: flock conflicts as with another process
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        cap = ActivationCapture(h, ps, [t], "last", BATCH, DEFAULT_MAX_BATCH_TOKENS, tmp_path, set())
+        cap = ActivationCapture(h, ps, [t], "last", BATCH, DEFAULT_BATCH_TOKENS, tmp_path, set())
         cap.open()
         assert cap.persisted() == set()
         assert [cap.sink(i, cap.run(i)) for i in range(n)] == [False] * n
