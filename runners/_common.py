@@ -139,6 +139,18 @@ def map_config(cfg: Any) -> dict[str, Any]:
     return plain
 
 
+def map_settings(cfg: Any) -> dict[str, Any]:
+    """The knowledge-map settings (``cfg.map``, from conf/synthesis/<name>.yaml) as a plain dict. ``map=<name>``
+    (the group's name before it was renamed conf/synthesis/) replaces them by a string: one line saying so."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(cfg.map, DictConfig):
+        valid = sorted(p.stem for p in (ROOT / "conf" / "synthesis").glob("*.yaml"))
+        raise MedinterpError(f"map={cfg.map}: map holds the knowledge-map settings (map.sigma=2.0, ...); a settings "
+                             f"file is chosen with synthesis=<name>; valid: {', '.join(valid)}")
+    return OmegaConf.to_container(cfg.map, resolve=True)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Print a :class:`MedinterpError` as one line (``error: ...``) and exit 2, without a traceback."""
     @functools.wraps(fn)

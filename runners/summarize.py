@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import CONF, check_group_choices, log, publish, user_errors
+from _common import CONF, check_group_choices, log, map_settings, publish, user_errors
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -74,7 +74,7 @@ def main(cfg: DictConfig) -> None:
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
     folder, name = sweep_folder(cfg, out)
-    params, findings_params = params_from_config(OmegaConf.to_container(cfg.map, resolve=True))
+    params, findings_params = params_from_config(map_settings(cfg))
     summary = summarize(folder, out, params, kind=cfg.kind, ignore=list(cfg.ignore), defaults=runner_defaults,
                         runs=list(cfg.runs) if OmegaConf.is_list(cfg.runs) else ([str(cfg.runs)] if cfg.runs else None),
                         figures=cfg.plots, source=name, findings_params=findings_params)

@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from _common import check_group_choices, log, publish, sweep_group, user_errors
+from _common import check_group_choices, log, map_settings, publish, sweep_group, user_errors
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -36,7 +36,7 @@ def run_synthesis(cfg: DictConfig, out: Path) -> list[Path]:
     if cfg.runs is None:
         raise MedinterpError("runs= is required: a run folder, a per_layer.csv, or a list of them")
     runs = tuple(map(str, cfg.runs)) if OmegaConf.is_list(cfg.runs) else (str(cfg.runs),)
-    params, findings_params = params_from_config(OmegaConf.to_container(cfg.map, resolve=True))
+    params, findings_params = params_from_config(map_settings(cfg))
     folders = synthesize(list(runs), out, params, findings_params, figures=cfg.plots, with_findings=cfg.findings,
                          table=cached_table(runs))
     for folder in folders:

@@ -45,7 +45,8 @@ def test_golden_folder_end_to_end(tmp_path):
     (["runs=[tests/data/golden,/no/such/run]"], "error: runs: no such file or folder '/no/such/run'"),
     ([f"runs={GOLDEN}", "map.methods=[umap,magic]"], "error: unknown method 'magic'; valid: ablation, patching, saliency, umap"),
     ([f"runs={GOLDEN}", "map.channels.umap.rule=steep"], "error: unknown map rule 'steep'; valid: segments, window"),
-    ([f"runs={GOLDEN}", "map=nope"], "error: unknown map 'nope'; valid: default"),
+    ([f"runs={GOLDEN}", "map=nope"], "error: map=nope: map holds the knowledge-map settings (map.sigma=2.0, ...); a settings file is chosen with synthesis=<name>; valid: default"),
+    ([f"runs={GOLDEN}", "synthesis=nope"], "error: unknown synthesis 'nope'; valid: default"),
     ([f"runs={GOLDEN}", "map.channels.ablation.metric=kl_div"],  # was: exit 0, the ablation lane silently gone
      "error: The 'map.channels.ablation.metric' setting names no metric of the ablation method: 'kl_div'; "
      "valid: dlogp, judge_*, kl."),

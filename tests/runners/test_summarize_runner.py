@@ -148,7 +148,8 @@ def test_map_parameter_sweep_of_synthesize_then_summarize(tmp_path):
     (["sweep={tmp}/empty"], "error: no knowledge_map.json under"),
     (["sweep={tmp}/empty", "kind=grid"], "error: unknown sweep kind 'grid'; valid: auto, maps, methods"),
     (["sweep={tmp}/empty", "map.sigma=-1"], "error: The map parameter 'sigma' must be in [0, inf]. Got -1 instead."),
-    (["sweep={tmp}/empty", "map=nope"], "error: unknown map 'nope'; valid: default"),
+    (["sweep={tmp}/empty", "map=nope"], "error: map=nope: map holds the knowledge-map settings (map.sigma=2.0, ...); a settings file is chosen with synthesis=<name>; valid: default"),
+    (["sweep={tmp}/empty", "synthesis=nope"], "error: unknown synthesis 'nope'; valid: default"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
