@@ -7,6 +7,7 @@ scikit-learn-style message naming the parameter, the function, what was expected
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from medinterp.errors import MedinterpError
 from medinterp.validation import is_int, is_number
@@ -28,6 +29,38 @@ def check_matrix(X, fn: str, name: str = "X", min_rows: int = 2, min_cols: int =
     if not np.isfinite(arr).all():
         raise _bad(name, fn, expected, f"{int((~np.isfinite(arr)).sum())} non-finite values")
     return arr
+
+
+def check_tensor(X, fn: str, name: str = "X", min_rows: int = 2, ndim: int = 2) -> torch.Tensor:
+    """Return ``X`` (torch tensor or array-like) as a float64 tensor on its own device (numpy -> CPU) with
+    ``ndim`` dimensions, at least ``min_rows`` entries along the first and one along every other, all finite."""
+    shape = {2: "(n, d)", 3: "(n_terms, n_contexts, d)"}.get(ndim, f"{ndim}-D")
+    expected = f"a {shape} tensor of finite numbers with at least {min_rows} rows"
+    if not isinstance(X, torch.Tensor):
+        try:
+            X = torch.as_tensor(np.asarray(X, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise _bad(name, fn, expected, f"a non-numeric {type(X).__name__}") from None
+    if X.ndim != ndim or X.shape[0] < min_rows or min(X.shape[1:], default=1) < 1:
+        raise _bad(name, fn, expected, f"shape {tuple(X.shape)}")
+    if X.is_complex() or X.dtype == torch.bool:
+        raise _bad(name, fn, expected, f"dtype {X.dtype}")
+    X = X.to(torch.float64)
+    bad = int((~torch.isfinite(X)).sum())
+    if bad:
+        raise _bad(name, fn, expected, f"{bad} non-finite values")
+    return X
+
+
+def check_groups(groups, n: int, fn: str, device: torch.device) -> torch.Tensor:
+    """Return ``groups`` (one integer label per row, e.g. the prompt id) as a (n,) int64 tensor of dense ids
+    0..n_groups-1 (in sorted order of the labels) on ``device``."""
+    if isinstance(groups, torch.Tensor):
+        groups = groups.cpu().numpy()
+    arr = check_vector(groups, fn, "groups", n=n, numeric=False)
+    if arr.dtype.kind not in "iu":
+        raise _bad("groups", fn, f"a 1-D integer array of length {n} (one per row of X)", f"dtype {arr.dtype}")
+    return torch.as_tensor(np.unique(arr, return_inverse=True)[1].ravel(), device=device)
 
 
 def check_vector(y, fn: str, name: str, n: int | None = None, numeric: bool = True) -> np.ndarray:

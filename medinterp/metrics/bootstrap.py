@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from medinterp.errors import MedinterpError
 from medinterp.metrics._validation import check_alpha, check_int, check_vector
@@ -30,6 +31,35 @@ class Estimate:
     ci_low: float
     ci_high: float
     n: int
+
+
+@dataclass(frozen=True)
+class Scored:
+    """An :class:`Estimate` and its ``note``: empty, or one line saying why the value is NaN or must be read
+    with care (e.g. "n_rows <= d: in-sample fit is trivially 1"); the note goes to the results' note column."""
+
+    estimate: Estimate
+    note: str = ""
+
+
+def nan_scored(n: int, note: str) -> Scored:
+    """A NaN value and interval from ``n`` samples, with the reason."""
+    return Scored(Estimate(np.nan, np.nan, np.nan, int(n)), note)
+
+
+def scored_from_replicates(value: float, replicates: torch.Tensor, n: int, note: str = "",
+                           alpha: float = 0.05) -> Scored:
+    """``value`` with the percentile (1 - alpha) interval of bootstrap ``replicates`` (any shape, torch).
+
+    Like :func:`bootstrap_ci`, a NaN replicate makes the interval NaN (no silent dropping)."""
+    reps = replicates.detach().to("cpu", torch.float64).numpy().ravel()
+    lo, hi = _percentiles(reps, alpha) if np.isfinite(reps).all() else (np.nan, np.nan)
+    return Scored(Estimate(float(value), lo, hi, int(n)), note)
+
+
+def boot_index_tensor(n: int, n_boot: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """:func:`_boot_indices` as an int64 tensor on ``device``: the same resamples as the numpy helpers."""
+    return torch.from_numpy(_boot_indices(n, n_boot, seed)).to(device)
 
 
 def _boot_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
