@@ -48,12 +48,20 @@ def nan_scored(n: int, note: str) -> Scored:
 
 
 def scored_from_replicates(value: float, replicates: torch.Tensor, n: int, note: str = "",
-                           alpha: float = 0.05) -> Scored:
+                           alpha: float = 0.05, recentre: bool = False) -> Scored:
     """``value`` with the percentile (1 - alpha) interval of bootstrap ``replicates`` (any shape, torch).
 
+    ``recentre=True`` moves the interval by the replicates' median bias, [v - (med - q_lo), v + (q_hi - med)],
+    for statistics whose bootstrap distribution is shifted away from the estimate (an extreme eigenvalue:
+    duplicated rows inflate it), where the plain percentile interval can exclude the estimate itself.
     Like :func:`bootstrap_ci`, a NaN replicate makes the interval NaN (no silent dropping)."""
     reps = replicates.detach().to("cpu", torch.float64).numpy().ravel()
-    lo, hi = _percentiles(reps, alpha) if np.isfinite(reps).all() else (np.nan, np.nan)
+    if not np.isfinite(reps).all():
+        return Scored(Estimate(float(value), np.nan, np.nan, int(n)), note)
+    lo, hi = _percentiles(reps, alpha)
+    if recentre:
+        shift = float(value) - float(np.median(reps))
+        lo, hi = lo + shift, hi + shift
     return Scored(Estimate(float(value), lo, hi, int(n)), note)
 
 
