@@ -83,7 +83,7 @@ def anisotropy_spectral(X, *, n_boot: int = 200, seed: int = 0) -> Scored:
     (all rows equal) -> NaN with a note.
     """
     fn = "anisotropy_spectral"
-    X = check_tensor(X, fn)
+    X = check_tensor(X, fn, min_rows=1)
     n_boot = check_int(n_boot, "n_boot", fn, 1)
     Xc = X - X.mean(0)
     lam, V = _principal(Xc, min(RITZ_DIM, *Xc.shape))
@@ -107,7 +107,7 @@ def anisotropy_cosine(X, *, standardize: bool = False, n_pairs: int = 10_000, n_
     out (the note says how many); fewer than 2 usable rows -> NaN. ``n`` = pairs.
     """
     fn = "anisotropy_cosine"
-    X = check_tensor(X, fn)
+    X = check_tensor(X, fn, min_rows=1)
     n_pairs = check_int(n_pairs, "n_pairs", fn, 2)
     n_boot = check_int(n_boot, "n_boot", fn, 1)
     if not isinstance(standardize, bool):

@@ -103,8 +103,8 @@ def linearity_scores(X, Y, groups, *, n_folds: int = 5, n_boot: int = 200, seed:
     is the number of rows. Computed in float64 on X's device.
     """
     fn = "linearity_scores"
-    X = check_tensor(X, fn, "X")
-    Y = check_tensor(Y, fn, "Y").to(X.device)
+    X = check_tensor(X, fn, "X", min_rows=1)
+    Y = check_tensor(Y, fn, "Y", min_rows=1).to(X.device)
     n, d = X.shape
     if Y.shape[0] != n:
         raise MedinterpError(f"The 'Y' parameter of {fn} must have one row per row of X ({n}). "
