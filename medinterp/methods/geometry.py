@@ -245,7 +245,7 @@ def forward_batch(handle: ModelHandle, work: GeometryWork, idx: np.ndarray) -> d
         for layer in range(len(modules)):  # one vocabulary pass per read-out, also without lens prompts (ZeRO-3
             decoded = lens_logits(handle.parts, captured[layer][2])  # gathers the head in every rank's every unit)
             if len(lens_rows):
-                lens[layer] = torch.stack(lens_stats(final, decoded)).double().cpu()  # (3, m)
+                lens[layer] = torch.stack([s.double().cpu() for s in lens_stats(final, decoded)])  # (3, m)
     return {"prompts": np.asarray(idx), "reduced": np.stack([captured[j][0].numpy() for j in range(len(modules))]),
             "tokens": gid[in_sample].numpy(), "rows": np.stack([captured[j][1].numpy() for j in range(len(modules))]),
             "lens_prompts": np.asarray(idx)[lens_rows.numpy()], "lens": lens.numpy()}
