@@ -45,7 +45,7 @@ from medinterp.hooks import forward_hooks, record
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
 from medinterp.metrics import Estimate, finite_mean_with_ci
 from medinterp.metrics.contextual import intra_similarity, mev, self_similarity
-from medinterp.metrics.intrinsic_dim import mle_id, twonn
+from medinterp.metrics.intrinsic_dim import intrinsic_dims
 from medinterp.metrics.isotropy import anisotropy_cosine, anisotropy_spectral
 from medinterp.metrics.lens import lens_stats
 from medinterp.metrics.linearity import linearity_scores
@@ -141,7 +141,7 @@ class Geometry(Method):
     n_jobs: int = 1  # local units in worker processes (1: in this process, torch on the model's device)
 
     def __post_init__(self) -> None:
-        for name, low in (("k_mle", 1), ("n_folds", 2), ("n_pairs", 1), ("n_boot", 1), ("n_jobs", 1)):
+        for name, low in (("k_mle", 2), ("n_folds", 2), ("n_pairs", 1), ("n_boot", 1), ("n_jobs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise MedinterpError(f"geometry method: {name} must be an integer >= {low}; got {value!r}")
@@ -328,9 +328,8 @@ def measure_layer(cfg: Geometry, layer: int, reduced: np.ndarray, rows: np.ndarr
         add(red, metric, s.estimate, s.note)
 
     # intrinsic dimension of the reduced set
-    for metric, s in (("id_twonn", twonn(X, discard_fraction=cfg.discard_fraction, **kw)),
-                      ("id_mle", mle_id(X, k=cfg.k_mle, **kw))):
-        add(red, metric, s.estimate, s.note)
+    for metric, s in intrinsic_dims(X, k=cfg.k_mle, discard_fraction=cfg.discard_fraction, **kw).items():
+        add(red, metric, s.estimate, s.note)  # id_twonn, id_mle from one neighbour search
 
     # contextualization: the templates are each term's contexts; intra-similarity on the token rows
     n_items = len(ids.item_ids) // max(ids.n_templates, 1)
