@@ -241,11 +241,15 @@ def forward_batch(handle: ModelHandle, work: GeometryWork, idx: np.ndarray) -> d
     with torch.inference_mode():
         with forward_hooks([(m, record(captured, layer, reduce)) for layer, m in enumerate(modules)]):
             final = output_logits(handle, batch)[lens_rows_dev]  # (m, V) the model's own output distribution
-        lens = torch.zeros(len(modules), len(LENS_METRICS), len(lens_rows), dtype=torch.float64)
-        for layer in range(len(modules)):  # one vocabulary pass per read-out, also without lens prompts (ZeRO-3
-            decoded = lens_logits(handle.parts, captured[layer][2])  # gathers the head in every rank's every unit)
-            if len(lens_rows):
-                lens[layer] = torch.stack([s.double().cpu() for s in lens_stats(final, decoded)])  # (3, m)
+        # every read-out of the lens prompts in ONE pass over the head: the pass is bound by reading the (V, D) weight
+        # (Gemma-3-270M: 671 MB), not by its m (L + 1) rows; also without lens prompts (under ZeRO-3 every rank's
+        # every unit gathers the head once)
+        m = len(lens_rows)
+        decoded = lens_logits(handle.parts, torch.cat([captured[j][2] for j in range(len(modules))]))  # ((L + 1) m, V)
+        lens = torch.zeros(len(modules), len(LENS_METRICS), m, dtype=torch.float64)
+        for layer in range(len(modules) if m else 0):
+            stats = lens_stats(final, decoded[layer * m:(layer + 1) * m])
+            lens[layer] = torch.stack([s.double().cpu() for s in stats])  # (3, m)
     return {"prompts": np.asarray(idx), "reduced": np.stack([captured[j][0].numpy() for j in range(len(modules))]),
             "tokens": gid[in_sample].numpy(), "rows": np.stack([captured[j][1].numpy() for j in range(len(modules))]),
             "lens_prompts": np.asarray(idx)[lens_rows.numpy()], "lens": lens.numpy()}
