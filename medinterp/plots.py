@@ -116,6 +116,7 @@ def family_curves(rows: Sequence[Row], families: dict[str, Sequence[str]], title
             target.fill_between(x, np.where(ok, lo, y), np.where(ok, hi, y), color=color, alpha=0.2, lw=0)
         if twin is not None:
             twin.set_yscale("symlog")
+            twin.set_ylim(bottom=0)
         handles = [h for a in (ax, twin) if a is not None for h in a.get_legend_handles_labels()[0]]
         ax.legend(handles=handles, fontsize=6, frameon=False)
         ax.set_title(family.replace("_", " "), fontsize=9)

@@ -25,8 +25,7 @@ from medinterp.results import read_run
 from medinterp.resume import Checkpoints
 from medinterp.run import drive
 
-FAST = ["method.n_boot=10", "method.n_pairs=500", "method.lens_max_prompts=16", "method.max_rows=1500", "logger=none",
-        "plots=false"]
+FAST = ["method.n_boot=10", "method.n_pairs=500", "method.lens_max_prompts=16", "method.max_rows=1500", "logger=none"]
 TOKEN_METRICS = {*FAMILIES["linearity"], "intra_similarity", "intra_similarity_adj"}
 
 
@@ -82,6 +81,17 @@ def test_summary_and_token_cap(geometry_run):
     assert s["token_rows"] == 1500 < s["tokens_total"]
     assert s["lens_prompts"] == 16
     assert rows_n(geometry_run, "tokens", "linearity_heldout") == {1500}
+
+
+def test_figure_and_report_section(geometry_run):
+    """curves_geometry.png (one panel per family) and the report's Geometry section with the read-out-0 notes."""
+    from medinterp.report import write_run_report
+
+    assert (geometry_run.path / "curves_geometry.png").stat().st_size > 10_000
+    page = write_run_report(geometry_run.path).read_text()
+    section = page[page.index('id="geometry"'):]
+    assert "Token sets" in section and "undefined at read-out 0" in section and "id_twonn" in section
+    assert "tokens/linearity_heldout" in section
 
 
 def rows_n(run, labeling, metric):
