@@ -14,6 +14,7 @@ import torch
 from medinterp.errors import MedinterpError, unknown_choice
 
 METRICS = ("euclidean", "cosine")
+CANDIDATE_MARGIN = 4  # extra float32 candidates per row whose exact distances nearest_distances recomputes
 
 
 def distances(X: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
@@ -70,10 +71,11 @@ def nearest_distances(X: torch.Tensor, k: int, chunk_elements: int = 1 << 25) ->
     """(N, k) float64 Euclidean distances from each row of ``X`` (N, D) to its k nearest OTHER rows, ascending.
 
     Exact, without an (N, N) matrix: rows are taken in chunks of ``chunk_elements // N``; for each chunk the
-    squared distances ||q||^2 + ||x||^2 - 2 q.x are formed in float32 from centred rows (one GEMM per chunk),
-    the k + max(8, k // 2) smallest become candidates (the margin absorbs float32 mis-ordering), and the
-    candidates' distances are recomputed exactly in float64 (||q - x||, one (chunk, D) difference per
-    candidate slot) and sorted. A duplicate of a row is another row at distance 0. Needs 1 <= k <= N - 1.
+    ranking key ||x||^2 - 2 q.x (the squared distance minus the chunk row's own ||q||^2) is formed in float32
+    from centred rows (one fused GEMM per chunk), the k + CANDIDATE_MARGIN smallest become candidates (the
+    margin absorbs float32 mis-ordering, which can only swap near-equal distances), and the candidates'
+    distances are recomputed exactly in float64 (||q - x||, one (chunk, D) difference per candidate slot)
+    and sorted. A duplicate of a row is another row at distance 0. Needs 1 <= k <= N - 1.
     """
     n = len(X)
     if not 1 <= k <= n - 1:
@@ -82,14 +84,14 @@ def nearest_distances(X: torch.Tensor, k: int, chunk_elements: int = 1 << 25) ->
     X = X - X.mean(0)  # distances are shift-invariant; centring keeps the float32 expansion accurate
     X32 = X.to(torch.float32)
     sq = X32.square().sum(1)  # (N,)
-    n_cand = min(n - 1, k + max(8, k // 2))
+    n_cand = min(n - 1, k + CANDIDATE_MARGIN)
     step = max(1, chunk_elements // n)
     out = torch.empty(n, k, dtype=torch.float64, device=X.device)
     for start in range(0, n, step):
         rows = torch.arange(start, min(start + step, n), device=X.device)
-        d2 = sq[rows, None] + sq[None, :] - 2.0 * (X32[rows] @ X32.T)  # (m, N) float32
-        d2[torch.arange(len(rows), device=X.device), rows] = torch.inf  # not its own neighbour
-        cand = torch.topk(d2, n_cand, dim=1, largest=False).indices  # (m, n_cand)
+        key = torch.addmm(sq.expand(len(rows), n), X32[rows], X32.T, alpha=-2.0)  # (m, N) float32
+        key[torch.arange(len(rows), device=X.device), rows] = torch.inf  # not its own neighbour
+        cand = torch.topk(key, n_cand, dim=1, largest=False, sorted=False).indices  # (m, n_cand)
         exact = torch.stack([(X[rows] - X[cand[:, c]]).norm(dim=1) for c in range(n_cand)], 1)
         out[rows] = exact.sort(dim=1).values[:, :k]
     return out

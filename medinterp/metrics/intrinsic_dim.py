@@ -7,7 +7,7 @@
   F_i = i / N (N counts the dropped ones too), and the dimension is the least-squares slope THROUGH THE ORIGIN
   of -log(1 - F_i) on log mu_i: sum(x y) / sum(x^2). Boundary effects bias it low above ~3 dimensions
   (a 10-D cube gives 8.8; methods.md 5).
-- :func:`mle_id` (Levina & Bickel 2005; combination by MacKay & Ghahramani 2005), as ``skdim.id.MLE()``
+- :func:`mle_id` (Levina & Bickel, NIPS 2004; combination by MacKay & Ghahramani 2005), as ``skdim.id.MLE()``
   with ``n_neighbors=k`` and its default ``comb="mle"``, ``unbiased=False``: point i's estimate from its k
   nearest other points at distances T_1 <= ... <= T_k is m_i = (k - 1) / sum_{j=1..k} log(T_k / T_j) (the
   j = k term is 0), and the layer's value is their harmonic mean 1 / mean(1 / m_i).

@@ -14,8 +14,8 @@ Frobenius norm, fit A = pinv(X) Y and score 1 - ||XA - Y||_F^2, which equals the
   SST about each fold's own test mean (scikit-learn's out-of-sample ``r2_score(..., "variance_weighted")``
   convention, so it can be < 0). Defined for any n (the honest version, arXiv 2606.19379).
 - ``linearity_residual``: the in-sample score with Y replaced by Y - X (the residual stream's own update);
-  NaN for n <= d like ``linearity``. X spans itself, so the residuals equal those of ``linearity`` and
-  only SST changes (exactly so when no direction of X is cut by ``rcond``).
+  NaN for n <= d like ``linearity``. X spans itself, so the residuals are those of ``linearity`` and only
+  SST changes (up to X's variance in the directions cut by ``rcond``, below rcond^2 of its largest).
 - ``nonlinearity``: the token-level error ||x A* - y|| of each held-out token under its fold's map, averaged
   over all rows (every row is held out exactly once), in units where the training rows of X and Y, centred,
   have root-mean-square norm 1 (the Frobenius normalisation times sqrt(n_train), so that the value does not
@@ -37,8 +37,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medinterp.metrics._validation import check_groups, check_int, check_tensor
 from medinterp.errors import MedinterpError
+from medinterp.metrics._validation import check_groups, check_int, check_tensor
 from medinterp.metrics.bootstrap import Estimate, Scored, boot_index_tensor, nan_scored, scored_from_replicates
 
 __all__ = ["Scored", "linearity_scores", "group_folds"]
@@ -58,14 +58,13 @@ def group_folds(groups: torch.Tensor, n_folds: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(fold_of_group).to(groups.device)[groups]
 
 
-def _pinv_solve(G: torch.Tensor, C: torch.Tensor, rcond: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares map A = pinv(G) C from the Gram G = X^T X (d, d) and the cross matrix C = X^T Y (d, e),
-    cutting eigenvalues of G at or below rcond^2 * lambda_max. Returns (A (d, e), V_cut (d, m)), the
-    eigenvectors that were cut (X V_cut is what X does not contribute to its own span)."""
+def _pinv_solve(G: torch.Tensor, C: torch.Tensor, rcond: float) -> torch.Tensor:
+    """Least-squares map A = pinv(G) C (d, e) from the Gram G = X^T X (d, d) and the cross matrix
+    C = X^T Y (d, e), cutting eigenvalues of G at or below rcond^2 * lambda_max."""
     lam, V = torch.linalg.eigh(G)  # ascending
     keep = lam > rcond**2 * lam[-1].clamp_min(torch.finfo(G.dtype).tiny)
     Vk = V[:, keep]
-    return Vk @ ((Vk.T @ C) / lam[keep][:, None]), V[:, ~keep]
+    return Vk @ ((Vk.T @ C) / lam[keep][:, None])
 
 
 def _ratio_score(sse: torch.Tensor, sst: torch.Tensor, groups: torch.Tensor, n_groups: int,
@@ -117,6 +116,9 @@ def linearity_scores(X, Y, groups, *, n_folds: int = 5, n_boot: int = 200, seed:
 
     Z = X - X.mean(0)  # (n, d) centred once globally (the per-fold means below are small corrections)
     W = Y - Y.mean(0)  # (n, e)
+    energy = W.square().sum()  # sum of squared centred Y
+    if float(energy) == 0.0:
+        return {k: nan_scored(n, "Y has zero variance: no fit to score") for k in KEYS}
     out: dict[str, Scored] = {}
 
     # Per-fold Gram and cross matrices; their sums are the full-sample ones.
@@ -127,23 +129,21 @@ def linearity_scores(X, Y, groups, *, n_folds: int = 5, n_boot: int = 200, seed:
     S_all, C_all = sum(S), sum(C)
 
     # In-sample: A = pinv(Z) W; residuals E = Z A - W, one row per token.
-    if float(W.square().sum()) == 0.0:
-        return {k: nan_scored(n, "Y has zero variance: no fit to score") for k in KEYS}
     if n <= d:
         out["linearity"] = nan_scored(n, TRIVIAL)
         out["linearity_residual"] = nan_scored(n, TRIVIAL)
     else:
         note = f"n_rows = {n} < 5 d = {5 * d}: in-sample fit is inflated (unrelated data give ~d/n)" \
             if n < 5 * d else ""
-        A, V_cut = _pinv_solve(S_all, C_all, rcond)
+        A = _pinv_solve(S_all, C_all, rcond)
         E = Z @ A - W  # (n, e)
         out["linearity"] = _ratio_score(E.square().sum(1), W.square().sum(1), g, n_groups, boot, note)
         if W.shape[1] != d:
             out["linearity_residual"] = nan_scored(n, f"Y has {W.shape[1]} columns, X {d}: no residual Y - X")
         else:
-            E_res = E + (Z @ V_cut) @ V_cut.T  # fit of W - Z: E + Z (I - projector onto the kept span)
-            out["linearity_residual"] = _ratio_score(E_res.square().sum(1), (W - Z).square().sum(1), g,
-                                                     n_groups, boot, note)
+            # Z spans itself, so W - Z has the residuals E of W (up to Z's variance in the cut directions).
+            out["linearity_residual"] = _ratio_score(E.square().sum(1), (W - Z).square().sum(1), g, n_groups,
+                                                     boot, note)
     if n_groups < 2:
         out["linearity_heldout"] = nan_scored(n, "one prompt: no held-out prompts to score")
         out["nonlinearity"] = nan_scored(n, "one prompt: no held-out prompts to score")
@@ -162,11 +162,11 @@ def linearity_scores(X, Y, groups, *, n_folds: int = 5, n_boot: int = 200, seed:
         G_t = S_all - S_f - n_train * torch.outer(z_t, z_t)
         C_t = C_all - C_f - n_train * torch.outer(z_t, w_t)
         interpolated |= n_train <= d
-        A_t, _ = _pinv_solve(G_t, C_t, rcond)
+        A_t = _pinv_solve(G_t, C_t, rcond)
         R = (Z[i] - z_t) @ A_t + w_t - W[i]  # (n_f, e) held-out residuals, intercept from training
         sse[i] = R.square().sum(1)
         sst[i] = (W[i] - W[i].mean(0)).square().sum(1)
-        y_scale = ((W.square().sum() - (W[i].square().sum())) / n_train - w_t.square().sum()).sqrt()
+        y_scale = ((energy - W[i].square().sum()) / n_train - w_t.square().sum()).sqrt()  # training RMS
         err[i] = sse[i].sqrt() / y_scale
     note = "training rows <= d in a fold: its map is the minimum-norm interpolant" if interpolated else ""
     out["linearity_heldout"] = _ratio_score(sse, sst, g, n_groups, boot, note)
