@@ -223,3 +223,21 @@ def test_resume_recomputes_no_checkpointed_unit(tiny_handles, tmp_path, monkeypa
     again, info = drive(cell, checkpoints)
     assert info["resumed"] == info["units"] == cell.method.prepare(cell).n_units + h.n_layers + 1
     assert [str(m) for m in again.measurements] == [str(m) for m in first.measurements]  # str: NaN == NaN
+
+
+@pytest.mark.slow  # the real Gemma-3-270M on a whole domain (about a minute on an idle 2-core CPU)
+def test_gemma3_270m_drugs_every_metric_at_19_readouts(tmp_path):
+    from helpers import run_cell_in_process
+
+    run = read_run(run_cell_in_process(["model=gemma3_270m", "domain=drugs", "method=geometry", "logger=none"],
+                                       tmp_path))
+    rows = by_key(run.rows)
+    assert {r.layer for r in run.rows} == set(range(19))
+    for metric in METRICS:
+        labeling = "tokens" if metric in TOKEN_METRICS else "last"
+        assert all((labeling, metric, layer) in rows for layer in range(19)), metric
+    assert abs(rows[("last", "lens_kl", 18)].value) < 1e-4 and rows[("last", "lens_top1_agree", 18)].value == 1
+    assert rows[("last", "lens_kl", 6)].value > 1.0  # a middle layer does not predict the output yet
+    heldout = [rows[("tokens", "linearity_heldout", layer)].value for layer in range(1, 19)]
+    assert all(0.0 < v <= 1.0 for v in heldout)  # 7.6k token rows > d = 640: every block's step is fitted
+    assert all(math.isfinite(rows[("last", "id_twonn", layer)].value) for layer in range(1, 19))
