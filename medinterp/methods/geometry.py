@@ -197,13 +197,15 @@ class Geometry(Method):
         per_layer = list(results[work.n_units:])
         measurements = [m for ms, _ in per_layer for m in ms]
         items = [v for _, vs in per_layer for v in vs]
-        summary = {"token_rows": len(work.sampled), "tokens_total": int(work.offsets[-1]),
-                   "max_rows": self.max_rows, "lens_prompts": len(work.lens_prompts), "prompts": len(work.texts),
+        labelings = {TOKENS: "every non-pad, non-special token (sampled)",
+                     work.reduction: f"one vector per prompt (reduction={work.reduction})"}
+        lens = "the last token of the lens prompts (logit lens)"
+        labelings[LENS] = f"{labelings[LENS]}; {lens}" if LENS in labelings else lens
+        # no key with the word "token": W&B leaves out files with secret-looking keys (medinterp/secrets.py)
+        summary = {"sampled_rows": len(work.sampled), "all_rows": int(work.offsets[-1]), "max_rows": self.max_rows,
+                   "lens_prompts": len(work.lens_prompts), "prompts": len(work.texts),
                    "lens_max_prompts": self.lens_max_prompts, "contexts_per_term": work.n_templates,
-                   "labelings": {TOKENS: "every non-pad, non-special token (sampled)",
-                                 work.reduction: f"one vector per prompt (reduction={work.reduction})",
-                                 LENS: "the last token (logit lens)"},
-                   "notes": layer_notes(measurements)}
+                   "labelings": labelings, "notes": layer_notes(measurements)}
         return MethodResult(measurements, artifacts={"summary": summary}, items=items)
 
 

@@ -25,7 +25,7 @@ def geometry_section(rows: Sequence[Row], summary: Mapping[str, Any]) -> str:
     parts = [f'<p class="note">Definitions, centring, token sets, CIs and sources: {h.text(DOC)}.</p>']
     labelings = ms.get("labelings") or {}
     if labelings:
-        sample = (f"{h.num(ms.get('token_rows'))} of {h.num(ms.get('tokens_total'))} tokens per layer "
+        sample = (f"{h.num(ms.get('sampled_rows'))} of {h.num(ms.get('all_rows'))} tokens per layer "
                   f"(max_rows {h.num(ms.get('max_rows'))}); logit lens on {h.num(ms.get('lens_prompts'))} of "
                   f"{h.num(ms.get('prompts'))} prompts; {h.num(ms.get('contexts_per_term'))} contexts (templates) "
                   "per term.")

@@ -78,7 +78,7 @@ def test_lens_at_the_last_readout_is_the_output(geometry_run):
 
 def test_summary_and_token_cap(geometry_run):
     s = geometry_run.summary["method_summary"]
-    assert s["token_rows"] == 1500 < s["tokens_total"]
+    assert s["sampled_rows"] == 1500 < s["all_rows"]
     assert s["lens_prompts"] == 16
     assert rows_n(geometry_run, "tokens", "linearity_heldout") == {1500}
 
@@ -241,3 +241,11 @@ def test_gemma3_270m_drugs_every_metric_at_19_readouts(tmp_path):
     heldout = [rows[("tokens", "linearity_heldout", layer)].value for layer in range(1, 19)]
     assert all(0.0 < v <= 1.0 for v in heldout)  # 7.6k token rows > d = 640: every block's step is fitted
     assert all(math.isfinite(rows[("last", "id_twonn", layer)].value) for layer in range(1, 19))
+
+
+def test_summary_has_no_secret_looking_key(geometry_run):
+    """W&B leaves out a summary.json with a secret-looking key (``token_rows`` would be one): none here."""
+    from medinterp.secrets import has_secret_key
+
+    assert not has_secret_key(geometry_run.summary["method_summary"])
+    assert "one vector per prompt" in geometry_run.summary["method_summary"]["labelings"]["last"]
