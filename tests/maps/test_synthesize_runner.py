@@ -43,7 +43,7 @@ def test_golden_folder_end_to_end(tmp_path):
     ([], "error: runs= is required"),
     (["runs={tmp}/empty"], "error: no per_layer.csv under '{tmp}/empty'"),
     (["runs=[tests/data/golden,/no/such/run]"], "error: runs: no such file or folder '/no/such/run'"),
-    ([f"runs={GOLDEN}", "map.methods=[umap,magic]"], "error: unknown method 'magic'; valid: ablation, patching, saliency, umap"),
+    ([f"runs={GOLDEN}", "map.methods=[umap,magic]"], "error: unknown method 'magic'; valid: ablation, geometry, patching, saliency, umap"),
     ([f"runs={GOLDEN}", "map.channels.umap.rule=steep"], "error: unknown map rule 'steep'; valid: segments, window"),
     ([f"runs={GOLDEN}", "map=nope"], "error: unknown map 'nope'; valid: default"),
     ([f"runs={GOLDEN}", "map.channels.ablation.metric=kl_div"],  # was: exit 0, the ablation lane silently gone
