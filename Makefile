@@ -62,7 +62,7 @@ setup: $(VENV)/.stamp
 
 map: setup
 	$(BIN)/python runners/map.py -m model=$(MAP_MODEL) domain=$(MAP_DOMAINS) method=$(MAP_METHODS) hydra.sweep.dir=$(MAP_DIR)
-	$(BIN)/python runners/synthesize.py runs=$(MAP_DIR) out_dir=$(MAP_DIR)/synthesis
+	$(BIN)/python runners/synthesize.py runs=$(MAP_DIR) out_dir=$(MAP_DIR)/synthesis "map.methods=[$(MAP_METHODS)]"
 	@echo "per-method results: $(MAP_DIR)/<n>_<model>-<domain>-<method>/{per_layer.csv,summary.json,*.png}"
 	@echo "knowledge map:      $(MAP_DIR)/synthesis/$(MAP_MODEL)/{knowledge_map,findings}.{json,png}, report.html"
 	@echo "W&B (offline without WANDB_API_KEY): wandb sync $(MAP_DIR)/*/wandb/offline-run-* $(MAP_DIR)/synthesis/*/wandb/offline-run-*"

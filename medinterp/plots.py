@@ -92,6 +92,41 @@ def metric_curves(rows: Sequence[Row], metrics: Sequence[str], title: str) -> Fi
     return fig
 
 
+def family_curves(rows: Sequence[Row], families: dict[str, Sequence[str]], title: str,
+                  right: Sequence[str] = ()) -> Figure:
+    """One panel per metric family (``families``: panel title -> metrics), a line per (metric, labeling) with its CI
+    band; metrics in ``right`` go on a second y axis with a symlog scale (ranks beside values in [0, 1])."""
+    panels = [(name, ms) for name, ms in families.items() if any(r.metric in ms for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.4 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, (family, metrics) in zip(axes.flat, panels):
+        twin = ax.twinx() if any(r.metric in right for r in rows if r.metric in metrics) else None
+        series: dict[tuple[str, str], list[Row]] = defaultdict(list)
+        for r in rows:
+            if r.metric in metrics and r.layer >= 0:
+                series[(r.metric, r.labeling)].append(r)
+        for k, ((metric, labeling), rs) in enumerate(sorted(series.items(), key=lambda kv: metrics.index(kv[0][0]))):
+            rs = sorted(rs, key=lambda r: r.layer)
+            target = twin if metric in right else ax
+            x, y = np.array([r.layer for r in rs]), np.array([r.value for r in rs])
+            lo, hi = np.array([r.ci_low for r in rs]), np.array([r.ci_high for r in rs])
+            color = f"C{k % 10}"
+            target.plot(x, y, color=color, lw=1.5, ls="--" if metric in right else "-",
+                        label=f"{metric} ({labeling})" + (" [right]" if metric in right else ""))
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            target.fill_between(x, np.where(ok, lo, y), np.where(ok, hi, y), color=color, alpha=0.2, lw=0)
+        if twin is not None:
+            twin.set_yscale("symlog")
+            twin.set_ylim(bottom=0)
+        handles = [h for a in (ax, twin) if a is not None for h in a.get_legend_handles_labels()[0]]
+        ax.legend(handles=handles, fontsize=6, frameon=False)
+        ax.set_title(family.replace("_", " "), fontsize=9)
+        ax.set_xlabel("layer (read-out)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title + "  (bands: 95 % bootstrap CI)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 CURVE_METRICS = {  # activation methods: one figure per labeling kind
     "numeric": ("anisotropy", "r2_raw", "r2_umap", "discontinuity"),
     "categorical": ("silhouette_umap", "silhouette_raw"),
@@ -105,7 +140,12 @@ METHOD_CURVES = {  # model methods: one panel per metric
 
 def cell_figures(method: str, result, rows: Sequence[Row], points, labelings: Sequence[str] | None,
                  title: str) -> dict[str, Figure]:
-    """A cell's figures by file name: metric curves, and for UMAP one 2-D grid per labeling."""
+    """A cell's figures by file name: metric curves (geometry: one panel per metric family), and for UMAP one 2-D
+    grid per labeling."""
+    if method == "geometry":
+        from medinterp.methods.geometry import FAMILIES
+
+        return {"curves_geometry": family_curves(rows, FAMILIES, title, right=("lens_rank",))} if rows else {}
     if method in METHOD_CURVES:
         wanted = METHOD_CURVES[method]
         return {f"curves_{method}": metric_curves(rows, wanted, title)} if any(r.metric in wanted for r in rows) else {}

@@ -11,6 +11,7 @@ import pytest
 
 from medinterp.errors import MedinterpError
 from medinterp.methods.ablation import LayerAblation
+from medinterp.methods.geometry import Geometry
 from medinterp.methods.patching import ActivationPatching
 from medinterp.methods.saliency import WeightSaliency
 from medinterp.cell import Cell
@@ -23,11 +24,15 @@ METHODS = {  # method -> (method, domain, templates, the cell's batch_size)
     "ablation": (lambda: LayerAblation(max_prompts=4, max_new_tokens=3, n_boot=20), "dosage", ["reads", "takes"], 4),
     # min_gap between the tiny model's gaps (~0.01-0.3): some pairs are filtered, the rest kept
     "patching": (lambda: ActivationPatching(sites=("resid_last", "attn"), min_gap=0.05, n_boot=20), "dosage", [], 32),
+    # a token cap below the prompts' tokens: some prompts keep one token and have no intra-similarity
+    "geometry": (lambda: Geometry(max_rows=250, lens_max_prompts=6, n_boot=20, n_pairs=200), "progression",
+                 ["status", "clinic_note", "follow_up", "assessment"], 32),
 }
 
 MEANS = {"saliency": {"loss", "grad_attn", "grad_mlp", "grad_block", "grad_embed"},
          "ablation": {"kl", "dlogp", "judge_score"},
-         "patching": {"ld_clean", "ld_corrupt", "p_resid_last", "p_attn"}}
+         "patching": {"ld_clean", "ld_corrupt", "p_resid_last", "p_attn"},
+         "geometry": {"self_similarity", "mev", "intra_similarity", "lens_kl", "lens_rank", "lens_top1_agree"}}
 
 
 def run_into(folder, handle, method_name):

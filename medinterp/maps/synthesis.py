@@ -9,6 +9,8 @@ methods.md §1.5 (medinterp/maps/curves.py):
 - ``umap`` on age: the layers of top R² / anisotropy on ``age/pooled`` (:func:`curves.age_layers`);
 - ``saliency`` (``grad_block``), ``ablation`` (``kl``), ``patching`` (``p_resid_diff``): runs above the
   curve's 75th percentile, ≥ 2 layers, ≤ 3 runs ("segments");
+- ``geometry`` (off by default; ``map.methods=[...,geometry]``): the ``id_twonn`` curve (mean over its labelings),
+  the "window" rule;
 - consensus: layers selected by ≥ ``min_methods`` methods.
 
 Layers are read-out indices (medinterp/methods/base.py); rows at layer −1 (baselines) and metrics other
@@ -41,12 +43,16 @@ DEFAULT_CHANNELS = {
     "saliency": {"metric": "grad_block", "rule": "segments"},
     "ablation": {"metric": "kl", "rule": "segments"},
     "patching": {"metric": "p_resid_diff", "rule": "segments"},
+    "geometry": {"metric": "id_twonn", "rule": "window"},  # a lane only when listed in ``methods`` (off by default)
 }
+DEFAULT_METHODS = ("umap", "saliency", "ablation", "patching")  # the map's lanes unless ``methods`` says otherwise
 METHOD_METRICS = {  # what each method writes (fnmatch patterns; medinterp/methods/), for checking channel metrics
     "umap": ("silhouette_*", "anisotropy*", "r2_*", "discontinuity*", "effective_rank*", "circular_*", "closure_*"),
     "saliency": ("grad_*", "loss"),
     "ablation": ("kl", "dlogp", "judge_*"),
     "patching": ("p_*", "ld_*"),
+    "geometry": ("linearity*", "nonlinearity", "anisotropy_*", "id_*", "self_similarity*", "intra_similarity*",
+                 "mev*", "lens_*"),
 }
 DEFAULT_DOMAINS = ("age", "symptoms", "disease", "progression", "drugs", "dosage")
 
@@ -112,7 +118,7 @@ class MapParams:
     min_segment: int = 2         # segments: at least this many consecutive layers
     max_segments: int = 3        # segments: keep this many (largest area above the threshold)
     min_methods: int = 2         # consensus: layers selected by at least this many methods
-    methods: tuple[str, ...] = tuple(DEFAULT_CHANNELS)
+    methods: tuple[str, ...] = DEFAULT_METHODS
     domains: tuple[str, ...] = DEFAULT_DOMAINS   # expected domains (absent ones are listed as missing)
     channels: Mapping[str, Channel] = field(default_factory=lambda: {k: Channel(**v) for k, v in DEFAULT_CHANNELS.items()})
     labelings: Mapping[str, Mapping[str, tuple[str, ...]]] = field(

@@ -2,12 +2,13 @@
 
 Every method is a :class:`Method` (the one seam; medinterp/methods/base.py). Registered names equal the files in
 ``conf/method/``: ``umap`` (geometry), ``saliency`` (weight gradients), ``ablation`` (identity lesions scored by a
-judge), ``patching`` (activation patching).
+judge), ``patching`` (activation patching), ``geometry`` (linearity, anisotropy, intrinsic
+dimension, contextualization, logit lens).
 """
 from medinterp.methods.base import (PERSISTED, ItemValue, Measurement, Method, MethodResult, method_class,
                                     register_method)
 from medinterp.methods.points import Points, select_templates, stack_activations, stack_points
-from medinterp.methods import ablation, patching, saliency, umap_geometry  # noqa: F401,E402  (registration)
+from medinterp.methods import ablation, geometry, patching, saliency, umap_geometry  # noqa: F401,E402  (registration)
 
 __all__ = ["PERSISTED", "ItemValue", "Measurement", "Method", "MethodResult", "Points", "method_class",
            "register_method", "select_templates", "stack_activations", "stack_points"]

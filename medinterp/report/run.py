@@ -2,7 +2,8 @@
 
 Top to bottom: a header (model, domain, method, when, prompt set, read-out), key numbers and the best
 layer per metric, the per-layer curves with CI bands (inline SVG, one small multiple per labeling ×
-metric, from per_layer.csv), every PNG of the folder (UMAP grids, curves, ...), the findings that the
+metric, from per_layer.csv), for ``method=geometry`` its own section (token sets, values by metric family,
+notes; medinterp/report/geometry.py), every PNG of the folder (UMAP grids, curves, ...), the findings that the
 run's own rows support (medinterp.maps.findings), label counts and the method's summary, then the
 resolved config (collapsed, secrets redacted), versions, model and timings.
 """
@@ -19,6 +20,7 @@ from medinterp.errors import MedinterpError
 from medinterp.maps.findings import findings
 from medinterp.report import html as h
 from medinterp.report.common import REPORT_NAME, footer, header, pngs, when, write_page
+from medinterp.report.geometry import geometry_section
 from medinterp.report.svg import LEGEND, panel_svg, panels
 from medinterp.report.tables import FINDINGS_HEADERS, findings_rows
 from medinterp.results import Row, read_run
@@ -151,6 +153,9 @@ def run_page(run_dir: Path) -> str:
     figures = sorted(pngs(run_dir), key=lambda p: (first.index(p.name) if p.name in first else len(first), p.name))
     sections = [h.Section("key-numbers", "Key numbers", _key_numbers(summary, rows) + _judge_coverage(summary)),
                 h.Section("curves", "Per-layer curves", _curves(rows, summary))]
+    geometry = geometry_section(rows, summary)
+    if geometry:
+        sections.append(h.Section("geometry", "Geometry", geometry))
     if figures:
         sections.append(h.Section("figures", "Figures", "".join(h.figure(p) for p in figures)))
     found = _findings(rows)

@@ -137,7 +137,7 @@ def test_age_rule_can_be_switched_off_and_falls_back_to_one_curve():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"methods": ["umap", "magic"]}, "unknown method 'magic'; valid: ablation, patching, saliency, umap"),
+    ({"methods": ["umap", "magic"]}, "unknown method 'magic'; valid: ablation, geometry, patching, saliency, umap"),
     ({"sigma": -1}, "The map parameter 'sigma' must be in [0, inf]. Got -1 instead."),
     ({"sigma": "wide"}, "The map parameter 'sigma' must be in [0, inf]. Got 'wide' instead."),
     ({"window": 1}, "The map parameter 'window' must be an integer >= 2. Got 1 instead."),

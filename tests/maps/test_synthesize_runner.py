@@ -43,7 +43,7 @@ def test_golden_folder_end_to_end(tmp_path):
     ([], "error: runs= is required"),
     (["runs={tmp}/empty"], "error: no per_layer.csv under '{tmp}/empty'"),
     (["runs=[tests/data/golden,/no/such/run]"], "error: runs: no such file or folder '/no/such/run'"),
-    ([f"runs={GOLDEN}", "map.methods=[umap,magic]"], "error: unknown method 'magic'; valid: ablation, patching, saliency, umap"),
+    ([f"runs={GOLDEN}", "map.methods=[umap,magic]"], "error: unknown method 'magic'; valid: ablation, geometry, patching, saliency, umap"),
     ([f"runs={GOLDEN}", "map.channels.umap.rule=steep"], "error: unknown map rule 'steep'; valid: segments, window"),
     ([f"runs={GOLDEN}", "map=nope"], "error: map=nope: map holds the knowledge-map settings (map.sigma=2.0, ...); a settings file is chosen with synthesis=<name>; valid: default"),
     ([f"runs={GOLDEN}", "synthesis=nope"], "error: unknown synthesis 'nope'; valid: default"),
