@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -16,6 +17,26 @@ from medinterp.validation import check_retired_settings, check_run_settings  # n
 
 CONF = ROOT / "conf"
 log = logging.getLogger("medinterp")
+
+
+@functools.lru_cache(maxsize=1)  # one process group per process, even across a multirun's cells
+def launched_strategy(config_json: str, device: str) -> Any:
+    """The strategy the JSON config describes, launched once per process (torn down at exit)."""
+    import atexit
+
+    from medinterp.distributed import make_strategy
+    from medinterp.registry import build
+
+    strategy = make_strategy(build(json.loads(config_json)), device).launch()
+    atexit.register(strategy.teardown)
+    return strategy
+
+
+@functools.lru_cache(maxsize=1)  # a multirun's cells of one model load it once per process
+def cached_model(spec: Any, strategy: Any, cache_dir: str) -> Any:
+    """``strategy.load(spec, cache_dir)``, kept for the next cell of this process. Module-level (not in the
+    runner's ``__main__``), so a process-based Hydra launcher (hydra/launcher=joblib) can pickle the runner."""
+    return strategy.load(spec, Path(cache_dir))
 
 
 def check_group_choices(argv: list[str], groups: tuple[str, ...]) -> None:

@@ -8,15 +8,13 @@ Writes per_layer.csv, per_item.csv, summary.json, figures into the Hydra run fol
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
-import functools
 import json
 import logging
 import sys
 from pathlib import Path
 
-from _common import (check_group_choices, exit_cleanly_on_sigterm, log, log_run_warnings, map_config,
+from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log, log_run_warnings, map_config,
                      private_run_dir_for_other_ranks, prompt_file_choices, prompt_set_domain, publish, quiet_libraries,
                      sweep_group, user_errors)
 
@@ -25,7 +23,6 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from medinterp.cell import Cell  # noqa: E402
-from medinterp.distributed import make_strategy  # noqa: E402
 from medinterp.methods import select_templates  # noqa: E402
 from medinterp.models import ModelSpec  # noqa: E402
 from medinterp.prompts import load_prompt_set  # noqa: E402
@@ -33,17 +30,6 @@ from medinterp.registry import build  # noqa: E402
 from medinterp.results import RunWriter  # noqa: E402
 from medinterp.resume import Checkpoints  # noqa: E402
 from medinterp.run import run_cell  # noqa: E402
-
-
-@functools.lru_cache(maxsize=1)  # one process group per process, even across a multirun's cells
-def launched_strategy(config_json: str, device: str):
-    strategy = make_strategy(build(json.loads(config_json)), device).launch()
-    atexit.register(strategy.teardown)
-    return strategy
-
-
-cached_model = functools.lru_cache(maxsize=1)(  # a multirun over domains loads the model once
-    lambda spec, strategy, cache_dir: strategy.load(spec, Path(cache_dir)))
 
 
 def run_map(cfg: DictConfig, out_dir: Path) -> Path | None:

@@ -68,6 +68,26 @@ def test_multirun_over_models_and_domains(tmp_path):
     assert "results:" in proc.stderr + proc.stdout
 
 
+
+@pytest.mark.slow
+def test_parallel_cells_under_the_joblib_launcher_equal_one_process(tmp_path):
+    """`make map` runs cells in MAP_JOBS processes (hydra/launcher=joblib, one thread each on 2 cores): the same
+    folders and numbers as the one-process multirun (UMAP exactly; saliency's fp32 sums within 1e-6, since
+    torch's threaded reductions differ in the last bits between 1 and 2 threads)."""
+    sweeps = {}
+    for name, extra in (("serial", []), ("parallel", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
+        sweeps[name] = tmp_path / name
+        run_map("-m", "model=tiny_llama", "domain=age,disease", "method=umap,saliency", "templates=2", "plots=false",
+                "logger=none", "method.n_boot=20", f"hydra.sweep.dir={sweeps[name]}", *extra)
+    names = {k: sorted(p.name for p in v.iterdir() if (p / "per_layer.csv").exists()) for k, v in sweeps.items()}
+    assert names["parallel"] == names["serial"] == ["0_tiny_llama-age-umap", "1_tiny_llama-age-saliency",
+                                                    "2_tiny_llama-disease-umap", "3_tiny_llama-disease-saliency"]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_results.py"), str(sweeps["serial"]),
+                           str(sweeps["parallel"]), "--rtol", "1e-6"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    umap = [line for line in proc.stdout.splitlines() if "-umap/per_layer.csv:" in line]
+    assert len(umap) == 2 and all("max relative difference 0," in line for line in umap), proc.stdout
+
 BAD_INPUT = [
     (["model=nope"], "error: unknown model 'nope'; valid: gemma3_270m, gemma3_27b"),
     (["-m", "domain=age,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, drugs, progression, symptoms"),
