@@ -6,7 +6,9 @@ prompt set's template put it there); otherwise, when the processor has a chat te
 user turn holding the image, then the text, rendered with the generation prompt (``ASSISTANT:``,
 ``<start_of_turn>model``); without a chat template the placeholder goes first, on its own line. The
 processor then expands each placeholder into the image's ``grid.n_tokens`` image tokens, pads the batch on
-the tokenizer's padding side and preprocesses the images into ``pixel_values``.
+the tokenizer's padding side and preprocesses the images into ``pixel_values``. A rendered prompt that already
+starts with the tokenizer's BOS (Gemma's chat template writes ``<bos>``) is tokenized without adding
+special tokens, so it never gets two.
 
 The returned :class:`ImagePromptBatch` carries, beside the model inputs, each token's type (image / text /
 padding) and each image's token positions in grid order (medinterp/models/image_tokens.py), checked against
@@ -61,7 +63,10 @@ def image_prompts(processor: Any, vision: BoundVision, images: Sequence[Any], te
     for prompt in prompts:
         if prompt.count(processor.image_token) != 1:
             raise MedinterpError(f"an image prompt must hold the placeholder {processor.image_token!r} once: {prompt!r}")
-    enc = processor(images=[[image] for image in images], text=prompts, padding=True, return_tensors="pt")
+    bos = getattr(processor.tokenizer, "bos_token", None)  # a chat template that writes it (Gemma's): not twice
+    add_special = not (bos and all(prompt.startswith(bos) for prompt in prompts))
+    enc = processor(images=[[image] for image in images], text=prompts, padding=True, return_tensors="pt",
+                    add_special_tokens=add_special)
     names = ["input_ids", "attention_mask", "pixel_values"] + (["token_type_ids"] if vision.layout.token_type_ids else [])
     inputs = {name: enc[name] for name in names}
     extra = {k: v for k, v in enc.items() if k not in inputs}

@@ -7,7 +7,7 @@ image size (the PIL backends: no torchvision needed), and a chat template in the
 
 - ``llava``: LLaVA-1.5's ``USER: <image>\\n<question> ASSISTANT:``; CLIP preprocessing (resize the shortest
   edge, centre crop) to 48 x 48;
-- ``gemma3_vlm``: Gemma 3's ``<start_of_turn>user\\n<start_of_image><question><end_of_turn>\\n<start_of_turn>model\\n``,
+- ``gemma3_vlm``: Gemma 3's ``<bos><start_of_turn>user\\n<start_of_image><question><end_of_turn>\\n<start_of_turn>model\\n``,
   where the processor expands ``<start_of_image>`` into the 16 image tokens and their brackets; SigLIP
   preprocessing (resize to 64 x 64).
 """
@@ -24,7 +24,8 @@ LLAVA_TEMPLATE = (
     "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] + ' ' }}{% endif %}{% endfor %}"
     "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
 GEMMA3_TEMPLATE = (
-    "{% for m in messages %}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' }}"
+    "{{ bos_token }}{% for m in messages %}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role'])"
+    " + '\n' }}"
     "{% for c in m['content'] %}{% if c['type'] == 'image' %}{{ '<start_of_image>' }}"
     "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{{ '<end_of_turn>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")

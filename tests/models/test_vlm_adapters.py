@@ -122,7 +122,8 @@ def test_prompts_put_the_placeholder_where_the_processor_needs_it(vlms, family):
     proc = vlms[family].processor
     chat = render_prompt(proc, "Is it left?")
     expected = {"llava": "USER: <image>\nIs it left? ASSISTANT:",
-                "gemma3_vlm": "<start_of_turn>user\n<start_of_image>Is it left?<end_of_turn>\n<start_of_turn>model\n"}
+                "gemma3_vlm": "<|im_start|><start_of_turn>user\n<start_of_image>Is it left?<end_of_turn>\n"
+                              "<start_of_turn>model\n"}  # (SmolLM2's BOS is <|im_start|>)
     assert chat == expected[family]
     own = f"Look: {proc.image_token} is it left?"
     assert render_prompt(proc, own) == own  # a template that placed it is kept as it is
