@@ -56,6 +56,7 @@ KNOWN_TOWERS = {"openai/clip-vit-large-patch14-336": dict(
 TOWER = "model.vision_tower.vision_tower."
 PROJECTOR = {"model.mm_projector.0.": "model.multi_modal_projector.linear_1.",
              "model.mm_projector.2.": "model.multi_modal_projector.linear_2."}
+LEGACY_TEXT_KEYS = ("rope_theta", "rope_scaling", "torch_dtype")  # 4.x config fields 5.x still reads
 DROPPED = (".position_ids", ".rotary_emb.inv_freq")  # buffers older checkpoints saved; rebuilt by the model
 IMAGE_TOKEN = "<image>"
 PAD_TO = 64
@@ -185,7 +186,7 @@ def convert(src: Path, dst: Path, vision_tower: Path | None = None, max_shard_si
 
     text_type = TEXT_MODEL_TYPES[config["model_type"]]
     text_class = CONFIG_MAPPING[text_type]
-    known = set(text_class().to_dict())
+    known = set(text_class().to_dict()) | set(LEGACY_TEXT_KEYS)  # (rope_theta: 1e6 for Mistral-7B-v0.2, not 1e4)
     text = text_class(**{k: v for k, v in config.items() if k in known and k not in ("model_type", "architectures")})
     tokenizer = AutoTokenizer.from_pretrained(str(src), extra_special_tokens={"image_token": IMAGE_TOKEN})
     if tokenizer.pad_token is None:

@@ -30,7 +30,7 @@ def configs(vocab: int):
 
     text = MistralConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=False)
+                         tie_word_embeddings=False, rope_theta=1e6)  # Mistral-7B-v0.2's, not the default
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=32, patch_size=8, projection_dim=16)  # 4 x 4 = 16 patches + CLS
     return text, vision
@@ -61,6 +61,8 @@ def original_checkpoint(root: Path, cache_dir: Path, tower_inside: bool = True, 
         save_file({k: v.contiguous() for k, v in tower.items()}, str(clip / "model.safetensors"))
     (clip / "config.json").write_text(json.dumps({"model_type": "clip", "vision_config": vision.to_dict()}))
     config = text.to_dict() | MM | {"mm_vision_tower": str(clip)} | mm
+    del config["rope_parameters"]
+    config["rope_theta"] = 1e6  # as the transformers-4.36 file of LLaVA-Med v1.5 writes it
     (src / "config.json").write_text(json.dumps(config))
     save_torch_state_dict({k: v.contiguous() for k, v in state.items()}, src, max_shard_size="10MB")  # sharded
     tokenizer.save_pretrained(src)
@@ -107,6 +109,7 @@ def test_converted_checkpoint_loads_cleanly_and_matches_the_original_forward(tmp
     assert model.config.image_token_id == done.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image>")
     assert done.vocab_size % 64 == 0 and model.lm_head.weight.shape[0] == done.vocab_size
     assert adapter_for(model).vision.grid == ImageGrid(4, 4)
+    assert model.config.text_config.rope_parameters["rope_theta"] == 1e6
     assert processor.image_processor.do_pad  # image_aspect_ratio "pad": padded to a square first, as the original
     prompt = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
                                            "text": "Is there an opacity?"}]}], add_generation_prompt=True, tokenize=False)
