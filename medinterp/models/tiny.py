@@ -8,9 +8,9 @@ The two tiny vision-language families wrap a tiny text model with a 2-layer visi
 (milliseconds on CPU), with grids of different sizes so a method using the wrong one fails:
 
 - ``llava``: ``LlavaForConditionalGeneration``, tiny llama text model (untied head), CLIP tower on 48 x 48
-  images with 8 x 8 patches → 6 x 6 = 36 image tokens (CLS dropped, strategy "default", layer -2);
+  images with 8-pixel patches → 6 x 6 = 36 image tokens (CLS dropped, strategy "default", layer -2);
 - ``gemma3_vlm``: ``Gemma3ForConditionalGeneration``, tiny gemma3 text model, SigLIP tower on 64 x 64 images
-  with 8 x 8 patches (8 x 8) average-pooled to 4 x 4 = 16 image tokens.
+  with 8-pixel patches (8 x 8 of them) average-pooled 2 x 2 to 4 x 4 = 16 image tokens.
 
 Their image tokens (:data:`IMAGE_TOKENS`) are added to the tokenizer after its vocabulary, in that order, so
 they are the last ids of the model's vocabulary (medinterp/models/tiny_vlm.py builds the processor).
@@ -38,14 +38,16 @@ def tiny_config(family: str, vocab_size: int, pad_token_id: int | None = None):
 
     if family == "llava":
         text = tiny_config("llama", vocab_size, pad_token_id).to_dict() | {"tie_word_embeddings": False}
-        return LlavaConfig(text_config=text, image_token_index=vocab_size - 1, image_seq_length=36,
+        side = 48 // TINY_VISION["patch_size"]
+        return LlavaConfig(text_config=text, image_token_index=vocab_size - 1, image_seq_length=side * side,
                            vision_config=dict(model_type="clip_vision_model", image_size=48, projection_dim=32,
                                               **TINY_VISION),
                            vision_feature_layer=-2, vision_feature_select_strategy="default")
     if family == "gemma3_vlm":
         image, boi, eoi = range(vocab_size - 3, vocab_size)
         return Gemma3Config(text_config=tiny_config("gemma3", vocab_size, pad_token_id).to_dict(),
-                            vision_config=dict(model_type="siglip_vision_model", image_size=64, **TINY_VISION),
+                            vision_config=dict(model_type="siglip_vision_model", image_size=64, vision_use_head=False,
+                                               **TINY_VISION),  # no pooling head, as in Gemma 3's released configs
                             mm_tokens_per_image=16, image_token_index=image, boi_token_index=boi, eoi_token_index=eoi)
 
     if family == "llama":

@@ -160,3 +160,18 @@ def test_a_saved_tiny_vlm_reloads_with_its_processor(vlms, family, cache_dir):
     batch = image_prompts(processor, h.parts.vision, images(1), QUESTIONS[:1])
     assert torch.equal(batch.inputs["input_ids"], image_prompts(h.processor, h.parts.vision, images(1),
                                                                  QUESTIONS[:1]).inputs["input_ids"])
+
+
+@pytest.mark.parametrize("family", VLMS)
+def test_an_offloaded_tiny_vlm_gives_the_logits_of_the_whole_one(vlms, family, cache_dir, tmp_path):
+    """device_map placement (weights offloaded to disk) loads the saved tiny VLM with its processor; an image
+    prompt's logits are those of the model held whole."""
+    from medinterp.models import Placement
+
+    whole = vlms[family]
+    placed = load_model(whole.spec, "cpu", cache_dir, Placement(device_map="auto", max_memory={"cpu": "100KB"},
+                                                                offload_folder=str(tmp_path)))
+    assert "disk" in set(placed.model.hf_device_map.values()) and placed.parts.vision.grid == GRIDS[family]
+    batch = image_prompts(placed.processor, placed.parts.vision, images(2), QUESTIONS)
+    with torch.inference_mode():
+        torch.testing.assert_close(placed.model(**batch.inputs).logits, whole.model(**batch.inputs).logits)
