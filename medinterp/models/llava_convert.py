@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from medinterp.errors import MedinterpError, unknown_choice
+from medinterp.models.chat_templates import LLAVA, LLAVA_MISTRAL
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +62,7 @@ DROPPED = (".position_ids", ".rotary_emb.inv_freq")  # buffers older checkpoints
 IMAGE_TOKEN = "<image>"
 PAD_TO = 64
 # Prompt formats of the original conversation templates: LLaVA-Med v1.5 "mistral_instruct", LLaVA-1.5 "llava_v1".
-CHAT_TEMPLATES = {
-    "mistral": ("{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' }}"
-                "{% for c in m['content'] %}{% if c['type'] == 'image' %}{{ '<image>\n' }}{% endif %}{% endfor %}"
-                "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
-                "{{ ' [/INST]' }}{% elif m['role'] == 'assistant' %}"
-                "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ ' ' + c['text'] + eos_token }}{% endif %}"
-                "{% endfor %}{% endif %}{% endfor %}"),
-    "llama": ("{% for m in messages %}{% if m['role'] != 'system' %}{{ m['role'].upper() + ': ' }}{% endif %}"
-              "{% for c in m['content'] %}{% if c['type'] == 'image' %}{{ '<image>\n' }}{% endif %}{% endfor %}"
-              "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] + ' ' }}{% endif %}{% endfor %}"
-              "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"),
-}
+CHAT_TEMPLATES = {"mistral": LLAVA_MISTRAL, "llama": LLAVA}
 
 
 @dataclass(frozen=True)
