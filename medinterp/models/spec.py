@@ -13,7 +13,7 @@ from medinterp.errors import MedinterpError, unknown_choice
 
 SOURCES = ("gguf_package", "gguf_file", "hf", "tiny")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
-TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss")
+TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss", "llava", "gemma3_vlm")
 MISSING = "???"  # OmegaConf's mark of a mandatory value the user did not set (conf/model/hf.yaml: path: ???)
 
 
@@ -42,7 +42,8 @@ class ModelSpec:
     - ``gguf_file``: a GGUF file on disk (``gguf_file`` is its path); cached like the above.
     - ``hf``: a local Hugging Face folder or a hub id (``path``), loaded with ``from_pretrained``.
     - ``tiny``: a small random model of ``family`` built from a config with ``seed``, using SmolLM2's
-      real tokenizer (for tests).
+      real tokenizer (for tests); ``llava`` and ``gemma3_vlm`` are vision-language models with a processor
+      (medinterp/models/tiny.py, tiny_vlm.py).
     """
 
     name: str

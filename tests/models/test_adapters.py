@@ -36,7 +36,8 @@ def test_discovery_agrees_with_the_registered_adapter(family):
 
 def test_registry_covers_the_paper_families():
     keys = registered()
-    for key in ("llama", "gemma3_text", "gemma3", "qwen2", "qwen3", "gpt_oss", "LlamaForCausalLM", "Gemma3ForConditionalGeneration"):
+    for key in ("llama", "gemma3_text", "gemma3", "qwen2", "qwen3", "gpt_oss", "LlamaForCausalLM", "Gemma3ForConditionalGeneration",
+                "llava", "LlavaForConditionalGeneration"):
         assert key in keys, key
 
 
@@ -79,10 +80,11 @@ def tiny_gemma3_multimodal():
         return Gemma3ForConditionalGeneration(config).eval()
 
 
-QUIRK_MODELS = {**{f: (lambda f=f: build_tiny_model(f, vocab_size=256, seed=0)) for f in TINY_FAMILIES},
+QUIRK_MODELS = {**{f: (lambda f=f: build_tiny_model(f, vocab_size=256, seed=0))
+                   for f in (*TINY_FAMILIES, "llava", "gemma3_vlm")},  # the tiny VLMs on text-only prompts
                 "gemma3_multimodal": tiny_gemma3_multimodal}
 FAMILY = {"llama": "llama", "gemma3": "gemma3", "qwen2": "qwen", "qwen3": "qwen", "gpt_oss": "gpt_oss",
-          "gemma3_multimodal": "gemma3_multimodal"}
+          "gemma3_multimodal": "gemma3_multimodal", "llava": "llava", "gemma3_vlm": "gemma3_multimodal"}
 
 
 @pytest.mark.parametrize("name", sorted(QUIRK_MODELS))

@@ -21,7 +21,10 @@ method; :class:`BoundModel` exposes them resolved for one model):
   (``(hidden, ...)``, transformers 4 and some remote code);
 - ``cache_kwarg``: the keyword under which a block receives the KV cache (``cache`` from transformers
   5.24 on, ``past_key_values`` before); None: the one of :data:`CACHE_KWARGS` the block's ``forward``
-  declares, read once at bind time.
+  declares, read once at bind time;
+- ``vision``: for a vision-language model, its :class:`~medinterp.models.arch.vision.VisionLayout` (vision
+  tower, projector, the multimodal backbone, the image token id and the image grid rule); None for a
+  text-only model. :attr:`BoundModel.vision` holds it resolved (the grid computed from the config).
 
 One small file per architecture family declares these paths (see ``llama.py``); the registry is keyed
 by the HF ``model_type`` and the ``architectures`` class name. A model no adapter knows is handled by
@@ -37,6 +40,7 @@ from typing import Any
 from torch import nn
 
 from medinterp.errors import MedinterpError
+from medinterp.models.arch.vision import BoundVision, VisionLayout
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class ArchAdapter:
     text_config: str | None = None  # attribute of model.config holding the text config (multimodal wrappers)
     block_output: str = "tensor"  # "tensor" | "tuple": what a decoder block returns
     cache_kwarg: str | None = None  # the KV cache's keyword in a block's forward; None: read from its signature
+    vision: VisionLayout | None = None  # vision-language models: image tokens, grid, multimodal backbone
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +92,7 @@ class ArchAdapter:
             backbone=get_module(model, self.backbone, self.family),
             config=config,
             cache_kwarg=self.cache_kwarg or _cache_kwarg(layers[0]),
+            vision=None if self.vision is None else self.vision.bind(model, self.family),
         )
 
 
@@ -108,6 +114,7 @@ class BoundModel:
     backbone: nn.Module
     config: Any = None  # the model's config (of the whole wrapper for multimodal models)
     cache_kwarg: str | None = None  # the KV cache's keyword in a block's forward (ArchAdapter.cache_kwarg)
+    vision: BoundVision | None = None  # vision-language models only (ArchAdapter.vision)
 
     @property
     def text_config(self) -> Any:

@@ -9,12 +9,19 @@ Quirks, versus Llama:
 - Gemma-3-4B/12B/27B checkpoints are ``Gemma3ForConditionalGeneration``: the language model sits under
   ``model.language_model`` and the text config under ``config.text_config`` (MedGemma-27B-text is
   text-only and uses the plain layout);
+- the multimodal wrapper's vision side (:class:`~medinterp.models.arch.vision.VisionLayout`): a SigLIP tower
+  (no CLS) whose image_size // patch_size patches the projector average-pools to a ``pooled`` grid of
+  sqrt(mm_tokens_per_image) a side (MedGemma-4B: 64 x 64 patches → 16 x 16 = 256 tokens); the processor
+  expands each ``<start_of_image>`` into ``\n\n<start_of_image>`` + 256 ``<image_soft_token>``
+  (``config.image_token_id``) + ``<end_of_image>\n\n``; the forward wants ``token_type_ids`` (1 on image
+  tokens), which make each image's tokens attend to each other bidirectionally;
 - Gemma 2 soft-caps its final logits (``final_logit_softcapping``, read through
   :attr:`~medinterp.models.arch.base.BoundModel.logit_softcap`); Gemma 3 does not (None).
 """
 from dataclasses import replace
 
 from medinterp.models.arch.base import ArchAdapter, register
+from medinterp.models.arch.vision import VisionLayout
 
 GEMMA3_TEXT = register(ArchAdapter(
     family="gemma3",
@@ -33,4 +40,5 @@ GEMMA3_MULTIMODAL = register(replace(
     final_norm="model.language_model.norm",
     backbone="model.language_model",
     text_config="text_config",
+    vision=VisionLayout(grid="pooled", token_type_ids=True),
 ))
