@@ -302,7 +302,7 @@ def test_disclaimer_required_for_drugs(tmp_path):
 
 
 def test_unknown_packaged_name():
-    with pytest.raises(PromptSetError, match=r"unknown prompt set 'drugz'; valid: age, disease, dosage, drugs, progression, symptoms"):
+    with pytest.raises(PromptSetError, match=r"unknown prompt set 'drugz'; valid: age, disease, dosage, drugs, progression, symptoms, synthetic_xray"):
         load_prompt_set("drugz")
 
 
@@ -320,7 +320,7 @@ def sets() -> dict[str, PromptSet]:
 
 
 def test_available_prompt_sets():
-    assert available_prompt_sets() == sorted(SHIPPED)
+    assert available_prompt_sets() == sorted(SHIPPED + ("synthetic_xray",))  # generated: tests/prompts/test_synthetic_xray.py
 
 
 @pytest.mark.parametrize("name", SHIPPED)
