@@ -1,8 +1,9 @@
 """The image files of image prompt sets: decode checks, boxes, hashes and loading.
 
-Images are read with Pillow. :func:`check_image` decodes every pixel once (``Image.load``), so a truncated
-or corrupt file fails when the prompt set is loaded, not in the middle of a run; it returns the size the
-box is checked against. Boxes are pixel rectangles ``(x0, y0, x1, y1)`` with the origin at the image's
+Images are read with Pillow. :func:`check_image` checks the file's structure and checksums
+(``Image.verify``: a PNG whose data were cut or changed fails although its pixels may still decode) and
+decodes every pixel once (``Image.load``: truncated pixel data fail), so a damaged file fails when the
+prompt set is loaded, not in the middle of a run; it returns the size the box is checked against. Boxes are pixel rectangles ``(x0, y0, x1, y1)`` with the origin at the image's
 top-left corner, covering columns [x0, x1) and rows [y0, y1): valid when 0 <= x0 < x1 <= width and
 0 <= y0 < y1 <= height.
 """
@@ -29,7 +30,9 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise ValueError(f"image file not found: {path}")
     try:
         with Image.open(path) as image:
-            image.load()  # decodes every pixel: truncated or damaged data raises here
+            image.verify()  # chunk structure and checksums; leaves the image unusable, hence the second open
+        with Image.open(path) as image:
+            image.load()  # decodes every pixel: truncated pixel data raise here
             return image.size
     except UnidentifiedImageError:
         raise ValueError(f"not an image Pillow can read: {path}") from None

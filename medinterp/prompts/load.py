@@ -36,7 +36,7 @@ no ``term_slot`` and no ``pairs`` (the image is the term); at least :data:`MIN_I
 each a question holding :data:`~medinterp.prompts.schema.IMAGE_TOKEN` exactly once, with an optional
 ``answer_type`` (closed/open); items carry ``image`` (a path relative to the YAML file), optional ``slots``,
 optional ``answers`` (one string for every template, or a mapping template id -> answer) and an optional
-``box`` [x0, y0, x1, y1] in pixels. Every image is decoded once (missing, unreadable or corrupt files fail)
+``box`` [x0, y0, x1, y1] in pixels. Every image is verified and decoded once (missing, unreadable or corrupt files fail)
 and each box is checked against its image's size; no two items share image and slots.
 
 The schema itself is documented in ``docs/prompt-sets.md`` (image sets: ``docs/multimodal-data.md``).
