@@ -172,6 +172,12 @@ class Prompt:
     term_span: tuple[int, int]
     image: str = ""  # image sets: the item's image path; the term span is the IMAGE_TOKEN placeholder
 
+    @property
+    def question(self) -> str:
+        """The text without the image placeholder, stripped: what a chat template that places the image itself
+        (or LLaVA-Med's question file) wants. A text prompt is returned as it is."""
+        return self.text.replace(IMAGE_TOKEN, "").strip() if self.image else self.text
+
 
 @dataclass(frozen=True)
 class PromptSet:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medinterp.errors import MedinterpError
-from medinterp.prompts.schema import IMAGE_TOKEN, PromptSet
+from medinterp.prompts.schema import PromptSet
 from medinterp.vqa.files import Question, write_questions
 from medinterp.vqa.score import normalize_answer
 
@@ -40,7 +40,7 @@ def questions_from_prompt_set(prompt_set: PromptSet, image_folder: str | os.Path
             prompt = prompts[template.id][item.id]
             answer = item.answers[template.id]
             questions.append(Question(f"{item.id}-{template.id}", os.path.relpath(item.image, image_folder),
-                                      prompt.text.replace(IMAGE_TOKEN, "").strip(), answer,
+                                      prompt.question, answer,
                                       answer_type(template.answer_type, answer)))
     if not questions:
         raise MedinterpError(f"prompt set {prompt_set.domain!r} has no reference answers for templates "

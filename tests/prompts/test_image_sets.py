@@ -99,6 +99,8 @@ def test_prompts_carry_the_image_and_the_placeholder_span(tmp_path):
         assert prompt.term_span == (6, 6 + len(IMAGE_TOKEN)) and prompt.text[slice(*prompt.term_span)] == IMAGE_TOKEN
         assert prompt.image == item.image
     assert ps.prompts("any")[0].term_span == (0, len(IMAGE_TOKEN))
+    assert [p.question for p in prompts][:1] == ["Look:  Where is the lung finding?"]  # the placeholder removed
+    assert ps.prompts("any")[0].question == "Is there a finding?"
 
 
 def test_the_key_changes_when_an_image_changes(tmp_path):
@@ -206,3 +208,16 @@ def test_a_text_set_with_image_fields_is_refused(tmp_path):
     data["templates"] = [{"id": f"t{i}", "text": f"The {{organ}} {i}."} for i in range(3)]
     data["items"] = [{k: v for k, v in item.items() if k not in ("answers", "box")} for item in data["items"]]
     assert "item 'a': unknown field 'image'" in error_for(write(tmp_path, data))
+
+
+def test_domain_equals_an_image_set_path_as_for_text_sets(tmp_path):
+    """``domain=<file.yaml>`` on the command line: the composed config names the file, its folder name is the
+    file's domain key, and the file loads as an image set; ``domain=synthetic_xray`` names the generated set."""
+    from helpers import compose_map, runner
+
+    path = write(tmp_path, scans())
+    common = runner("_common")
+    cfg = compose_map(common.prompt_file_choices([f"domain={path}"]))
+    assert cfg.domain.prompt_set == str(path) and common.prompt_set_domain(cfg.domain.prompt_set) == "scans"
+    assert load_prompt_set(cfg.domain.prompt_set).modality == "image"
+    assert compose_map(["domain=synthetic_xray"]).domain.prompt_set == "synthetic_xray"
