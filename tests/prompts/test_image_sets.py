@@ -9,7 +9,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from medinterp.prompts import IMAGE_TOKEN, PromptSetError, load_image, load_prompt_set
+from medinterp.prompts import IMAGE_TOKEN, load_image, load_prompt_set
+
+from helpers import prompt_set_error as error_for
 
 WIDTH, HEIGHT = 16, 12
 
@@ -57,15 +59,6 @@ def write(tmp_path: Path, data: dict, stem: str = "scans") -> Path:
     path = tmp_path / f"{stem}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
-
-
-def error_for(path: Path) -> str:
-    """Load a file that must be invalid; return the one-line message, checking it names the file."""
-    with pytest.raises(PromptSetError) as info:
-        load_prompt_set(path)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith(f"{path}: ")
-    return message
 
 
 def changed(edit) -> dict:
