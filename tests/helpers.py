@@ -81,3 +81,17 @@ def without_block(model, block):
     if getattr(cut.config, "layer_types", None):
         cut.config.layer_types = cut.config.layer_types[:block] + cut.config.layer_types[block + 1:]
     return cut
+
+
+def prompt_set_error(path: Path) -> str:
+    """Load a prompt-set file that must be invalid; return the one-line message, checking it names the file."""
+    import pytest
+
+    from medinterp.prompts import PromptSetError, load_prompt_set
+
+    with pytest.raises(PromptSetError) as info:
+        load_prompt_set(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    return message

@@ -29,9 +29,17 @@ Rules, in the order they are checked:
 7. categorical labelings have at least two classes and ``min_per_class`` items per class; ordinal
    labelings take the values 0..n-1 (within each group);
 8. pairs have all fields, unique ids, clean != corrupted and different answers;
-9. each template renders every item to a different prompt.
+9. each template renders every item to a different prompt (image sets: a different prompt or image).
 
-The schema itself is documented in ``docs/prompt-sets.md``.
+An image set (``modality: image``; docs/multimodal-data.md) follows the same rules with these changes:
+no ``term_slot`` and no ``pairs`` (the image is the term); at least :data:`MIN_IMAGE_TEMPLATES` templates,
+each a question holding :data:`~medinterp.prompts.schema.IMAGE_TOKEN` exactly once, with an optional
+``answer_type`` (closed/open); items carry ``image`` (a path relative to the YAML file), optional ``slots``,
+optional ``answers`` (one string for every template, or a mapping template id -> answer) and an optional
+``box`` [x0, y0, x1, y1] in pixels. Every image is verified and decoded once (missing, unreadable or corrupt files fail)
+and each box is checked against its image's size; no two items share image and slots.
+
+The schema itself is documented in ``docs/prompt-sets.md`` (image sets: ``docs/multimodal-data.md``).
 """
 from __future__ import annotations
 
@@ -47,9 +55,16 @@ from typing import Any
 
 import yaml
 
+from tqdm.auto import tqdm
+
 from medinterp.errors import unknown_choice
+from medinterp.prompts.images import check_box, check_image, file_sha256
+from medinterp.prompts.synthetic_xray import synthetic_xray
 from medinterp.prompts.schema import (
+    ANSWER_TYPES,
+    IMAGE_TOKEN,
     LABEL_KINDS,
+    MODALITIES,
     ContrastPair,
     Item,
     Labeling,
@@ -57,20 +72,27 @@ from medinterp.prompts.schema import (
     PromptSetError,
     Template,
     render,
+    render_image_question,
     template_fields,
 )
 from medinterp.validation import is_int, is_number
 
 PACKAGE = "medinterp.data.prompts"  # where the shipped YAML files live
+GENERATED = {"synthetic_xray": synthetic_xray}  # packaged sets built by code into the cache at first use
 REQUIRED_KEYS = ("domain", "version", "description", "sources")  # every file
 ITEM_SECTIONS = ("term_slot", "labelings", "templates", "items")  # all (labelled items) or none (pairs only)
-OPTIONAL_KEYS = ("disclaimer", "pairs")
-DISCLAIMER_REQUIRED = frozenset({"drugs", "dosage"})  # doses and drug labels are not clinical advice
+OPTIONAL_KEYS = ("disclaimer", "pairs", "modality")
+IMAGE_SECTIONS = ("labelings", "templates", "items")  # an image set (modality: image) needs all of them
+TEXT_ONLY_KEYS = ("term_slot", "pairs")  # refused in an image set: the image is the term
+DISCLAIMER_REQUIRED = frozenset({"drugs", "dosage", "synthetic_xray"})  # not clinical advice / not clinical data
 MIN_TEMPLATES = 3  # paraphrases per domain, so no result hangs on one wording
+MIN_IMAGE_TEMPLATES = 1  # an image set's templates are questions, not paraphrases of one prompt
 ID_RE = re.compile(r"[a-z0-9_]+")  # item, template and pair ids
 VERSION_RE = re.compile(r"\d+\.\d+\.\d+")
 LABELING_KEYS = ("kind", "min_per_class", "group_by")
 ITEM_KEYS = ("id", "slots", "labels", "provenance")
+IMAGE_ITEM_KEYS = ("id", "image", "slots", "labels", "provenance", "answers", "box")
+IMAGE_ITEM_REQUIRED = ("id", "image", "labels", "provenance")
 PAIR_KEYS = ("id", "clean", "corrupted", "clean_answer", "corrupted_answer", "provenance")
 
 
@@ -173,14 +195,28 @@ def _provenance(value: Any, source: str, where: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- sections
 
 
-def _check_header(data: dict[str, Any], source: str, stem: str) -> None:
+def _modality(data: dict[str, Any], source: str) -> str:
+    """The file's ``modality`` (``text`` when absent)."""
+    modality = data.get("modality", "text")
+    if modality not in MODALITIES:
+        raise _fail(source, "", f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    return modality
+
+
+def _check_header(data: dict[str, Any], source: str, stem: str, modality: str = "text") -> None:
     """Top-level keys, domain, version, description, disclaimer, term slot and sources."""
     for key in data:
         if key not in REQUIRED_KEYS + ITEM_SECTIONS + OPTIONAL_KEYS:
             valid = ", ".join(REQUIRED_KEYS + ITEM_SECTIONS + OPTIONAL_KEYS)
             raise _fail(source, "", f"unknown top-level key {key!r}; valid: {valid}")
-    has_items = any(key in data for key in ITEM_SECTIONS)
-    for key in REQUIRED_KEYS + (ITEM_SECTIONS if has_items else ()):
+    if modality == "image":
+        for key in TEXT_ONLY_KEYS:
+            if key in data:
+                raise _fail(source, "", f"'{key}' is not allowed in an image set (modality: image): the image is the "
+                                        f"term ({IMAGE_TOKEN} in each template) and pairs are text-only")
+    has_items = modality == "image" or any(key in data for key in ITEM_SECTIONS)
+    sections = IMAGE_SECTIONS if modality == "image" else ITEM_SECTIONS
+    for key in REQUIRED_KEYS + (sections if has_items else ()):
         if key not in data:
             raise _fail(source, "", f"missing top-level key '{key}'")
     if not has_items and not data.get("pairs"):
@@ -196,7 +232,8 @@ def _check_header(data: dict[str, Any], source: str, stem: str) -> None:
         raise _fail(source, "", f"domain {domain!r} needs a 'disclaimer' (not clinical advice)")
     if "disclaimer" in data:
         _text(data["disclaimer"], source, "", "disclaimer")
-    if has_items and (not isinstance(data["term_slot"], str) or not data["term_slot"].isidentifier()):
+    if has_items and modality == "text" and (not isinstance(data["term_slot"], str)
+                                             or not data["term_slot"].isidentifier()):
         raise _fail(source, "", f"term_slot must be a slot name, got {data['term_slot']!r}")
     sources = _list(data["sources"], source, "", "sources")
     if not sources:
@@ -243,24 +280,33 @@ def _parse_labelings(value: Any, source: str) -> dict[str, Labeling]:
     return labelings
 
 
-def _parse_templates(value: Any, term_slot: str, source: str) -> tuple[Template, ...]:
-    """Templates: unique ids, well-formed slots, the term slot exactly once, at least MIN_TEMPLATES."""
+def _parse_templates(value: Any, term_slot: str, source: str, modality: str = "text") -> tuple[Template, ...]:
+    """Templates: unique ids, well-formed slots, the term slot exactly once, at least MIN_TEMPLATES.
+
+    Image sets: the image placeholder exactly once instead of the term slot, an optional answer_type, at
+    least MIN_IMAGE_TEMPLATES."""
+    image = modality == "image"
     seen: set[str] = set()
     templates = []
     for i, entry in enumerate(_list(value, source, "", "templates")):
         ident, where = _id(entry, i, "template", seen, source)
-        _keys(entry, ("id", "text"), ("id", "text"), source, where)
+        _keys(entry, ("id", "text", "answer_type") if image else ("id", "text"), ("id", "text"), source, where)
         text = _text(entry["text"], source, where, "text")
         try:
             fields = template_fields(text)
         except ValueError as err:
             raise _fail(source, where, f"bad template text: {err}") from None
-        uses = fields.count(term_slot)
+        uses, marker = (text.count(IMAGE_TOKEN), f"image placeholder {IMAGE_TOKEN}") if image else \
+            (fields.count(term_slot), f"term slot '{term_slot}'")
         if uses != 1:
-            raise _fail(source, where, f"term slot '{term_slot}' must appear exactly once, found {uses}")
-        templates.append(Template.from_text(ident, text))
-    if len(templates) < MIN_TEMPLATES:
-        raise _fail(source, "", f"needs at least {MIN_TEMPLATES} templates, found {len(templates)}")
+            raise _fail(source, where, f"{marker} must appear exactly once, found {uses}")
+        answer_type = entry.get("answer_type", "")
+        if "answer_type" in entry and answer_type not in ANSWER_TYPES:
+            raise _fail(source, where, f"answer_type must be one of {', '.join(ANSWER_TYPES)}, got {answer_type!r}")
+        templates.append(Template.from_text(ident, text, answer_type))
+    minimum = MIN_IMAGE_TEMPLATES if image else MIN_TEMPLATES
+    if len(templates) < minimum:
+        raise _fail(source, "", f"needs at least {minimum} templates, found {len(templates)}")
     return tuple(templates)
 
 
@@ -278,23 +324,60 @@ def _label_value(value: Any, labeling: Labeling, source: str, where: str) -> str
     return value
 
 
-def _parse_items(value: Any, labelings: Mapping[str, Labeling], source: str) -> tuple[Item, ...]:
-    """Items: ids, string slots, exactly the declared labels, provenance, no duplicate slot tuples."""
+def _answers(value: Any, templates: tuple[Template, ...], source: str, where: str) -> dict[str, str]:
+    """An image item's reference answers: one string for every template, or a mapping template id -> answer."""
+    ids = [t.id for t in templates]
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return dict.fromkeys(ids, _text(value, source, where, "answers"))
+    answers = _mapping(value, source, where, "answers")
+    for template_id, answer in answers.items():
+        if template_id not in ids:
+            raise _fail(source, where, f"answers name unknown template {template_id!r}; valid: {', '.join(ids)}")
+        if not isinstance(answer, str) or not answer.strip():
+            raise _fail(source, where, f"answer for template '{template_id}' must be a non-empty string (quote yes/no "
+                                       f"and numbers in YAML), got {answer!r}")
+    return dict(answers)
+
+
+def _image_fields(entry: dict[str, Any], templates: tuple[Template, ...], base_dir: Path, source: str,
+                  where: str) -> dict[str, Any]:
+    """An image item's image (decoded once; path relative to the YAML file), box and answers, as Item fields."""
+    path = (base_dir / _text(entry["image"], source, where, "image")).resolve()  # an absolute path stays as it is
+    try:
+        size = check_image(path)
+        box = None if entry.get("box") is None else check_box(entry["box"], size)
+    except ValueError as err:
+        raise _fail(source, where, str(err)) from None
+    return {"image": str(path), "box": box, "answers": _answers(entry.get("answers"), templates, source, where)}
+
+
+def _parse_items(value: Any, labelings: Mapping[str, Labeling], source: str, modality: str = "text",
+                 templates: tuple[Template, ...] = (), base_dir: Path = Path(".")) -> tuple[Item, ...]:
+    """Items: ids, string slots, exactly the declared labels, provenance, no duplicate slot tuples.
+
+    Image sets: an image (relative to ``base_dir``), optional slots, answers and box; no two items with the
+    same image and slots."""
+    image = modality == "image"
     entries = _list(value, source, "", "items")
     if not entries:
         raise _fail(source, "", "'items' must not be empty")
     seen: set[str] = set()
-    by_slots: dict[tuple[tuple[str, str], ...], str] = {}  # slot values -> first item id
+    by_slots: dict[tuple[Any, ...], str] = {}  # (image path, slot values) -> first item id
     items = []
-    for i, entry in enumerate(entries):
+    checking = tqdm(entries, desc="checking images", unit="image", leave=False, disable=not image or len(entries) < 100)
+    for i, entry in enumerate(checking):
         ident, where = _id(entry, i, "item", seen, source)
-        _keys(entry, ITEM_KEYS, ITEM_KEYS, source, where)
-        slots = _mapping(entry["slots"], source, where, "slots")
+        _keys(entry, *((IMAGE_ITEM_KEYS, IMAGE_ITEM_REQUIRED) if image else (ITEM_KEYS, ITEM_KEYS)), source, where)
+        slots = _mapping(entry.get("slots", {}), source, where, "slots")
         for name, text in slots.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise _fail(source, where, f"slot name {name!r} must be a plain name like 'drug'")
             if not isinstance(text, str) or not text.strip():
                 raise _fail(source, where, f"slot '{name}' must be a non-empty string (quote numbers), got {text!r}")
+            if image and IMAGE_TOKEN in text:
+                raise _fail(source, where, f"slot '{name}' contains the image placeholder {IMAGE_TOKEN}")
         labels = _mapping(entry["labels"], source, where, "labels")
         for name in labelings:
             if name not in labels:
@@ -304,11 +387,12 @@ def _parse_items(value: Any, labelings: Mapping[str, Labeling], source: str) -> 
                 raise _fail(source, where, f"unknown label {name!r}; declared: {', '.join(labelings)}")
         checked = {name: _label_value(labels[name], labelings[name], source, where) for name in labelings}
         provenance = _provenance(entry["provenance"], source, where)
-        slot_key = tuple(sorted(slots.items()))
+        extra = _image_fields(entry, templates, base_dir, source, where) if image else {}
+        slot_key = (extra.get("image", ""), *sorted(slots.items()))
         if slot_key in by_slots:
-            raise _fail(source, where, f"same slots as item '{by_slots[slot_key]}'")
+            raise _fail(source, where, f"same {'image and slots' if image else 'slots'} as item '{by_slots[slot_key]}'")
         by_slots[slot_key] = ident
-        items.append(Item(ident, dict(slots), checked, provenance))
+        items.append(Item(ident, dict(slots), checked, provenance, **extra))
     return tuple(items)
 
 
@@ -363,30 +447,48 @@ def _parse_pairs(value: Any, source: str) -> tuple[ContrastPair, ...]:
     return tuple(pairs)
 
 
-def _check_distinct_prompts(templates: tuple[Template, ...], items: tuple[Item, ...], term_slot: str, source: str) -> None:
-    """A template must not render two items to the same text (it would be missing a slot)."""
+def _check_distinct_prompts(templates: tuple[Template, ...], items: tuple[Item, ...], term_slot: str, source: str,
+                            modality: str = "text") -> None:
+    """A template must not render two items to the same text (it would be missing a slot); in an image set,
+    to the same text with the same image."""
     for template in templates:
-        first: dict[str, str] = {}
+        first: dict[tuple[str, str], str] = {}
         for item in items:
-            text, _ = render(template.text, item.slots, term_slot)
-            if text in first:
-                problem = f"renders items '{first[text]}' and '{item.id}' to the same prompt"
+            if modality == "image":
+                text, _ = render_image_question(template.text, item.slots)
+            else:
+                text, _ = render(template.text, item.slots, term_slot)
+            if (text, item.image) in first:
+                same = "prompt and image" if modality == "image" else "prompt"
+                problem = f"renders items '{first[text, item.image]}' and '{item.id}' to the same {same}"
                 raise _fail(source, f"template '{template.id}'", problem)
-            first[text] = item.id
+            first[text, item.image] = item.id
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def parse_prompt_set(raw: bytes, source: str, stem: str) -> PromptSet:
+def parse_prompt_set(raw: bytes, source: str, stem: str, base_dir: Path | None = None) -> PromptSet:
     """Validate the bytes of a prompt-set file and build the :class:`PromptSet`.
 
     ``source`` names the file in error messages and in ``PromptSet.source``; ``stem`` is the name the
-    ``domain`` field must equal. Most callers want :func:`load_prompt_set` instead.
+    ``domain`` field must equal; an image set's image paths are relative to ``base_dir`` (default: the folder
+    of ``source``). Most callers want :func:`load_prompt_set` instead.
     """
     data = _read_yaml(raw, source)
-    _check_header(data, source, stem)
-    if "items" in data:
+    modality = _modality(data, source)
+    _check_header(data, source, stem, modality)
+    digest = hashlib.sha256(raw)
+    if modality == "image":
+        term_slot = ""
+        labelings = _parse_labelings(data["labelings"], source)
+        templates = _parse_templates(data["templates"], term_slot, source, modality)
+        items = _parse_items(data["items"], labelings, source, modality, templates, base_dir or Path(source).parent)
+        _check_template_slots(templates, items, source)
+        _check_label_statistics(labelings, items, source)
+        for item in items:  # the key changes when an image does
+            digest.update(file_sha256(item.image).encode())
+    elif "items" in data:
         term_slot = data["term_slot"]
         labelings = _parse_labelings(data["labelings"], source)
         templates = _parse_templates(data["templates"], term_slot, source)
@@ -396,7 +498,7 @@ def parse_prompt_set(raw: bytes, source: str, stem: str) -> PromptSet:
     else:  # a patching-only file: pairs are whole prompts
         term_slot, labelings, templates, items = "", {}, (), ()
     pairs = _parse_pairs(data.get("pairs", []), source)
-    _check_distinct_prompts(templates, items, term_slot, source)
+    _check_distinct_prompts(templates, items, term_slot, source, modality)
     return PromptSet(
         domain=data["domain"],
         version=data["version"],
@@ -406,16 +508,19 @@ def parse_prompt_set(raw: bytes, source: str, stem: str) -> PromptSet:
         items=items,
         labelings=labelings,
         pairs=pairs,
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=digest.hexdigest(),
         source=source,
         disclaimer=data.get("disclaimer", "").strip(),
         sources=tuple(dict(s) for s in data["sources"]),
+        modality=modality,
     )
 
 
 def available_prompt_sets() -> list[str]:
-    """Names of the packaged prompt sets (the YAML file stems in ``medinterp/data/prompts``), sorted."""
-    return sorted(entry.name[: -len(".yaml")] for entry in files(PACKAGE).iterdir() if entry.name.endswith(".yaml"))
+    """Names of the packaged prompt sets, sorted: the YAML file stems in ``medinterp/data/prompts`` and the
+    generated sets (:data:`GENERATED`)."""
+    shipped = [entry.name[: -len(".yaml")] for entry in files(PACKAGE).iterdir() if entry.name.endswith(".yaml")]
+    return sorted(shipped + list(GENERATED))
 
 
 def _is_path(name_or_path: str | os.PathLike[str]) -> bool:
@@ -429,8 +534,11 @@ def load_prompt_set(name_or_path: str | os.PathLike[str]) -> PromptSet:
     """Load and validate a prompt set: a packaged name such as ``"drugs"`` or a path to a YAML file.
 
     Raises :class:`PromptSetError` with one line naming the file and the problem if the file is
-    missing or invalid, or listing the packaged names if ``name_or_path`` is an unknown name.
+    missing or invalid, or listing the packaged names if ``name_or_path`` is an unknown name. A generated
+    set (``"synthetic_xray"``) is built into the cache on first use and loaded from there.
     """
+    if not _is_path(name_or_path) and name_or_path in GENERATED:
+        name_or_path = GENERATED[name_or_path]()  # the path of its YAML file in the cache
     if _is_path(name_or_path):
         path = Path(name_or_path)
         if not path.is_file():

@@ -5,6 +5,10 @@ YAML file in ``medinterp/data/prompts``. This module holds only the frozen datac
 helpers that turn a template plus an item into prompt text; reading and validating files lives in
 :mod:`medinterp.prompts.load`, which is the only place a :class:`PromptSet` should be built.
 
+An *image* prompt set (``modality: image``, docs/multimodal-data.md) has one image per item and questions
+as templates; each template holds :data:`IMAGE_TOKEN` exactly once, where the model's processor puts the
+image tokens, and the image plays the part of the term (``Prompt.term_span`` is the placeholder's span).
+
 Contents, top to bottom:
 
 - :class:`PromptSetError` -- the one-line error for an invalid prompt set;
@@ -17,13 +21,16 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from medinterp.errors import MedinterpError, unknown_choice
 
 LABEL_KINDS = ("categorical", "numeric", "ordinal")  # what a labeling's values mean
+MODALITIES = ("text", "image")  # a prompt set's kind: text prompts, or one image per item with questions
+IMAGE_TOKEN = "<image>"  # the image placeholder of image-set templates (LLaVA's DEFAULT_IMAGE_TOKEN)
+ANSWER_TYPES = ("closed", "open")  # a question's kind in VQA scoring (medinterp/vqa/score.py)
 
 
 class PromptSetError(MedinterpError):
@@ -74,18 +81,31 @@ def render(text: str, values: Mapping[str, str], term_slot: str) -> tuple[str, t
     return "".join(pieces), span
 
 
+def render_image_question(text: str, values: Mapping[str, str]) -> tuple[str, tuple[int, int]]:
+    """Fill an image-set template and return ``(prompt, (start, end))``, the span of :data:`IMAGE_TOKEN`.
+
+    The loader guarantees the placeholder occurs exactly once in the template and in no slot value, so
+    its position in the filled text is unambiguous.
+    """
+    prompt = text.format_map(values)
+    start = prompt.index(IMAGE_TOKEN)
+    return prompt, (start, start + len(IMAGE_TOKEN))
+
+
 @dataclass(frozen=True)
 class Template:
-    """A paraphrase template; ``slots`` are its distinct slot names in order of appearance."""
+    """A paraphrase template (or, in an image set, a question); ``slots`` are its distinct slot names in order
+    of appearance. ``answer_type`` (image sets only, optional) is ``closed`` or ``open``, or "" when not given."""
 
     id: str
     text: str
     slots: tuple[str, ...]
+    answer_type: str = ""
 
     @classmethod
-    def from_text(cls, id: str, text: str) -> Template:  # noqa: A002 - "id" is the YAML field name
+    def from_text(cls, id: str, text: str, answer_type: str = "") -> Template:  # noqa: A002 - the YAML field name
         """Build a template, parsing its slots from ``text`` (``ValueError`` if malformed)."""
-        return cls(id=id, text=text, slots=tuple(dict.fromkeys(template_fields(text))))
+        return cls(id=id, text=text, slots=tuple(dict.fromkeys(template_fields(text))), answer_type=answer_type)
 
 
 @dataclass(frozen=True)
@@ -110,12 +130,20 @@ class Item:
 
     ``slots`` fill the templates, ``labels`` hold one value per labeling and ``provenance`` has at
     least ``system`` and ``code`` (e.g. ``{"system": "ATC", "code": "C07AB02"}``).
+
+    Image sets only: ``image`` is the absolute path of the item's image (""), ``box`` an optional
+    ``(x0, y0, x1, y1)`` region in pixels (origin top-left, x0 < x1 <= width, y0 < y1 <= height; the box
+    covers [x0, x1) x [y0, y1)), and ``answers`` the reference answer per template id (templates without one
+    have no reference for this item).
     """
 
     id: str
     slots: Mapping[str, str]
     labels: Mapping[str, str | int | float]
     provenance: Mapping[str, str]
+    image: str = ""
+    box: tuple[float, float, float, float] | None = None
+    answers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,6 +170,13 @@ class Prompt:
     template_id: str
     text: str
     term_span: tuple[int, int]
+    image: str = ""  # image sets: the item's image path; the term span is the IMAGE_TOKEN placeholder
+
+    @property
+    def question(self) -> str:
+        """The text without the image placeholder, stripped: what a chat template that places the image itself
+        (or LLaVA-Med's question file) wants. A text prompt is returned as it is."""
+        return self.text.replace(IMAGE_TOKEN, "").strip() if self.image else self.text
 
 
 @dataclass(frozen=True)
@@ -150,8 +185,9 @@ class PromptSet:
 
     A *patching-only* set (a file with only ``pairs``) has ``term_slot=""`` and no templates, items or
     labelings; :meth:`require_items` turns that into one line for methods that need items.
-    ``sha256`` is the hash of the file's bytes and ``source`` the path or package resource it was read
-    from. ``key`` combines domain, version and hash, so cached activations are invalidated whenever the
+    ``sha256`` is the hash of the file's bytes (an image set: of the file's bytes and every image's, in item
+    order) and ``source`` the path or package resource it was read from. ``modality`` is ``text`` or
+    ``image``; an image set has ``term_slot=""`` (the image is the term) and no pairs. ``key`` combines domain, version and hash, so cached activations are invalidated whenever the
     file changes. ``disclaimer`` and ``sources`` are copied from the file ("" and () when absent).
     Treat the mappings as read-only: the dataclass is frozen, but plain dicts keep it picklable.
     """
@@ -168,6 +204,7 @@ class PromptSet:
     source: str
     disclaimer: str = ""
     sources: tuple[Mapping[str, str], ...] = ()
+    modality: str = "text"
 
     def require_items(self, what: str) -> None:
         """Raise a one-line error when this is a patching-only set (pairs, no items) and ``what`` needs items."""
@@ -194,8 +231,11 @@ class PromptSet:
         template = self.template(template_id)
         prompts = []
         for item in self.items:
-            text, span = render(template.text, item.slots, self.term_slot)
-            prompts.append(Prompt(item_id=item.id, template_id=template.id, text=text, term_span=span))
+            if self.modality == "image":
+                text, span = render_image_question(template.text, item.slots)
+            else:
+                text, span = render(template.text, item.slots, self.term_slot)
+            prompts.append(Prompt(item_id=item.id, template_id=template.id, text=text, term_span=span, image=item.image))
         return prompts
 
     def label_array(self, name: str) -> np.ndarray:

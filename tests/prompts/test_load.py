@@ -17,6 +17,8 @@ import yaml
 from medinterp.errors import MedinterpError
 from medinterp.prompts import PromptSet, PromptSetError, available_prompt_sets, load_prompt_set
 
+from helpers import prompt_set_error as error_for
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("age", "symptoms", "disease", "progression", "drugs", "dosage")
 
@@ -58,16 +60,6 @@ def write(tmp_path: Path, data: dict, stem: str = "toy") -> Path:
     path = tmp_path / f"{stem}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
-
-
-def error_for(path: Path) -> str:
-    """Load a file that must be invalid; return the one-line message, checking it names the file."""
-    with pytest.raises(PromptSetError) as info:
-        load_prompt_set(path)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: ")
-    return message
 
 
 # --------------------------------------------------------------------------- good files
@@ -302,7 +294,7 @@ def test_disclaimer_required_for_drugs(tmp_path):
 
 
 def test_unknown_packaged_name():
-    with pytest.raises(PromptSetError, match=r"unknown prompt set 'drugz'; valid: age, disease, dosage, drugs, progression, symptoms"):
+    with pytest.raises(PromptSetError, match=r"unknown prompt set 'drugz'; valid: age, disease, dosage, drugs, progression, symptoms, synthetic_xray"):
         load_prompt_set("drugz")
 
 
@@ -320,7 +312,7 @@ def sets() -> dict[str, PromptSet]:
 
 
 def test_available_prompt_sets():
-    assert available_prompt_sets() == sorted(SHIPPED)
+    assert available_prompt_sets() == sorted(SHIPPED + ("synthetic_xray",))  # generated: tests/prompts/test_synthetic_xray.py
 
 
 @pytest.mark.parametrize("name", SHIPPED)

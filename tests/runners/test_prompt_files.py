@@ -92,7 +92,7 @@ def bad_files(tmp_path):
             (["domain=missing/set.yaml"], f"error: domain=missing/set.yaml: prompt set file not found: "
              f"{tmp_path}/missing/set.yaml"),
             (["-m", "domain=drugs,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, "
-             "drugs, progression, symptoms; or a path to a prompt-set .yaml file"))
+             "drugs, progression, symptoms, synthetic_xray; or a path to a prompt-set .yaml file"))
 
 
 @pytest.mark.slow
