@@ -57,6 +57,7 @@ class Cell:
         object.__setattr__(self, "templates", tuple(self.templates))
         if self.labelings is not None:
             object.__setattr__(self, "labelings", tuple(self.labelings))
+        self.prompt_set.require_modality(f"method={self.method.name}", getattr(self.method, "modalities", ("text",)))
         if getattr(self.method, "needs_items", True):  # every method but patching reads labelled items
             self.prompt_set.require_items(f"method={self.method.name}")
 

@@ -38,6 +38,7 @@ def run_map(cfg: DictConfig, out_dir: Path) -> Path | None:
     strategy = launched_strategy(json.dumps(plain.get("strategy", {"name": "single"}), sort_keys=True), cfg.device)
     prompt_set = load_prompt_set(cfg.domain.prompt_set)
     method = build(plain["method"])
+    prompt_set.require_modality(f"method={method.name}", method.modalities)  # before loading the model
     if method.needs_items:  # a patching-only prompt set: say so before loading the model
         prompt_set.require_items(f"method={method.name}")
     rank0 = strategy.is_rank_zero

@@ -101,6 +101,7 @@ class Method:
 
     name: str = ""
     needs_items: bool = True  # False: the method reads only contrast pairs (patching)
+    modalities: tuple[str, ...] = ("text",)  # the prompt-set modalities it reads (medinterp.prompts: text, image)
     n_jobs: int = 1  # worker processes for local units
 
     def prepare(self, cell: Cell) -> Any:

@@ -213,6 +213,13 @@ class PromptSet:
                                  f"templates or labelings); {what} needs labelled items: use method=patching, or "
                                  f"add term_slot, labelings, templates and items to the file")
 
+    def require_modality(self, what: str, modalities: tuple[str, ...]) -> None:
+        """Raise a one-line error when ``what`` (e.g. ``method=umap``) reads none of this set's modality."""
+        if self.modality not in modalities:
+            raise MedinterpError(f"{self.source}: prompt set {self.domain!r} is an {self.modality} prompt set; {what} "
+                                 f"reads {' or '.join(modalities)} prompt sets only (vision-language methods: "
+                                 f"docs/multimodal.md)")
+
     @property
     def key(self) -> str:
         """Cache key ``<domain>-v<version>-<first 12 hex digits of sha256>``."""

@@ -107,6 +107,8 @@ BAD_INPUT = [
     (["model=tiny_llama", "method=saliency", "method.batch_size=8"],
      "error: method.batch_size was replaced by the top-level batch_size: prompts per forward pass, for every method"),
     (["model=tiny_llama", "domain.prompt_set=/no/such.yaml"], "/no/such.yaml"),
+    (["model=tiny_llama", "domain=synthetic_xray", "method=umap"],
+     "prompt set 'synthetic_xray' is an image prompt set; method=umap reads text prompt sets only"),
 ]
 
 
