@@ -49,6 +49,7 @@ from medinterp.metrics.intrinsic_dim import intrinsic_dims
 from medinterp.metrics.isotropy import anisotropy_cosine, anisotropy_spectral
 from medinterp.metrics.lens import lens_stats
 from medinterp.metrics.linearity import linearity_scores
+from medinterp.validation import is_int
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -145,11 +146,11 @@ class Geometry(Method):
     def __post_init__(self) -> None:
         for name, low in (("k_mle", 2), ("n_folds", 2), ("n_pairs", 1), ("n_boot", 1), ("n_jobs", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise MedinterpError(f"geometry method: {name} must be an integer >= {low}; got {value!r}")
         for name in ("max_rows", "lens_max_prompts"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+            if value is not None and (not is_int(value) or value < 2):
                 raise MedinterpError(f"geometry method: {name} must be an integer >= 2 or null (no cap); got {value!r}")
         if not 0.0 <= self.discard_fraction < 1.0:
             raise MedinterpError(f"geometry method: discard_fraction must be in [0, 1); got {self.discard_fraction}")
