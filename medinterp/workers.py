@@ -7,13 +7,18 @@ medinterp's own: kept alive for the whole process (every cell of a multirun, eve
 runs ``warm_up`` once when it starts, and each limits its BLAS/OpenMP threads to ``cores // n_jobs`` as
 joblib's loky backend does (the same kernels, hence the same numbers, as the ``Parallel`` it replaces).
 
+On Linux a worker dies with its parent (``PR_SET_PDEATHSIG``): a run killed with SIGKILL leaves no worker behind.
+
 :func:`imap` is the order-preserving map the driver uses; :func:`start` spawns the workers early so they
 compile while the caller does something else (e.g. captures activations).
 """
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
+import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -27,6 +32,7 @@ from medinterp.errors import MedinterpError
 T = TypeVar("T")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")  # joblib's list
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _pools: dict[tuple[int, Callable[[], None] | None], ProcessPoolExecutor] = {}
 
 
@@ -39,6 +45,27 @@ def worker_env(n_jobs: int) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this worker when its parent dies, so a run killed with SIGKILL (the
+    out-of-memory killer, a scheduler's hard limit) leaves no worker computing for nobody. Elsewhere a no-op
+    (loky's own checks then end idle workers)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # no prctl in this libc: leave it to loky
+        return
+    if os.getppid() != parent:  # the parent died before the request: nobody is left to wait for
+        os._exit(0)
+
+
+def _init_worker(warm_up: Callable[[], None] | None) -> None:
+    _die_with_parent()
+    if warm_up is not None:
+        warm_up()
+
+
 def start(n_jobs: int, warm_up: Callable[[], None] | None = None) -> ProcessPoolExecutor:
     """The pool of ``n_jobs`` workers that ran ``warm_up`` (a picklable module-level function) once each.
 
@@ -49,7 +76,8 @@ def start(n_jobs: int, warm_up: Callable[[], None] | None = None) -> ProcessPool
         raise MedinterpError(f"workers: a pool needs n_jobs >= 2; got {n_jobs} (n_jobs <= 1 runs in this process)")
     key = (int(n_jobs), warm_up)
     if key not in _pools:
-        _pools[key] = ProcessPoolExecutor(max_workers=int(n_jobs), initializer=warm_up, env=worker_env(int(n_jobs)))
+        _pools[key] = ProcessPoolExecutor(max_workers=int(n_jobs), initializer=_init_worker, initargs=(warm_up,),
+                                          env=worker_env(int(n_jobs)))
         _pools[key].submit(int)  # loky spawns all its workers at the first submission
     return _pools[key]
 

@@ -48,3 +48,42 @@ def test_imap_in_this_process_and_errors():
     assert done == [0, 1]  # results before the failure arrive, in order
     with pytest.raises(MedinterpError, match="a pool needs n_jobs >= 2; got 1"):
         workers.start(1)
+
+
+PARENT = """
+import os, sys, time
+sys.path[:0] = {paths!r}
+from medinterp import workers
+import test_workers
+pids = sorted({{r[1] for r in workers.imap(test_workers.report, [(0.2, i) for i in range(4)], 2, test_workers.warm_up)}})
+print(" ".join(map(str, pids)), flush=True)
+time.sleep(60)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
+def test_workers_exit_when_their_parent_is_killed():
+    """A run killed with SIGKILL (out-of-memory killer, a scheduler's hard limit) leaves no worker behind
+    burning CPU: each worker asks the kernel for SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    import signal
+    import subprocess
+    import sys
+
+    code = PARENT.format(paths=[os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))])
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids), "workers outlived their killed parent"
