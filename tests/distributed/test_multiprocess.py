@@ -1,18 +1,18 @@
 """2-rank ZeRO-3 and DDP runs (torchrun subprocesses, gloo, a free port) give the numbers of ``single``.
 
-Each test launches ``runners/map.py`` under ``torchrun --nproc_per_node=2`` on one tiny family (llama,
-gemma3, qwen2, qwen3, gpt_oss) and compares its ``per_layer.csv`` (and ``per_item.csv``) with a one-process run of
-the same config: ≤ 1e-6 relative for saliency, whose per-prompt gradient sums are accumulated from partitioned
-weights in another order; exact for capture, ablation, patching and geometry, which are forwards only: each batch
-runs the same kernels on the same shapes with the same (gathered) weights in whichever rank, and rank 0 computes
-every statistic from the same arrays as one process (geometry: the same seeded token and lens samples, which depend
-on the prompt lengths and the seed only, and its logit lens through the final norm and head that ZeRO-3 gathers in
-their own forward). The batch counts are chosen uneven (3 saliency batches, 2 ablation batches of 4 and 2 prompts,
-5 geometry batches of 128 prompts at most, ...) so one rank runs a padding round. The UMAP metrics themselves are not compared: they differ between two identical one-process runs
-at read-out 0 of these random models; the captured activations are
-compared bit for bit, and every other metric of the cell exactly. Every test here launches torchrun: all are
-``slow`` (`make test-full`, CI); the fast tier (`make test`) keeps the in-process tests of sharding, resume keys and
-checkpoints (test_sharding.py) and of device_map offload (test_device_map.py).
+Each test launches ``runners/map.py`` under ``torchrun --nproc_per_node=2`` on one tiny family (llama, gemma3,
+qwen2, qwen3, gpt_oss) and compares its ``per_layer.csv`` (and ``per_item.csv``) with a one-process run of the same
+config: ≤ 1e-6 relative for saliency (per-prompt gradient sums from partitioned weights); exact for capture,
+ablation, patching and geometry, which are forwards only: each batch runs the same kernels on the same shapes with
+the same (gathered) weights in whichever rank, and rank 0 computes every statistic from the same arrays as one
+process (geometry: the same seeded token and lens samples, which depend on the prompt lengths and the seed only, and
+its logit lens through the final norm and head that ZeRO-3 gathers in their own forward). The batch counts are
+chosen uneven (3 saliency batches, 2 ablation batches of 4 and 2 prompts, 5 geometry batches of 128 prompts at most,
+...) so one rank runs a padding round. The UMAP metrics themselves are not compared: they differ between two
+identical one-process runs at read-out 0 of these random models; the captured activations are compared bit for bit,
+and every other metric of the cell exactly. Every test here launches torchrun: all are ``slow`` (`make test-full`,
+CI); the fast tier (`make test`) keeps the in-process tests of sharding, resume keys and checkpoints
+(test_sharding.py) and of device_map offload (test_device_map.py).
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ METHODS = {
                  "method.n_boot=20"],
     "patching": ["method=patching", "method.n_boot=20", "method.on_length_mismatch=skip", "method.min_gap=0",
                  "batch_size=2"],
-    # 3 templates (contextualization needs 3 contexts per term) x 204 terms = 612 prompts in 5 batches; a token
-    # sample (1,500 of ~6,000 tokens) and a lens sample (16 prompts: some batches have none)
+    # 3 templates (contextualization needs 3 contexts per term) x 192 terms = 576 prompts in 5 batches; a token
+    # sample (1,500 of 5,871 tokens) and a lens sample (16 of 576 prompts), both seeded
     "geometry": ["method=geometry", "templates=3", "batch_size=128", "method.n_boot=20", "method.n_pairs=500",
                  "method.max_rows=1500", "method.lens_max_prompts=16", "method.n_jobs=1"],
 }
