@@ -8,6 +8,7 @@ from medinterp.capture import capture
 from medinterp.models.weights import full_weights
 from medinterp.run import run_method
 from medinterp.methods.ablation import LayerAblation
+from medinterp.methods.geometry import Geometry
 from medinterp.methods.patching import ActivationPatching
 from medinterp.methods.saliency import WeightSaliency
 from medinterp.models import ModelSpec, load_model
@@ -15,13 +16,16 @@ from medinterp.models import Placement
 from medinterp.prompts import load_prompt_set
 
 
+def offload(family: str, folder, cache_dir):
+    """Tiny ``family`` under accelerate's placement with a 100 KB budget: nearly every weight offloaded to disk."""
+    spec = ModelSpec(name=f"tiny_{family}", source="tiny", family=family, n_layers=4)
+    return load_model(spec, "cpu", cache_dir, Placement(device_map="auto", max_memory={"cpu": "100KB"},
+                                                        offload_folder=str(folder)))
+
+
 @pytest.fixture(scope="module")
 def offloaded(tmp_path_factory, cache_dir):
-    spec = ModelSpec(name="tiny_llama", source="tiny", family="llama", n_layers=4)
-    folder = tmp_path_factory.mktemp("offload")
-    handle = load_model(spec, "cpu", cache_dir, Placement(device_map="auto", max_memory={"cpu": "100KB"},
-                                                          offload_folder=str(folder)))
-    return handle
+    return offload("llama", tmp_path_factory.mktemp("offload"), cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,23 @@ def test_model_methods_are_identical(method, offloaded, tiny_handles, disease):
     rtol, atol = {WeightSaliency: (1e-6, 0), LayerAblation: (1e-6, 1e-7), ActivationPatching: (0, 0)}[type(method)]
     for key in ref:
         np.testing.assert_allclose(ours[key], ref[key], rtol=rtol, atol=atol, equal_nan=True, err_msg=str(key))
+
+
+def test_geometry_is_identical_on_offloaded_gemma3(tmp_path, cache_dir, tiny_handles):
+    """Geometry's logit lens calls the final norm and the head (tied to the embedding in Gemma 3) outside the model's
+    forward, on the last read-outs of the lens prompts: accelerate's own hooks load them from disk for that call
+    (medinterp/capture/lens.py). Every row and per-item value equals the one-process run; the lens is finite."""
+    handle = offload("gemma3", tmp_path, cache_dir)
+    assert handle.parts.lm_head.weight.device.type == "meta"  # the head is offloaded
+    ps = load_prompt_set("progression")
+    templates = [t.id for t in ps.templates[:3]]  # 3 contexts per term: contextualization is defined
+    method = Geometry(max_rows=800, lens_max_prompts=16, n_pairs=500, n_boot=10)
+    ours = run_method(method, handle, ps, templates, batch_size=16)
+    ref = run_method(method, tiny_handles["gemma3"], ps, templates, batch_size=16)
+    got, want = values(ours), values(ref)
+    assert got.keys() == want.keys() and ours.items
+    assert np.isfinite([v[0] for k, v in want.items() if k[1] == "lens_kl"]).all()
+    np.testing.assert_array_equal([got[k] for k in want], list(want.values()))  # NaN rows (read-out 0) alike
+    assert [(i.labeling, i.metric, i.layer, i.item, i.template) for i in ours.items] == [
+        (i.labeling, i.metric, i.layer, i.item, i.template) for i in ref.items]
+    np.testing.assert_array_equal([i.value for i in ours.items], [i.value for i in ref.items])

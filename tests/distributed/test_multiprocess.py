@@ -1,14 +1,18 @@
 """2-rank ZeRO-3 and DDP runs (torchrun subprocesses, gloo, a free port) give the numbers of ``single``.
 
-Each test launches ``runners/map.py`` under ``torchrun --nproc_per_node=2`` on one tiny family (llama,
-gemma3, qwen2, qwen3, gpt_oss) and compares its ``per_layer.csv`` with a one-process run of the same config: ≤ 1e-6 relative for saliency (per-prompt
-gradient sums from partitioned weights), exact for capture, ablation and patching. The batch counts are
-chosen uneven (3 saliency batches, 2 ablation batches of 4 and 2 prompts, ...) so one rank runs a padding
-round. The UMAP metrics themselves are not compared: they differ between two identical one-process runs
-at read-out 0 of these random models; the captured activations are
-compared bit for bit, and every other metric of the cell exactly. Every test here launches torchrun: all are
-``slow`` (`make test-full`, CI); the fast tier (`make test`) keeps the in-process tests of sharding, resume keys and
-checkpoints (test_sharding.py) and of device_map offload (test_device_map.py).
+Each test launches ``runners/map.py`` under ``torchrun --nproc_per_node=2`` on one tiny family (llama, gemma3,
+qwen2, qwen3, gpt_oss) and compares its ``per_layer.csv`` (and ``per_item.csv``) with a one-process run of the same
+config: ≤ 1e-6 relative for saliency (per-prompt gradient sums from partitioned weights); exact for capture,
+ablation, patching and geometry, which are forwards only: each batch runs the same kernels on the same shapes with
+the same (gathered) weights in whichever rank, and rank 0 computes every statistic from the same arrays as one
+process (geometry: the same seeded token and lens samples, which depend on the prompt lengths and the seed only, and
+its logit lens through the final norm and head that ZeRO-3 gathers in their own forward). The batch counts are
+chosen uneven (3 saliency batches, 2 ablation batches of 4 and 2 prompts, 5 geometry batches of 128 prompts at most,
+...) so one rank runs a padding round. The UMAP metrics themselves are not compared: they differ between two
+identical one-process runs at read-out 0 of these random models; the captured activations are compared bit for bit,
+and every other metric of the cell exactly. Every test here launches torchrun: all are ``slow`` (`make test-full`,
+CI); the fast tier (`make test`) keeps the in-process tests of sharding, resume keys and checkpoints
+(test_sharding.py) and of device_map offload (test_device_map.py).
 """
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ METHODS = {
                  "method.n_boot=20"],
     "patching": ["method=patching", "method.n_boot=20", "method.on_length_mismatch=skip", "method.min_gap=0",
                  "batch_size=2"],
+    # 3 templates (contextualization needs 3 contexts per term) x 192 terms = 576 prompts in 5 batches; a token
+    # sample (1,500 of 5,871 tokens) and a lens sample (16 of 576 prompts), both seeded
+    "geometry": ["method=geometry", "templates=3", "batch_size=128", "method.n_boot=20", "method.n_pairs=500",
+                 "method.max_rows=1500", "method.lens_max_prompts=16", "method.n_jobs=1"],
 }
 
 
@@ -43,7 +51,7 @@ def with_model(model: str) -> list[str]:
     return [f"model={model}" if arg.startswith("model=") else arg for arg in COMMON]
 
 
-TOLERANCE = {"saliency": 1e-6, "umap": 0.0, "ablation": 0.0, "patching": 0.0}
+TOLERANCE = {"saliency": 1e-6, "umap": 0.0, "ablation": 0.0, "patching": 0.0, "geometry": 0.0}
 STRATEGIES = {
     "zero3": ["strategy=zero3", "strategy.param_persistence_threshold=0"],  # tiny tensors: shard every one
     "ddp": ["strategy=ddp"],
@@ -115,6 +123,13 @@ def test_two_ranks_match_single(model, method, strategy, reference, tmp_path, pr
         np.testing.assert_allclose([r.value for r in ours], [r.value for r in theirs], rtol=TOLERANCE[method], atol=0)
     if method == "ablation":  # the judge's score per block is a row too: compared above, and present
         assert any(key[1] == "judge_score" for key in read_rows(out / "per_layer.csv"))
+    if method == "geometry":  # an odd number of batches (a padding round), both samples capped, a finite lens
+        assert summary["strategy"]["batches"] == 5 + summary["model"]["n_layers"] + 1  # model + local units
+        assert summary["method_summary"]["sampled_rows"] == 1500 < summary["method_summary"]["all_rows"]
+        assert summary["method_summary"]["lens_prompts"] == 16
+        rows = read_rows(out / "per_layer.csv")
+        for metric in ("lens_kl", "linearity_heldout", "id_twonn", "self_similarity"):
+            assert any(key[1] == metric and np.isfinite(float(row["value"] or "nan")) for key, row in rows.items())
     # rank 0 alone wrote the output folder; rank 1's private Hydra folder is gone
     names = {p.name for p in out.iterdir()}
     assert {".hydra", "map.log", "per_layer.csv", "summary.json", "config.json"} <= names <= {
