@@ -20,7 +20,11 @@ configs of the paper's models below. Estimates, per rank:
   - ``ablation``: the (B, A, V) float32 log-probabilities of the intact answer, the KV cache of the
     greedy answers, and every block's output (B, T + A, d) kept for prefix reuse;
   - ``patching``: the clean run's cached site outputs (four sites per layer, (B, T, d)) and the
-    corrupted run's block outputs.
+    corrupted run's block outputs;
+  - ``geometry``: capture's, plus the float32 logits of the model's output and of the logit lens at every
+    read-out for the batch's prompts ((L + 2) × B × V; at most ``lens_max_prompts`` prompts are decoded in
+    the whole run, so this is the worst batch). The sampled token rows, (L + 1) × ``max_rows`` × d float32
+    (Llama-3-8B, 20,000 rows: 10.8 GB), live in rank 0's host memory, not on the GPU.
 
 A GPU is counted as usable up to ``usable`` (default 95 %) of its memory. The numbers are meant for
 choosing the strategy and the node count, not as an exact bound (allocator fragmentation, CUDA context
@@ -38,7 +42,7 @@ from medinterp.errors import MedinterpError
 
 GB = 1e9
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}
-METHODS = ("umap", "saliency", "ablation", "patching")
+METHODS = ("umap", "saliency", "ablation", "patching", "geometry")
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,8 @@ def work_bytes(arch: Arch, method: str, w: Workload, dtype_bytes: int) -> float:
         return B * A * arch.vocab * 4 * 2 + kv + B * (T + A) * L * d * dtype_bytes
     if method == "patching":
         return B * T * d * dtype_bytes * (4 * L + L)
+    if method == "geometry":  # capture's, plus the output logits and the lens of every read-out, (L + 2) B rows of V
+        return B * T * d * dtype_bytes * 2 + B * (L + 1) * d * 4 + (L + 2) * B * arch.vocab * 4
     raise MedinterpError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 
 

@@ -32,7 +32,7 @@ def test_gpus_needed_for_70b_on_80gb():
     gpus = {m.method: m.gpus for m in p.methods}
     # issue: 2×80 GB, more for saliency; patching's 32 pairs per forward (the map's batch_size) hold the clean run's
     # four sites per layer
-    assert gpus == {"umap": 2, "ablation": 2, "patching": 3, "saliency": 3}
+    assert gpus == {"umap": 2, "ablation": 2, "patching": 3, "saliency": 3, "geometry": 2}  # geometry: 1.5 GB of logits
     assert p.world == 3
     assert {m.gpus for m in plan(LLAMA70, "single").methods} == {0}  # does not fit one GPU
 
@@ -54,6 +54,8 @@ def test_activation_cache_and_work_sizes():
     assert p.activation_cache_gb == pytest.approx(10 * 5 * 64 * 4 / 1e9)  # prompts × (L + 1) × d × 4
     assert work_bytes(a, "umap", w, 4) == 2 * 5 * 64 * 4 * 2 + 2 * 5 * 64 * 4
     assert work_bytes(a, "patching", w, 2) == 2 * 5 * 64 * 2 * 20
+    # geometry: capture's (above, in fp16 here) + float32 logits of the output and the lens of L + 1 read-outs
+    assert work_bytes(a, "geometry", w, 2) == 2 * 5 * 64 * 2 * 2 + 2 * (a.layers + 1) * 64 * 4 + (a.layers + 2) * 2 * a.vocab * 4
 
 
 def test_tiny_model_matches_its_real_parameter_count(tiny_handles):
