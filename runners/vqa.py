@@ -5,7 +5,7 @@
 
 Writes answers.jsonl (LLaVA-Med's answer layout), metrics.json (closed accuracy, open recall, 95 % CIs, counts),
 per_question.csv, config.json (and questions.jsonl when exported from ``domain``) into the Hydra run folder,
-then logs the folder to W&B (conf/logger/). docs/multimodal.md, "VQA evaluation".
+then report.html (the generic summary report of its files) and W&B (conf/logger/). docs/multimodal.md, "VQA evaluation".
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def main(cfg: DictConfig) -> None:
     quiet_libraries()
     out_dir = run_vqa(cfg, Path(HydraConfig.get().runtime.output_dir))
     publish(out_dir, cfg, name=f"{HydraConfig.get().runtime.choices['model']}-vqa", job_type="vqa",
-            group=sweep_group(), report=None)  # no report.html for VQA folders yet
+            group=sweep_group(), report="summary")  # report.html: the generic report (metrics, per-question table)
     log.info("results: %s", out_dir)
 
 

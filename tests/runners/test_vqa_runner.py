@@ -106,6 +106,7 @@ def test_the_cli_writes_answers_and_scores_and_a_text_set_exits_2(tmp_path):
                env={"WANDB_MODE": "offline"})
     questions = read_questions(out / "questions.jsonl")
     assert len(read_answers(out / "answers.jsonl")) == len(questions) > 100
+    assert "per_question.csv" in (out / "report.html").read_text()
     logged = json.loads((out / "wandb_logged.json").read_text())["summary"]  # the scores in the W&B run summary
     assert {f"vqa/{k}/{r['metric']}": r["value"] for k, r in by_type(out).items()} == \
         {k: v for k, v in logged.items() if k.count("/") == 2}
