@@ -2,10 +2,10 @@
 
 Each question goes through the processor path (:func:`medinterp.models.processor.image_prompts`): the bare
 question text (an image prompt set's ``prompt.question``, a question file's ``text`` with any ``<image>``
-removed, as LLaVA-Med's ``model_vqa.py`` does) is rendered by the processor's chat template as one user turn holding the image, then the text,
-with the generation prompt; the processor expands the placeholder into the grid's image tokens. A batch is
-padded on the **left** (a decoder continues from the last position of every row), whatever the tokenizer's
-own padding side; the side is restored afterwards.
+removed, as LLaVA-Med's ``model_vqa.py`` does) is rendered by the processor's chat template as one user turn
+holding the image, then the text, with the generation prompt; the processor expands the placeholder into the
+grid's image tokens. A batch is padded on the **left** (a decoder continues from the last position of every
+row), whatever the tokenizer's own padding side; the side is restored afterwards.
 
 Decoding is greedy (``do_sample=False``, no temperature, one beam: argmax at every step), at most
 ``max_new_tokens`` new tokens, stopping at the model's end-of-sequence token. The answer is the decoded new
