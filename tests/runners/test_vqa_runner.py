@@ -34,15 +34,16 @@ def by_type(out: Path) -> dict:
     return {row["answer_type"]: row for row in metrics(out)["scores"]}
 
 
-def test_answers_are_written_in_the_layout_and_the_scores_are_the_scoring_of_that_file(tmp_path):
-    out = run_vqa(QUICK, tmp_path / "run")
+@pytest.mark.parametrize("model", ["tiny_llava", "tiny_gemma3_vlm"])
+def test_answers_are_written_in_the_layout_and_the_scores_are_the_scoring_of_that_file(tmp_path, model):
+    out = run_vqa([*QUICK, f"model={model}"], tmp_path / "run")
     questions = read_questions(out / "questions.jsonl")[:14]
     lines = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert [list(line) for line in lines] == [["question_id", "prompt", "text", "answer_id", "model_id", "metadata"]] * 14
     answers = read_answers(out / "answers.jsonl")
     assert [a.question_id for a in answers] == [q.question_id for q in questions]
     assert [a.prompt for a in answers] == [q.text for q in questions] and "<image>" not in answers[0].prompt
-    assert {a.model_id for a in answers} == {"tiny_llava"} and answers[0].answer_id == f"tiny_llava-{questions[0].question_id}"
+    assert {a.model_id for a in answers} == {model} and answers[0].answer_id == f"{model}-{questions[0].question_id}"
     want = score_answers(questions, answers, n_boot=200, seed=0)
     got = metrics(out)
     assert got["scores"] == json.loads(json.dumps(want.rows()))  # NaN-safe equality through JSON
@@ -52,7 +53,10 @@ def test_answers_are_written_in_the_layout_and_the_scores_are_the_scoring_of_tha
         rows = list(csv.DictReader(f))
     assert [(r["question_id"], r["answer_type"], float(r["score"]), r["prediction"]) for r in rows] == \
         [(str(s.question_id), s.answer_type, s.score, s.prediction) for s in want.questions]
-    assert json.loads((out / "config.json").read_text())["model"]["name"] == "tiny_llava"
+    assert json.loads((out / "config.json").read_text())["model"]["name"] == model
+    again = run_vqa([*QUICK, f"model={model}"], tmp_path / "again")  # deterministic: the same bytes
+    assert (again / "answers.jsonl").read_bytes() == (out / "answers.jsonl").read_bytes()
+    assert (again / "per_question.csv").read_bytes() == (out / "per_question.csv").read_bytes()
 
 
 def test_reference_answers_score_one_and_wrong_answers_zero(tmp_path, monkeypatch):
