@@ -43,14 +43,14 @@ def runner(name: str) -> ModuleType:
     return module
 
 
-def compose_map(overrides: list[str] | tuple[str, ...]):
-    """The real conf/map.yaml composed with ``overrides`` (Hydra's compose API), ``hydra`` node included (its
-    ``runtime.choices`` name the model, method and judge chosen)."""
+def compose_map(overrides: list[str] | tuple[str, ...], config_name: str = "map"):
+    """The real conf/map.yaml (or conf/<config_name>.yaml, e.g. vqa) composed with ``overrides`` (Hydra's compose
+    API), ``hydra`` node included (its ``runtime.choices`` name the model, method and judge chosen)."""
     from hydra import compose, initialize_config_dir
 
     runner("_common")  # the medinterp.domain resolver
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3", job_name="map"):
-        return compose("map", overrides=list(overrides), return_hydra_config=True)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3", job_name=config_name):
+        return compose(config_name, overrides=list(overrides), return_hydra_config=True)
 
 
 def run_cell_in_process(overrides: list[str] | tuple[str, ...], out_dir: Path) -> Path:

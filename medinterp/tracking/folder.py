@@ -8,6 +8,8 @@ A folder is (:func:`medinterp.results.folder_kind`, the same rules as ``medinter
 - ``map``: a synthesis ``<out>/<model>/`` folder (``knowledge_map.json``);
 - ``run``: a method run (``per_layer.csv`` + ``summary.json``).
 
+A VQA folder (``runners/vqa.py``) is logged as a summary; its metrics.json scores also go to the run summary.
+
 Keys (docs/tracking.md has the full list):
 
 ==============================================  ==========================================================
@@ -20,6 +22,8 @@ Keys (docs/tracking.md has the full list):
 ``tables/<name>``                               per_layer, best_layers, knowledge_map, findings, and any
                                                 other CSV/JSON by its relative name without suffix
 ``figures/<name>``                              every PNG, by its relative name without suffix
+``vqa/<answer_type>/<metric>`` (summary)        a VQA score (closed/accuracy, open/recall), ``.../ci_low``,
+                                                ``.../ci_high``, ``.../n``
 ==============================================  ==========================================================
 """
 from __future__ import annotations
@@ -152,6 +156,22 @@ def _generic(payload: Payload, paths: dict[str, Path], special: set[str]) -> Non
                 payload.images[f"figures/{key}"] = p
         except (ValueError, OSError, UnicodeDecodeError) as err:
             payload.skipped.append(f"{rel}: unreadable ({type(err).__name__})")
+
+
+def _vqa_summary(payload: Payload, paths: dict[str, Path]) -> None:
+    """A VQA folder's scores (top-level metrics.json with ``scores`` rows, medinterp/vqa/results.py) in the run
+    summary: ``vqa/<answer_type>/<metric>`` with ``/ci_low``, ``/ci_high``, ``/n``; NaN values left out."""
+    path = paths.get("metrics.json")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")).get("scores") if path else None
+    except (ValueError, OSError, UnicodeDecodeError, AttributeError):
+        return  # _generic says it was unreadable
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, Mapping) and {"answer_type", "metric"} <= set(row):
+            key = f"vqa/{row['answer_type']}/{row['metric']}"
+            for suffix, name in (("", "value"), ("/ci_low", "ci_low"), ("/ci_high", "ci_high"), ("/n", "n")):
+                if _finite(row.get(name)):
+                    payload.summary[key + suffix] = row[name]
 
 
 # --------------------------------------------------------------------------- run folders
@@ -302,6 +322,7 @@ def read_folder(folder: str | Path, results_name: str, extra_files: Iterable[str
         _read_map(folder, payload, paths)
     else:
         _generic(payload, paths, set())
+        _vqa_summary(payload, paths)
     payload.provenance = redact({"kind": kind, "folder": str(folder.resolve()), **payload.provenance}, secrets)
     if paths:
         payload.artifacts.append(ArtifactSpec(

@@ -137,3 +137,21 @@ def test_long_tables_are_cut_where_wandb_cuts_them(tmp_path):
 def test_artifact_names_are_valid():
     assert artifact_name("results-gemma3_270m-age/female:x y") == "results-gemma3_270m-age-female-x-y"
     assert artifact_name("///") == "results"
+
+
+def test_vqa_folder_scores_go_to_the_summary(tmp_path):
+    """runners/vqa.py's metrics.json (written by medinterp.vqa.results): each answer type's score, CI and n in the
+    run summary; an answer type without questions keeps only its n = 0 (NaN values are left out); the files are tables as in any summary."""
+    from medinterp.vqa import Answer, Question, score_answers
+    from medinterp.vqa.results import write_scores
+
+    qs = [Question(i, f"{i}.png", "q", ref, "closed") for i, ref in enumerate(["yes", "no", "yes", "no"])]
+    scores = score_answers(qs, [Answer.of(q, "yes", "m") for q in qs], n_boot=50)  # accuracy 0.5
+    write_scores(tmp_path, scores, model="m")
+    p = read_folder(tmp_path, "m-vqa")
+    closed = scores.by_type["closed"].estimate
+    assert p.kind == "summary" and p.summary == {
+        "vqa/closed/accuracy": 0.5, "vqa/closed/accuracy/ci_low": closed.ci_low,
+        "vqa/closed/accuracy/ci_high": closed.ci_high, "vqa/closed/accuracy/n": 4, "vqa/open/recall/n": 0}
+    assert 0 <= closed.ci_low < 0.5 < closed.ci_high <= 1
+    assert sorted(p.tables) == ["tables/metrics", "tables/per_question"]
