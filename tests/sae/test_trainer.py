@@ -1,0 +1,92 @@
+"""medinterp.sae.trainer / lightning_module: a planted hierarchical dictionary is recovered, the threshold reproduces
+the batch top-k sparsity, decoder rows stay unit-norm, a checkpoint resumes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("lightning", reason="SAE training runs on Lightning (pip install lightning)")
+
+from medinterp.errors import MedinterpError  # noqa: E402
+from medinterp.sae.config import SAEConfig, group_sizes_from_fractions  # noqa: E402
+from medinterp.sae.evaluate import evaluate_sae  # noqa: E402
+from medinterp.sae.model import SparseAutoencoder  # noqa: E402
+from medinterp.sae.train_config import TrainConfig  # noqa: E402
+from medinterp.sae.trainer import train_sae  # noqa: E402
+
+D, PARENTS, CHILDREN = 32, 8, 4
+
+
+def planted_hierarchy(n_batches: int, batch: int, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Features (PARENTS * (1 + CHILDREN), D) unit directions and batches of their sparse sums. Each parent fires
+    with p = 0.1; a firing parent brings exactly one of its children (a child never fires alone: the hierarchy
+    that makes a plain SAE absorb parents into children). Magnitudes uniform in [1, 2]; a common offset of norm 4."""
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(PARENTS * (1 + CHILDREN), D, generator=g)
+    feats = feats / feats.norm(dim=1, keepdim=True)
+    offset = torch.randn(D, generator=g)
+    offset = 4 * offset / offset.norm()
+    out = []
+    for _ in range(n_batches):
+        parent_on = torch.rand(batch, PARENTS, generator=g) < 0.1
+        child = torch.randint(0, CHILDREN, (batch, PARENTS), generator=g)
+        codes = torch.zeros(batch, PARENTS * (1 + CHILDREN))
+        mags = 1 + torch.rand(batch, PARENTS * (1 + CHILDREN), generator=g)
+        codes[:, :PARENTS] = parent_on.float()
+        child_index = PARENTS + torch.arange(PARENTS) * CHILDREN + child  # (batch, PARENTS)
+        codes.scatter_(1, child_index, parent_on.float())
+        out.append((codes * mags) @ feats + offset)
+    return feats, out
+
+
+def recovered(feats: torch.Tensor, sae: SparseAutoencoder, cos: float = 0.9) -> float:
+    W = sae.W_dec.detach()
+    sims = (feats @ (W / W.norm(dim=1, keepdim=True)).T).max(1).values
+    return float((sims >= cos).float().mean())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    feats, batches = planted_hierarchy(1500, 512, seed=0)
+    config = SAEConfig(D, 64, 2, "batchtopk", group_sizes_from_fractions(64, [1 / 16, 1 / 16, 1 / 8, 1 / 4, 1 / 2]))
+    cfg = TrainConfig(lr=4e-3, warmup_steps=50, threshold_start_step=600, threshold_beta=0.99, dead_tokens=50_000)
+    sae = train_sae(SparseAutoencoder(config, seed=0), batches, cfg, max_steps=1500, progress=False, seed=0)
+    return feats, batches, sae
+
+
+def test_planted_hierarchy_is_recovered(trained):
+    feats, _, sae = trained
+    assert recovered(feats, sae) >= 0.9
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
+
+
+def test_threshold_reproduces_the_batch_topk_sparsity(trained):
+    _, batches, sae = trained
+    assert sae.threshold_is_set and bool((sae.threshold == sae.threshold[0]).all())
+    got = evaluate_sae(sae, batches[-200:], progress=False)
+    assert got.l0 == pytest.approx(2.0, rel=0.10)  # k = 2 per token on average in training
+    assert got.fvu < 0.1
+
+
+def test_bad_settings_stop_in_one_line():
+    sae = SparseAutoencoder(SAEConfig(4, 8, 2, "batchtopk"))
+    with pytest.raises(MedinterpError, match="threshold_start_step.*below max_steps"):
+        train_sae(sae, [torch.zeros(4, 4)], TrainConfig(), max_steps=10)
+    with pytest.raises(MedinterpError, match=r"\(tokens, 4\) tensor.*shape \(3, 5\)"):
+        train_sae(sae, [torch.zeros(3, 5)], TrainConfig(threshold_start_step=0), max_steps=2, progress=False)
+    with pytest.raises(MedinterpError, match="cannot be trained"):
+        train_sae(SparseAutoencoder(SAEConfig(4, 8, None, "jumprelu")), [torch.zeros(4, 4)], max_steps=2)
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    x = planted_hierarchy(1, 256, seed=1)[1][0]
+    cfg = TrainConfig(lr=1e-2, warmup_steps=3, threshold_start_step=2, threshold_beta=0.5, dead_tokens=300)
+    config = SAEConfig(D, 48, 3, "batchtopk", (8, 16, 24))
+    straight = train_sae(SparseAutoencoder(config, seed=1), [x], cfg, max_steps=12, progress=False)
+    first = train_sae(SparseAutoencoder(config, seed=1), [x], cfg, max_steps=7, progress=False,
+                      checkpoint_dir=tmp_path, checkpoint_every=7)
+    assert not torch.equal(first.W_dec, straight.W_dec)
+    resumed = train_sae(SparseAutoencoder(config, seed=99), [x], cfg, max_steps=12, progress=False,
+                        ckpt_path=tmp_path / "last.ckpt")
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
+        assert torch.allclose(getattr(resumed, name), getattr(straight, name), atol=1e-6), name
