@@ -44,7 +44,9 @@ def _dict_class(sae: SparseAutoencoder) -> str:
         return "JumpReluAutoEncoder"
     if c.is_matryoshka and c.activation == "topk":
         raise MedinterpError("dictionary_learning has no Matryoshka TopK class; save this SAE in the 'saelens' layout.")
-    return "MatryoshkaBatchTopKSAE" if c.is_matryoshka else {"topk": "AutoEncoderTopK", "batchtopk": "BatchTopKSAE"}[c.activation]
+    if c.is_matryoshka:
+        return "MatryoshkaBatchTopKSAE"
+    return {"topk": "AutoEncoderTopK", "batchtopk": "BatchTopKSAE"}[c.activation]
 
 
 def _scalar_threshold(sae: SparseAutoencoder, cls: str) -> torch.Tensor:
@@ -140,7 +142,8 @@ def load(weights: Path) -> tuple[SparseAutoencoder, dict]:
         W_enc, b_enc, W_dec, b_dec = (_get(sd, key, source) for key in ("W_enc", "b_enc", "W_dec", "b_dec"))
     else:
         W_enc, b_enc = _get(sd, "encoder.weight", source).T, _get(sd, "encoder.bias", source)
-        W_dec, b_dec = _get(sd, "decoder.weight", source).T, _get(sd, "bias" if cls == "AutoEncoder" else "b_dec", source)
+        W_dec = _get(sd, "decoder.weight", source).T
+        b_dec = _get(sd, "bias" if cls == "AutoEncoder" else "b_dec", source)
     d, m = W_enc.shape
     if cls == "JumpReluAutoEncoder":
         config, threshold = SAEConfig(d, m, None, "jumprelu"), _get(sd, "threshold", source)

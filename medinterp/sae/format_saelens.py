@@ -41,7 +41,8 @@ ARCHITECTURES = ("batchtopk", "jumprelu", "matryoshka_batchtopk", "standard", "t
 
 def tensors(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
     """The safetensors payload: W_enc, W_dec, b_enc, b_dec (+ threshold unless TopK), contiguous float32."""
-    out = {name: getattr(sae, name).detach().cpu().contiguous().clone() for name in ("W_enc", "W_dec", "b_enc", "b_dec")}
+    out = {name: getattr(sae, name).detach().cpu().contiguous().clone()
+           for name in ("W_enc", "W_dec", "b_enc", "b_dec")}
     if sae.config.activation != "topk":
         out["threshold"] = sae.threshold.detach().cpu().clone()
     return out
@@ -127,7 +128,8 @@ def load(folder: Path) -> tuple[SparseAutoencoder, dict]:
         raise MedinterpError(f"The SAE in {source} is malformed: {WEIGHTS} has no {', '.join(missing)}.")
     W_enc, W_dec, b_enc, b_dec = (sd[k].float() for k in ("W_enc", "W_dec", "b_enc", "b_dec"))
     if W_enc.ndim != 2:
-        raise MedinterpError(f"The SAE in {source} is malformed: W_enc has shape {tuple(W_enc.shape)}, expected (d_in, d_sae).")
+        raise MedinterpError(f"The SAE in {source} is malformed: W_enc has shape {tuple(W_enc.shape)}, "
+                             "expected (d_in, d_sae).")
     d, m = W_enc.shape
     for name in ("d_in", "d_sae"):
         stated, actual = cfg.get(name), {"d_in": d, "d_sae": m}[name]

@@ -23,7 +23,7 @@ import torch
 from medinterp.sae.batches import batch_matrix
 from medinterp.sae.decoder_norm import normalise_rows_, remove_parallel_gradient
 from medinterp.sae.geometric_median import geometric_median
-from medinterp.sae.metrics import fvu
+from medinterp.sae.metrics import batch_fvu
 from medinterp.sae.model import SparseAutoencoder
 from medinterp.sae.objective import sae_objective
 from medinterp.sae.schedule import lr_multiplier
@@ -84,7 +84,7 @@ class SAELightningModule(L.LightningModule):
                               cfg.threshold_beta)
         logs = {"train/loss": out.loss.detach(), "train/auxk": out.auxk,
                 "train/l0": (out.f > 0).sum(1).float().mean(), "train/dead_fraction": dead.float().mean(),
-                "train/fvu": fvu(x.detach(), out.x_hat)}
+                "train/fvu": batch_fvu(x, out.x_hat)}
         logs.update({f"train/mse_g{i}": v for i, v in enumerate(out.group_mse)})
         if sae.config.activation == "batchtopk":
             logs["train/threshold"] = sae.threshold[0]
@@ -101,7 +101,8 @@ class SAELightningModule(L.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         clip = self.cfg.grad_clip if gradient_clip_val is None else gradient_clip_val
         if clip:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+            self.clip_gradients(optimizer, gradient_clip_val=clip,
+                                gradient_clip_algorithm=gradient_clip_algorithm or "norm")
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

@@ -28,6 +28,14 @@ from medinterp.errors import MedinterpError
 from medinterp.metrics._validation import check_tensor
 
 
+def batch_fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """FVU of tensors x, x_hat (n, d) without input checks, as a float64 scalar (NaN for zero variance; a NaN
+    reconstruction gives NaN): the per-step training curve."""
+    x, x_hat = x.detach().double(), x_hat.detach().double()
+    total = (x - x.mean(0)).square().sum()
+    return (x - x_hat).square().sum() / total if float(total) > 0 else total.new_tensor(math.nan)
+
+
 def fvu(x, x_hat) -> float:
     """FVU of x_hat (n, d) against x (n, d), about the mean of x; NaN when x has zero variance."""
     x = check_tensor(x, "fvu", "x", min_rows=1)
@@ -35,8 +43,7 @@ def fvu(x, x_hat) -> float:
     if x_hat.shape != x.shape:
         raise MedinterpError(f"The 'x_hat' parameter of fvu must have the shape of x {tuple(x.shape)}. "
                              f"Got {tuple(x_hat.shape)} instead.")
-    total = float((x - x.mean(0)).square().sum())
-    return float((x - x_hat).square().sum()) / total if total > 0 else math.nan
+    return float(batch_fvu(x, x_hat))
 
 
 def explained_variance(x, x_hat) -> float:
@@ -115,4 +122,5 @@ class ReconstructionStats:
                                      note=note)
 
 
-__all__ = ["ReconstructionMetrics", "ReconstructionStats", "dead_fraction", "explained_variance", "fvu", "l0"]
+__all__ = ["ReconstructionMetrics", "ReconstructionStats", "batch_fvu", "dead_fraction", "explained_variance", "fvu",
+           "l0"]

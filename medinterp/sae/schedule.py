@@ -9,7 +9,8 @@ lr 0); the decay reaches 0 after the last step (s = total).
 from __future__ import annotations
 
 
-def lr_multiplier(step: int, warmup_steps: int, decay_start: int | None = None, total_steps: int | None = None) -> float:
+def lr_multiplier(step: int, warmup_steps: int, decay_start: int | None = None,
+                  total_steps: int | None = None) -> float:
     """The multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
     warm = 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
     if decay_start is None or total_steps is None or step < decay_start or total_steps <= decay_start:

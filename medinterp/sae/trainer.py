@@ -52,7 +52,8 @@ def train_sae(sae: SparseAutoencoder, batches: Iterable, cfg: TrainConfig | None
         raise MedinterpError(f"The SAE training setting 'threshold_start_step' ({cfg.threshold_start_step}) must be "
                              f"below max_steps ({max_steps}): the inference threshold would never be estimated.")
     if cfg.decay_start is not None and max_steps is None:
-        raise MedinterpError("The SAE training setting 'decay_start' needs max_steps (the decay ends at the last step).")
+        raise MedinterpError("The SAE training setting 'decay_start' needs max_steps (the decay ends at the last "
+                             "step).")
     if seed is not None:
         L.seed_everything(seed, verbose=False)
     once = iter(batches) is batches  # a generator or other one-shot iterator
@@ -65,7 +66,8 @@ def train_sae(sae: SparseAutoencoder, batches: Iterable, cfg: TrainConfig | None
         check_positive_int("checkpoint_every", checkpoint_every)
         callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), every_n_train_steps=checkpoint_every,
                                          save_last=True, save_top_k=0))
-    trainer = L.Trainer(max_steps=-1 if max_steps is None else max_steps, max_epochs=1 if once or max_steps is None else -1,
+    trainer = L.Trainer(max_steps=-1 if max_steps is None else max_steps,
+                        max_epochs=1 if once or max_steps is None else -1,
                         accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
                         logger=logger, callbacks=callbacks, enable_checkpointing=checkpoint_dir is not None,
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=log_every_n_steps,
