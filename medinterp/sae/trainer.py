@@ -13,7 +13,7 @@ resumes from one (weights, Adam state, step, dead-latent counters and threshold)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -56,7 +56,7 @@ def train_sae(sae: SparseAutoencoder, batches: Iterable, cfg: TrainConfig | None
                              "step).")
     if seed is not None:
         L.seed_everything(seed, verbose=False)
-    once = iter(batches) is batches  # a generator or other one-shot iterator
+    once = isinstance(batches, Iterator)  # a generator or other one-shot iterator (a list or DataLoader is not)
     if not isinstance(batches, DataLoader):  # Lightning reads a list as several loaders; a DataLoader stays bare
         batches = _Batches(batches)         # (Lightning gives each rank its DistributedSampler)
     callbacks = list(callbacks)
