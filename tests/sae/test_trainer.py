@@ -114,3 +114,22 @@ def test_a_generator_is_read_once_and_a_dataloader_is_cycled():
     sae.pre_activations = lambda x: (calls.append(len(x)), original(x))[1]
     train_sae(sae, loader, TrainConfig(warmup_steps=0), max_steps=5, progress=False)
     assert calls == [16] * 5  # cycled over epochs until max_steps
+
+
+def test_the_curves_are_logged_per_group(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    x = planted_hierarchy(1, 256, seed=3)[1][0]
+    config = SAEConfig(D, 48, 2, "batchtopk", (8, 16, 24))
+    cfg = TrainConfig(warmup_steps=2, threshold_start_step=1, dead_tokens=256)
+    train_sae(SparseAutoencoder(config), [x], cfg, max_steps=4, progress=False, log_every_n_steps=1,
+              logger=CSVLogger(tmp_path, name="sae"))
+    import csv
+
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    want = {"train/loss", "train/mse_g0", "train/mse_g1", "train/mse_g2", "train/auxk", "train/l0",
+            "train/dead_fraction", "train/fvu", "train/threshold"}
+    assert want <= set(rows[0]) and len(rows) == 4
+    last = rows[-1]
+    assert float(last["train/l0"]) == 2.0 and float(last["train/dead_fraction"]) > 0  # k = 2; unkept for 256 tokens
+    assert float(last["train/threshold"]) > 0
