@@ -1,0 +1,45 @@
+"""Sparse autoencoders on the residual stream (issue 13; docs/sae.md).
+
+config            SAEConfig (d, n_latents, k, activation topk | batchtopk | jumprelu, Matryoshka group_sizes),
+                  group_sizes_from_fractions
+model             SparseAutoencoder: encode (inference rule), select_train, decode, decode_prefixes, from_tensors
+sparsity          topk_per_token, batch_topk, jumprelu
+geometric_median  Weiszfeld's geometric median (the decoder bias's start)
+decoder_norm      remove_parallel_gradient, normalise_rows_ (unit-norm decoder rows)
+train_config      TrainConfig (lr, warm-up, clipping, AuxK, threshold EMA, group weights)
+objective         sae_objective: sum_g w_g MSE_g + alpha AuxK
+training_state    dead-latent counters, the inference threshold's EMA
+schedule          lr_multiplier (linear warm-up, optional linear decay)
+lightning_module  SAELightningModule (needs lightning)
+trainer           train_sae(sae, batches, cfg, max_steps=...) (needs lightning)
+metrics           fvu (about the mean), explained_variance, l0, dead_fraction, ReconstructionStats (streaming)
+evaluate          evaluate_sae(sae, batches) with the inference encoder
+files             save_sae / load_sae in the dictionary_learning (ae.pt + config.json) and SAELens
+                  (cfg.json + sae_weights.safetensors) layouts
+
+``train_sae`` and ``SAELightningModule`` are imported on first use (Lightning is the ``dist`` extra).
+"""
+from __future__ import annotations
+
+from medinterp.sae.config import DEFAULT_GROUP_FRACTIONS, SAEConfig, group_sizes_from_fractions
+from medinterp.sae.evaluate import evaluate_sae
+from medinterp.sae.files import LAYOUTS, detect_layout, load_sae, save_sae
+from medinterp.sae.metrics import ReconstructionMetrics, ReconstructionStats, dead_fraction, explained_variance, fvu, l0
+from medinterp.sae.model import SparseAutoencoder
+from medinterp.sae.train_config import TrainConfig
+
+_LAZY = {"train_sae": "medinterp.sae.trainer", "SAELightningModule": "medinterp.sae.lightning_module"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medinterp.sae' has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_GROUP_FRACTIONS", "LAYOUTS", "ReconstructionMetrics", "ReconstructionStats", "SAEConfig",
+           "SAELightningModule", "SparseAutoencoder", "TrainConfig", "dead_fraction", "detect_layout",
+           "evaluate_sae", "explained_variance", "fvu", "group_sizes_from_fractions", "l0", "load_sae", "save_sae",
+           "train_sae"]
