@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -119,3 +120,8 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+# In a process that is itself a multiprocessing/loky worker (a cell under Hydra's joblib launcher), multiprocessing
+# joins the process's children BEFORE the atexit handlers run, and loky retires a worker whose memory grew without
+# shutting down the executors inside it: the pools must stop first, at a multiprocessing finalizer (priority >= 0)
+# that runs before those of the pools' own queues (priority 10: their feeder threads must still send the sentinels).
+multiprocessing.util.Finalize(None, shutdown, exitpriority=100)  # before the queues (10) close

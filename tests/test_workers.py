@@ -87,3 +87,38 @@ def test_workers_exit_when_their_parent_is_killed():
     while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(alive(p) for p in pids), "workers outlived their killed parent"
+
+
+def pool_in_worker() -> list[int]:
+    """Run in a loky worker (as under Hydra's joblib launcher): start a pool of our own inside it, and make loky's
+    memory-leak check retire this worker after its next task (the path that skips loky's nested-executor shutdown)."""
+    from joblib.externals.loky import process_executor
+
+    process_executor._MEMORY_LEAK_CHECK_DELAY, process_executor._MAX_MEMORY_LEAK_SIZE = 0.0, -(10 ** 15)
+    return sorted({r[1] for r in workers.imap(report, [(0.1, i) for i in range(4)], 2, warm_up)})
+
+
+NESTED = """
+import sys
+sys.path[:0] = {paths!r}
+from joblib.externals.loky import get_reusable_executor
+import test_workers
+executor = get_reusable_executor(max_workers=1)
+for _ in range(2):  # the first task sets the worker's reference memory, the second retires it ("leak")
+    print(executor.submit(test_workers.pool_in_worker).result(), flush=True)
+executor.shutdown(wait=True)  # a retired worker exits through multiprocessing's exit, which joins its children
+print("exited", flush=True)
+"""
+
+
+def test_a_worker_process_holding_a_pool_can_exit():
+    """Under Hydra's joblib launcher (`make map MAP_JOBS=2`) a cell runs in a loky worker, which loky may retire
+    (its memory-leak check) or shut down; multiprocessing then joins the worker's children before the interpreter's
+    atexit handlers run, so the pool must be shut down by a multiprocessing finalizer, not atexit alone (this hung
+    `make map` before)."""
+    import subprocess
+    import sys
+
+    code = NESTED.format(paths=[os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines()[-1:] == ["exited"], proc.stdout + proc.stderr[-2000:]
