@@ -10,9 +10,9 @@ MAP_METHODS ?= umap,saliency,ablation,patching
 MAP_MODEL ?= gemma3_270m
 NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
 MAP_DIR ?= outputs/map/$(NOW)
-# Cells run in MAP_JOBS processes at once (Hydra's joblib launcher; each gets cores / MAP_JOBS threads, and each loads
-# the model once); MAP_JOBS=1 runs them one after another in this process with every core.
-MAP_JOBS ?= 2
+# MAP_JOBS=N > 1 runs N cells at once (Hydra's joblib launcher; cores / N threads and one model copy per process).
+# Default 1: one process, every core; on the 2-core CPU two processes were not faster (docs/benchmarks.md).
+MAP_JOBS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: setup map test test-full bench clean llama-wheel
@@ -65,7 +65,7 @@ setup: $(VENV)/.stamp
 
 map: setup
 	$(BIN)/python runners/map.py -m model=$(MAP_MODEL) domain=$(MAP_DOMAINS) method=$(MAP_METHODS) hydra.sweep.dir=$(MAP_DIR) \
-	  hydra/launcher=joblib hydra.launcher.n_jobs=$(MAP_JOBS)
+	  $(if $(filter-out 1,$(MAP_JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(MAP_JOBS))
 	$(BIN)/python runners/synthesize.py runs=$(MAP_DIR) out_dir=$(MAP_DIR)/synthesis "map.methods=[$(MAP_METHODS)]"
 	@echo "per-method results: $(MAP_DIR)/<n>_<model>-<domain>-<method>/{per_layer.csv,summary.json,*.png}"
 	@echo "knowledge map:      $(MAP_DIR)/synthesis/$(MAP_MODEL)/{knowledge_map,findings}.{json,png}, report.html"

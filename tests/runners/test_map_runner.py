@@ -71,9 +71,10 @@ def test_multirun_over_models_and_domains(tmp_path):
 
 @pytest.mark.slow
 def test_parallel_cells_under_the_joblib_launcher_equal_one_process(tmp_path):
-    """`make map` runs cells in MAP_JOBS processes (hydra/launcher=joblib, one thread each on 2 cores): the same
-    folders and numbers as the one-process multirun (UMAP exactly; saliency's fp32 sums within 1e-6, since
-    torch's threaded reductions differ in the last bits between 1 and 2 threads)."""
+    """`make map MAP_JOBS=2` runs cells in two processes (hydra/launcher=joblib, one thread each on 2 cores): the
+    same folders and numbers as the one-process multirun (UMAP exactly; saliency's fp32 sums within 1e-6 on this
+    tiny model, since torch's threaded reductions differ in the last bits between 1 and 2 threads; on Gemma-3-270M
+    up to 7e-6 per item, docs/benchmarks.md)."""
     sweeps = {}
     for name, extra in (("serial", []), ("parallel", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
         sweeps[name] = tmp_path / name
