@@ -69,7 +69,11 @@ def test_training_rule_keeps_k_times_batch_and_inference_uses_the_threshold():
     assert torch.equal(sae.encode(x), pre.relu())  # threshold unset (-1): ReLU, as dictionary_learning
     sae.threshold.fill_(0.3)
     assert torch.equal(sae.encode(x), pre.relu() * (pre > 0.3))
-    assert torch.equal(sae.encode(x[:7]), sae.encode(x)[:7])  # inference is batch-free
+    # inference is batch-free: the same codes for a row in any batch (to GEMM rounding: a 7-row and a 40-row
+    # product may use different kernels), the same active latents
+    part, whole = sae.encode(x[:7]), sae.encode(x)[:7]
+    assert torch.equal(part > 0, whole > 0)
+    torch.testing.assert_close(part, whole, rtol=1e-6, atol=1e-7)
     topk = SparseAutoencoder(SAEConfig(16, 64, 3, "topk"), seed=2)
     assert ((topk.encode(x) > 0).sum(1) == 3).all()
     with pytest.raises(MedinterpError, match="cannot be trained"):

@@ -20,7 +20,6 @@ from torch import nn
 from medinterp.models.weights import numel, own_weights, shape
 from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_hooks
-from medinterp.methods.saliency.abs_sums import abs_grad_sums, fused
 from medinterp.methods.targets import Batch, TargetTokens, make_batch
 from medinterp.models import BoundModel, ModelHandle
 
@@ -152,10 +151,9 @@ def _linear_stats(x: torch.Tensor, d: torch.Tensor, layer: nn.Linear, reduction:
 
     x: (G, n, in) inputs and d: (G, n, out) output-gradients of each unit's tokens (padding zeroed);
     ``skip_rows[g]`` (sorted row indices) leaves those rows out of unit g's sums. Σ|g| needs the
-    gradient itself: on the CPU in float32 it is never built (:func:`abs_grad_sums`, one fused pass);
-    elsewhere it is built in slices of about ``CHUNK`` entries (several units, or a block of output rows
-    of one), so a vocab-sized LM head never sits in memory whole and each slice is reduced while still in
-    cache. Σ g² comes from the n × n Gram identity and costs nothing next to it for a
+    gradient itself: it is built in slices of about ``CHUNK`` entries (several units, or a block of
+    output rows of one), so a vocab-sized LM head never sits in memory whole and each slice is reduced
+    while still in cache. Σ g² comes from the n × n Gram identity and costs nothing next to it for a
     block's layers; ``squares=False`` leaves it NaN (the LM head's: its Gram matrices span the vocabulary,
     and no statistic uses it).
     """
@@ -163,26 +161,18 @@ def _linear_stats(x: torch.Tensor, d: torch.Tensor, layer: nn.Linear, reduction:
     n_out = d.shape[-1]
     out = torch.zeros(n_units, 2, dtype=torch.float64, device=x.device)
     acc = torch.promote_types(x.dtype, torch.float32)  # see _stats
-    if fused(x, d):  # float32 on the CPU: one pass, g never built (abs_sums.py)
-        skip = None
-        if skip_rows is not None:
-            skip = torch.zeros(n_units, n_out, dtype=torch.bool)
-            for k, u in enumerate(skip_rows):
-                skip[k, u] = True
-        out[:, 0] = abs_grad_sums(x, d, layer.weight if reduction == "abs_wxg" else None, skip)
-    else:
-        rows = max(1, min(n_out, CHUNK // n_in))
-        units = max(1, CHUNK // (rows * n_in))
-        for lo in range(0, n_out, rows):
-            for u0 in range(0, n_units, units):
-                us, rs = slice(u0, u0 + units), slice(lo, lo + rows)
-                g = d[us, :, rs].transpose(1, 2) @ x[us]  # (units, rows, in)
-                if skip_rows is not None:  # zero the few skipped rows that fall in this slice
-                    for k, u in enumerate(skip_rows[us]):
-                        g[k].index_fill_(0, u[(u >= lo) & (u < lo + rows)] - lo, 0)
-                if reduction == "abs_wxg":
-                    g.mul_(layer.weight[rs])
-                out[us, 0] += g.abs_().sum((1, 2), dtype=acc).double()
+    rows = max(1, min(n_out, CHUNK // n_in))
+    units = max(1, CHUNK // (rows * n_in))
+    for lo in range(0, n_out, rows):
+        for u0 in range(0, n_units, units):
+            us, rs = slice(u0, u0 + units), slice(lo, lo + rows)
+            g = d[us, :, rs].transpose(1, 2) @ x[us]  # (units, rows, in)
+            if skip_rows is not None:  # zero the few skipped rows that fall in this slice
+                for k, u in enumerate(skip_rows[us]):
+                    g[k].index_fill_(0, u[(u >= lo) & (u < lo + rows)] - lo, 0)
+            if reduction == "abs_wxg":
+                g.mul_(layer.weight[rs])
+            out[us, 0] += g.abs_().sum((1, 2), dtype=acc).double()
     out[:, 1] = math.nan
     if squares:
         out[:, 1] = _sq_norm(x, d)
