@@ -14,9 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log, log_run_warnings, map_config,
-                     private_run_dir_for_other_ranks, prompt_file_choices, prompt_set_domain, publish, quiet_libraries,
-                     sweep_group, user_errors)
+from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log,
+                     log_run_warnings, map_config, private_run_dir_for_other_ranks, prompt_file_choices,
+                     prompt_set_domain, publish, quiet_libraries, sweep_group, user_errors)
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
