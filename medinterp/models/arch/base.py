@@ -48,6 +48,13 @@ BLOCK_OUTPUTS = ("tensor", "tuple")
 CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")  # transformers >= 5.24, 5.0–5.23, 4.x
 
 
+# The paths of a language model wrapped by a transformers 5 ``*ForConditionalGeneration`` (LLaVA, Gemma 3 4B+):
+# the decoder one level deeper, under ``model.language_model``, its config under ``config.text_config``.
+WRAPPED_LM: dict[str, str] = {"embed": "model.language_model.embed_tokens", "layers": "model.language_model.layers",
+                              "final_norm": "model.language_model.norm", "backbone": "model.language_model",
+                              "text_config": "text_config"}
+
+
 @dataclass(frozen=True)
 class ArchAdapter:
     """Dotted module paths (relative to the ``*ForCausalLM`` model) of one architecture family."""

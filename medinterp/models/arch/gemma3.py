@@ -20,7 +20,7 @@ Quirks, versus Llama:
 """
 from dataclasses import replace
 
-from medinterp.models.arch.base import ArchAdapter, register
+from medinterp.models.arch.base import WRAPPED_LM, ArchAdapter, register
 from medinterp.models.arch.vision import VisionLayout
 
 GEMMA3_TEXT = register(ArchAdapter(
@@ -35,10 +35,6 @@ GEMMA3_MULTIMODAL = register(replace(
     family="gemma3_multimodal",
     model_types=("gemma3",),
     architectures=("Gemma3ForConditionalGeneration",),
-    embed="model.language_model.embed_tokens",
-    layers="model.language_model.layers",
-    final_norm="model.language_model.norm",
-    backbone="model.language_model",
-    text_config="text_config",
+    **WRAPPED_LM,
     vision=VisionLayout(grid="pooled", token_type_ids=True),
 ))

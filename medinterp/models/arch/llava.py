@@ -14,17 +14,13 @@ Quirks, versus the Llama text model inside:
 - LLaVA-Med's released checkpoint uses the original LLaVA repository's layout; runners/convert_llava_med.py
   writes this one (medinterp/models/llava_convert.py).
 """
-from medinterp.models.arch.base import ArchAdapter, register
+from medinterp.models.arch.base import WRAPPED_LM, ArchAdapter, register
 from medinterp.models.arch.vision import VisionLayout
 
 LLAVA = register(ArchAdapter(
     family="llava",
     model_types=("llava",),
     architectures=("LlavaForConditionalGeneration",),
-    embed="model.language_model.embed_tokens",
-    layers="model.language_model.layers",
-    final_norm="model.language_model.norm",
-    backbone="model.language_model",
-    text_config="text_config",
+    **WRAPPED_LM,
     vision=VisionLayout(grid="patches"),
 ))
