@@ -11,6 +11,8 @@ Contents, in the order a reader needs them:
   tuple, see :attr:`~medinterp.models.arch.base.BoundModel.block_returns_tuple`);
 - :func:`record` (*record*): a hook that stores a module's output (optionally reduced) and may stop;
 - :func:`patch` (*patch*): a hook that replaces a module's output at some positions;
+- :func:`shift` (*add*): a hook that adds a vector to a module's output (steering, mean-ablation);
+- :func:`record_update`: a hook that sums a block's update (output − input) over masked positions;
 - :func:`replace_by_identity` (*replace-by-identity*): a decoder block returns its input and computes
   nothing, keeping a KV cache consistent with placeholder keys/values;
 - :func:`skip_with_outputs` (*skip-with-cached-output*): the first blocks return outputs recorded in
@@ -85,6 +87,33 @@ def patch(source_BTD: torch.Tensor, mask_BT: torch.Tensor) -> Hook:
         hidden = output_tensor(output)
         patched = torch.where(mask_BT.to(hidden.device)[..., None], source_BTD.to(hidden.device), hidden)
         return (patched, *output[1:]) if isinstance(output, (tuple, list)) else patched
+    return hook
+
+
+def shift(delta_D: torch.Tensor, mask_BT: torch.Tensor | None = None) -> Hook:
+    """A forward hook that adds ``delta_D`` (D,) to the output's hidden states, at every position or at the
+    ``mask_BT`` positions only (a new tensor; a tuple output keeps its other elements)."""
+    def hook(_module, _inputs, output):
+        hidden = output_tensor(output)
+        delta = delta_D.to(hidden.device, hidden.dtype)
+        if mask_BT is not None:
+            delta = mask_BT.to(hidden.device)[..., None].to(hidden.dtype) * delta
+        shifted = hidden + delta
+        return (shifted, *output[1:]) if isinstance(output, (tuple, list)) else shifted
+    return hook
+
+
+def record_update(sums: dict[Any, torch.Tensor], key: Any, mask_BT: torch.Tensor) -> Hook:
+    """A forward hook on a decoder block that adds Σ_t (output_t − input_t) over the ``mask_BT`` positions
+    (float64, (D,)) to ``sums[key]``. The block's hidden-state input must be its first positional argument
+    (as transformers calls decoder layers)."""
+    def hook(module, inputs, output):
+        if not inputs:
+            raise MedinterpError(f"record_update: {type(module).__name__} got its hidden states as a keyword; "
+                                 "expected them as the first positional argument")
+        update = (output_tensor(output) - inputs[0]).double()  # (B, T, D)
+        total = (update * mask_BT.to(update.device)[..., None]).sum((0, 1))
+        sums[key] = sums[key] + total if key in sums else total
     return hook
 
 

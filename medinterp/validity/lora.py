@@ -1,0 +1,143 @@
+"""LoRA (the ``peft`` library) trained on a probe's training items, restricted to a set of decoder blocks.
+
+The intervention the validity loop compares across block sets must cost the same everywhere: a fixed
+:class:`LoraBudget` (rank, steps, learning rate, batch) on every ``nn.Linear`` inside the chosen blocks, so
+two sets of N blocks of one model train the same number of parameters for the same number of steps
+(``LoraReport.n_params`` records it). Loss: the mean cross-entropy of the answer tokens given the prompt
+(teacher forcing), AdamW, a fixed seed, the model in eval mode (no dropout). Inside :func:`lora` the model carries the trained adapters; on exit
+they are removed (``PeftModel.unload``) and every parameter's ``requires_grad`` and the train/eval mode are
+restored, so the next intervention sees the intact model.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medinterp.errors import MedinterpError
+from medinterp.models import ModelHandle
+from medinterp.validation import is_int, is_number
+from medinterp.validity.draws import check_blocks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoraBudget:
+    """What every LoRA intervention gets: adapter ``rank`` (and ``alpha`` scaling), ``steps`` of AdamW at ``lr``
+    on batches of ``batch_size`` training items, ``seed`` for the adapters' initialisation and the batches."""
+
+    rank: int = 4
+    alpha: float = 8.0
+    steps: int = 30
+    lr: float = 1e-3
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "steps", "batch_size"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise MedinterpError(f"lora budget: {name} must be an int >= 1; got {value!r}")
+        for name in ("alpha", "lr"):
+            value = getattr(self, name)
+            if not is_number(value) or value <= 0:
+                raise MedinterpError(f"lora budget: {name} must be a number > 0; got {value!r}")
+
+
+@dataclass
+class LoraReport:
+    """What training did: blocks, trainable parameters, the loss per step, tokens seen and tokens per second."""
+
+    blocks: tuple[int, ...]
+    n_params: int = 0
+    losses: list[float] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+def linear_names(handle: ModelHandle, blocks: Sequence[int]) -> list[str]:
+    """Full module names of every ``nn.Linear`` inside the given decoder blocks."""
+    inside = {id(m) for b in blocks for m in handle.parts.layers[b].modules()}
+    return [name for name, m in handle.model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside]
+
+
+def _batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: LoraBudget):
+    """Endless (input_ids, attention_mask, labels) batches: prompt + answer, loss on the answer tokens only."""
+    tok = handle.tokenizer
+    rows = []
+    for prompt, answer in examples:
+        p = tok(prompt)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"]
+        if not a:
+            raise MedinterpError(f"lora: the answer {answer!r} of prompt {prompt!r} has no tokens")
+        rows.append((p + a, [-100] * len(p) + a))
+    gen = torch.Generator().manual_seed(budget.seed)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    while True:
+        for idx in torch.randperm(len(rows), generator=gen).split(budget.batch_size):
+            chunk = [rows[i] for i in idx.tolist()]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), pad)
+            labels = torch.full((len(chunk), width), -100)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (x, y) in enumerate(chunk):  # right padding: positions start at 0 for every row
+                ids[r, :len(x)], labels[r, :len(y)], mask[r, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+            yield ids, mask, labels
+
+
+@contextmanager
+def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[str, str]],
+         budget: LoraBudget = LoraBudget()) -> Iterator[LoraReport]:
+    """Train LoRA adapters on every Linear of ``blocks`` for ``budget.steps`` steps on ``examples``
+    ((prompt, answer) pairs); inside the ``with`` block the model carries them; on exit they are removed."""
+    from peft import LoraConfig, get_peft_model
+
+    chosen = check_blocks(blocks, handle.n_layers)
+    if not examples:
+        raise MedinterpError("lora: no training examples (the probe's training split is empty)")
+    model = handle.model
+    targets = linear_names(handle, chosen)
+    if not targets:
+        raise MedinterpError(f"lora: blocks {list(chosen)} hold no nn.Linear modules to adapt")
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    torch.manual_seed(budget.seed)
+    peft_model = get_peft_model(model, LoraConfig(r=budget.rank, lora_alpha=budget.alpha, lora_dropout=0.0,
+                                                  target_modules=targets))
+    report = LoraReport(chosen)
+    try:
+        params = [p for p in peft_model.parameters() if p.requires_grad]
+        report.n_params = sum(p.numel() for p in params)
+        opt = torch.optim.AdamW(params, lr=budget.lr)
+        model.eval()  # no dropout: a run is a function of the budget's seed
+        batches = _batches(handle, examples, budget)
+        start = time.perf_counter()
+        for _ in tqdm(range(budget.steps), desc=f"lora on blocks {list(chosen)}", unit="step", leave=False):
+            ids, mask, labels = (t.to(handle.device) for t in next(batches))
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            report.losses.append(float(loss.detach()))
+            report.tokens += int(mask.sum())
+        report.seconds = time.perf_counter() - start
+        yield report
+    finally:
+        peft_model.unload()  # the original Linear modules back in place, adapters gone
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+        for name in ("peft_config", "_hf_peft_config_loaded"):
+            if name in model.__dict__:
+                delattr(model, name)

@@ -1,0 +1,110 @@
+"""Interventions on sets of blocks, checked against hand-built references on tiny random models."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import without_block
+from medinterp.hooks import forward_hooks, record
+from medinterp.validity.interventions import class_mean_direction, identity, mean_update, mean_updates, steer
+from medinterp.validity.lora import LoraBudget, lora
+
+TEXTS = ["The patient was given aspirin for", "A child of six presented with a fever and", "Dose: two tablets"]
+
+
+def _logits(handle, texts=TEXTS):
+    enc = handle.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return handle.model(**enc).logits
+
+
+def _block_io(handle, block, texts=TEXTS):
+    """(input, output) hidden states of one block on ``texts``."""
+    store = {}
+    parts = handle.parts
+    enc = handle.tokenizer(texts, padding=True, return_tensors="pt")
+    below = parts.layers[block - 1] if block else parts.embed
+    with torch.inference_mode(), forward_hooks([(below, record(store, "in")), (parts.layers[block], record(store, "out"))]):
+        handle.model(**enc)
+    return store["in"], store["out"]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_identity_on_two_blocks_equals_the_model_without_them(tiny_handles, family):
+    handle = tiny_handles[family]
+    intact = _logits(handle)
+    with identity(handle.parts, [2, 1]):
+        got = _logits(handle)
+    cut = without_block(without_block(handle.model, 2), 1)
+    enc = handle.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        want = cut(**enc, use_cache=False).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, intact, atol=1e-3)
+    torch.testing.assert_close(_logits(handle), intact, rtol=0, atol=0)  # restored
+
+
+def test_mean_updates_and_mean_ablation_against_a_hand_computation(tiny_handles):
+    handle = tiny_handles["llama"]
+    tok = handle.tokenizer
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    x_in, x_out = _block_io(handle, 1)
+    mask = enc["attention_mask"].bool() & (enc["input_ids"] != tok.bos_token_id)
+    want = (x_out - x_in).double()[mask].mean(0).float()  # (D,)
+    updates = mean_updates(handle, TEXTS, [1, 3], batch_size=2)  # two batches: the mean is over all tokens
+    torch.testing.assert_close(updates[1], want, rtol=1e-5, atol=1e-6)
+    with mean_update(handle.parts, {1: updates[1]}):
+        y_in, y_out = _block_io(handle, 1)
+    torch.testing.assert_close(y_out, y_in + updates[1], rtol=0, atol=0)  # output = input + ū at every position
+    torch.testing.assert_close(_block_io(handle, 1)[1], x_out, rtol=0, atol=0)  # restored
+
+
+def test_steering_adds_alpha_times_the_direction_and_alpha_zero_changes_nothing(tiny_handles):
+    handle = tiny_handles["qwen3"]
+    intact = _logits(handle)
+    x_in, x_out = _block_io(handle, 2)
+    v = class_mean_direction(x_out[0], x_out[1])  # any (D,) direction
+    with steer(handle.parts, {2: v}, 0.0):
+        torch.testing.assert_close(_logits(handle), intact, rtol=0, atol=0)
+    with steer(handle.parts, {2: v}, 3.0):
+        _, y_out = _block_io(handle, 2)
+        steered = _logits(handle)
+    torch.testing.assert_close(y_out, x_out + 3.0 * v, rtol=0, atol=0)
+    assert (steered - intact).abs().max() > 1e-3
+    torch.testing.assert_close(_logits(handle), intact, rtol=0, atol=0)
+
+
+def test_class_mean_direction():
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    b = torch.tensor([[0.0, 1.0]])
+    assert class_mean_direction(a, b).tolist() == [2.0, 2.0]
+
+
+def test_lora_on_chosen_blocks_learns_and_leaves_the_model_intact(tiny_handles):
+    handle = tiny_handles["llama"]
+    model = handle.model
+    intact = _logits(handle)
+    flags = [p.requires_grad for p in model.parameters()]
+    examples = [(f"Question {i}: the answer is", " yes") for i in range(8)]
+    target = handle.tokenizer(" yes", add_special_tokens=False)["input_ids"][0]
+
+    def logp_yes():
+        enc = handle.tokenizer([p for p, _ in examples], padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            out = model(**enc).logits[:, -1].log_softmax(-1)[:, target]
+        return float(out.mean())
+
+    before = logp_yes()
+    with lora(handle, [1, 2], examples, LoraBudget(rank=2, steps=15, lr=5e-2, batch_size=4)) as report:
+        after = logp_yes()
+        adapted = _logits(handle)
+    assert report.blocks == (1, 2) and len(report.losses) == 15 and report.tokens > 0
+    assert report.losses[-1] < report.losses[0] and after > before + 1.0
+    # every Linear of the two blocks, rank 2: r * (in + out) parameters each
+    per_block = sum(2 * (m.in_features + m.out_features) for m in handle.parts.layers[1].modules()
+                    if isinstance(m, torch.nn.Linear))
+    assert report.n_params == 2 * per_block
+    assert not torch.allclose(adapted, intact)
+    torch.testing.assert_close(_logits(handle), intact, rtol=0, atol=0)  # adapters removed
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not any("lora" in name for name, _ in model.named_modules())
