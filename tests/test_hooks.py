@@ -1,5 +1,5 @@
 """medinterp.hooks on tiny models: record, patch, replace-by-identity (with the KV placeholder),
-skip-with-cached-output and stop, each against a plain forward; every hook and forward restored."""
+skip-with-cached-output, stop, shift and record_update, each against a plain forward; every hook and forward restored."""
 from __future__ import annotations
 
 
@@ -9,8 +9,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from medinterp.errors import MedinterpError
-from medinterp.hooks import (StopForward, forward_hooks, output_tensor, patch, record, replace_by_identity,
-                             skip_with_outputs)
+from medinterp.hooks import (StopForward, forward_hooks, output_tensor, patch, record, record_update,
+                             replace_by_identity, shift, skip_with_outputs)
 from medinterp.models.arch import ArchAdapter, BoundModel
 
 from helpers import TINY_FAMILIES, without_block
@@ -102,6 +102,26 @@ def test_patch_replaces_only_the_masked_positions_and_keeps_tuple_tails(tiny_han
     assert not torch.equal(store["in"], clean[3])  # the patch changed what follows
     out = patch(source, where)(None, (), (clean[2], "tail"))
     assert out[1] == "tail" and torch.equal(output_tensor(out)[:, 1], source[:, 1])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_oss"])
+def test_shift_adds_the_vector_at_masked_positions_and_record_update_sums_output_minus_input(tiny_handles, family):
+    h = tiny_handles[family]
+    ids, mask = batch(h)
+    want = hidden_states(h, ids, mask)  # want[1] is block 1's input, want[2] its output
+    d = h.model.config.hidden_size
+    v = torch.linspace(-1, 1, d)
+    at = torch.zeros_like(mask, dtype=torch.bool)
+    at[:, -1] = True
+    store, sums = {}, {}
+    with forward_hooks([(h.parts.layers[1], shift(v, at)), (h.parts.layers[1], record(store, "out"))]):
+        hidden_states(h, ids, mask)
+    torch.testing.assert_close(store["out"], want[2] + at[..., None] * v, rtol=0, atol=0)
+    with forward_hooks([(h.parts.layers[1], record_update(sums, 1, mask.bool()))]):
+        hidden_states(h, ids, mask)
+        hidden_states(h, ids, mask)  # a second forward adds to the same sum
+    expected = 2 * ((want[2] - want[1]).double() * mask[..., None]).sum((0, 1))
+    torch.testing.assert_close(sums[1], expected, rtol=1e-12, atol=1e-9)
 
 
 def test_patching_the_whole_embedding_from_another_run_gives_that_run_exactly(tiny_handles):
