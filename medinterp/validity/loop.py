@@ -26,6 +26,7 @@ from medinterp.validity.lanes import Lane
 from medinterp.validity.score import validity
 
 Scores = Mapping[str, np.ndarray]  # probe name -> (n_items,) per-item score (1/0, NaN: broken)
+Evaluate = Callable[[Sequence[str] | None], Scores]  # the named probes' scores (None: every probe)
 Intervene = Callable[[tuple[int, ...]], AbstractContextManager]
 
 
@@ -49,21 +50,26 @@ def effect(intact: np.ndarray, intervened: np.ndarray, sign: float) -> tuple[flo
     return float(sign * (np.mean(intervened) - np.mean(intact))), 0
 
 
-def run_set(blocks: tuple[int, ...], intact: Scores, evaluate: Callable[[], Scores], intervene: Intervene,
-            sign: float) -> SetResult:
-    """Evaluate every probe with the intervention at ``blocks``."""
+def run_set(blocks: tuple[int, ...], intact: Scores, evaluate: Evaluate, intervene: Intervene, sign: float,
+            names: Sequence[str] | None = None, memo: dict | None = None) -> SetResult:
+    """Evaluate the ``names`` probes (None: all) with the intervention at ``blocks`` (or take them from ``memo``)."""
+    key = (blocks, None if names is None else tuple(names))
+    if memo is not None and (key in memo or (blocks, None) in memo):
+        return memo.get(key) or memo[(blocks, None)]
     with intervene(blocks):
-        scores = evaluate()
+        scores = evaluate(names)
     out = SetResult(blocks)
     for probe, values in scores.items():
         out.scores[probe] = np.asarray(values, dtype=float)
         out.effects[probe], out.broken[probe] = effect(intact[probe], out.scores[probe], sign)
+    if memo is not None:
+        memo[key] = out
     return out
 
 
-def lane_validity(lane: Lane, domain: str, n_layers: int, intact: Scores, evaluate: Callable[[], Scores],
+def lane_validity(lane: Lane, domain: str, n_layers: int, intact: Scores, evaluate: Evaluate,
                   intervene: Intervene, sign: float, n_draws: int = 10, n_bands: int = 3, seed: int = 0,
-                  n_boot: int = 1000) -> dict[str, Any]:
+                  n_boot: int = 1000, memo: dict | None = None) -> dict[str, Any]:
     """The lane's validity.json entry: blocks, the map's effect with a CI over the domain's items, every
     random draw's and baseline's effect, the validity score, and the damage on the other probes."""
     if not lane.blocks:
@@ -71,7 +77,8 @@ def lane_validity(lane: Lane, domain: str, n_layers: int, intact: Scores, evalua
     draws = random_draws(lane.blocks, n_layers, n_draws, seed, n_bands)
     fixed = baselines(lane.blocks, n_layers)
     jobs = [("map", lane.blocks)] + [(k, v) for k, v in fixed.items()] + [(f"random_{i}", s) for i, s in enumerate(draws.sets)]
-    results = {name: run_set(blocks, intact, evaluate, intervene, sign)
+    memo = {} if memo is None else memo
+    results = {name: run_set(blocks, intact, evaluate, intervene, sign, None if name == "map" else [domain], memo)
                for name, blocks in tqdm(jobs, desc=f"{domain}/{lane.name}", unit="set", leave=False)}
     mine = results["map"]
     random_effects = [results[f"random_{i}"].effects[domain] for i in range(len(draws.sets))]

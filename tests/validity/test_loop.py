@@ -24,6 +24,7 @@ class Planted:
         self.cost = rng.uniform(0, 0.05, N_LAYERS)
         self.cost[7] = 0.6
         self.off = set()
+        self.calls = 0
 
     @contextmanager
     def knock_out(self, blocks):
@@ -33,13 +34,15 @@ class Planted:
         finally:
             self.off = set()
 
-    def evaluate(self):
+    def evaluate(self, names=None):
+        self.calls += 1
         acc = 0.9 - sum(self.cost[b] for b in self.off)
         n_right = int(round(max(acc, 0) * N_ITEMS))
         drugs = np.r_[np.ones(n_right), np.zeros(N_ITEMS - n_right)]
         if 17 in self.off:
             drugs[0] = np.nan
-        return {"drugs": drugs, "control": np.ones(10) - (0.5 if 7 in self.off else 0)}
+        out = {"drugs": drugs, "control": np.ones(10) - (0.5 if 7 in self.off else 0)}
+        return {k: v for k, v in out.items() if names is None or k in names}
 
 
 def test_the_planted_block_has_high_validity_and_a_random_lane_does_not():
@@ -55,6 +58,19 @@ def test_the_planted_block_has_high_validity_and_a_random_lane_does_not():
     plain = lane_validity(Lane("saliency", (3,)), "drugs", N_LAYERS, intact, m.evaluate, m.knock_out, sign=-1,
                           n_draws=5, seed=0)
     assert abs(plain["validity"]["score"]) < 3 and plain["validity"]["beats"] < 1.0
+    assert "control" not in [k for r in plain["random"] for k in r] and set(plain["damage"]) == {"control"}
+
+
+def test_block_sets_already_evaluated_are_not_run_again():
+    m = Planted()
+    memo = {}
+    first = lane_validity(Lane("ablation", (7,)), "drugs", N_LAYERS, m.evaluate(), m.evaluate, m.knock_out, sign=-1,
+                          n_draws=5, seed=0, memo=memo)
+    calls = m.calls
+    again = lane_validity(Lane("consensus", (7,)), "drugs", N_LAYERS, m.evaluate(), m.evaluate, m.knock_out, sign=-1,
+                          n_draws=5, seed=0, memo=memo)
+    assert m.calls == calls + 1  # only the intact evaluation passed in above
+    assert again["validity"] == first["validity"] and again["damage"] == first["damage"]
 
 
 def test_a_set_that_breaks_the_model_is_counted_not_averaged():

@@ -1,0 +1,91 @@
+"""Validity of a knowledge map: interventions at the map's layers vs depth-matched random layers (issue 11).
+
+    python runners/validate.py map=outputs/map/<run> domain=drugs intervention=ablation
+    python runners/validate.py -m map=<run> domain=age,drugs intervention=ablation,steer
+
+Writes validity.json (per lane: blocks, effect with CI, random draws, baselines, validity score, damage),
+validity.png, config.json, report.html and W&B (conf/logger/). docs/validity.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log, publish,
+                     quiet_libraries, sweep_group, user_errors)
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from medinterp.errors import MedinterpError  # noqa: E402
+from medinterp.io import save_png, write_json  # noqa: E402
+from medinterp.models import ModelSpec  # noqa: E402
+from medinterp.validity.lora import LoraBudget  # noqa: E402
+from medinterp.validity.plot import validity_figure  # noqa: E402
+from medinterp.validity.validate import ValidateSettings, validate  # noqa: E402
+
+STRATEGIES = ("single", "device_map")
+
+
+def read_map(path: str, model: str) -> dict:
+    """knowledge_map.json at ``path``, or inside it (``synthesis/<model>/`` or the folder itself)."""
+    p = Path(path).expanduser().absolute()
+    for candidate in (p, p / "knowledge_map.json", p / model / "knowledge_map.json",
+                      p / "synthesis" / model / "knowledge_map.json"):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except ValueError as err:
+                raise MedinterpError(f"map={path}: {candidate} is not valid JSON ({err})") from None
+    raise MedinterpError(f"map={path}: no knowledge_map.json there (looked in the folder, <folder>/{model}/ and "
+                         f"<folder>/synthesis/{model}/); run runners/synthesize.py on a map first")
+
+
+def settings_of(cfg: DictConfig) -> ValidateSettings:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return ValidateSettings(n_draws=plain["n_draws"], n_bands=plain["n_bands"], seed=plain["seed"],
+                            max_items=plain["max_items"], alphas=tuple(plain["alphas"] or ()),
+                            lanes=None if plain["lanes"] is None else tuple(plain["lanes"]),
+                            n_boot=plain["n_boot"], batch_size=plain["batch_size"], lora=LoraBudget(**plain["lora"]))
+
+
+def run_validate(cfg: DictConfig, out_dir: Path) -> Path:
+    """Validate the map ``cfg.map`` for ``cfg.domain`` under ``cfg.intervention`` into ``out_dir``."""
+    settings = settings_of(cfg)  # bad settings cost nothing: checked before the map and the model load
+    kmap = read_map(cfg.map, cfg.model.name)
+    strategy_cfg = OmegaConf.to_container(cfg.strategy, resolve=True)
+    if strategy_cfg.get("name", "single") not in STRATEGIES:
+        raise MedinterpError(f"strategy={strategy_cfg.get('name')}: validity runs in one process; use strategy="
+                             f"{' or strategy='.join(STRATEGIES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strategy = launched_strategy(json.dumps(strategy_cfg, sort_keys=True), cfg.device)
+    domain = cfg.domain.prompt_set
+    log.info("model=%s domain=%s intervention=%s map=%s device=%s out=%s", cfg.model.name, domain,
+             cfg.intervention, cfg.map, cfg.device, out_dir)
+    handle = cached_model(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)), strategy, cfg.cache_dir)
+    damage = None if cfg.damage is None else list(cfg.damage)
+    result = validate(handle, kmap, domain, cfg.intervention, settings, damage)
+    write_json(out_dir / "validity.json", result)
+    save_png(validity_figure(result), out_dir / "validity.png")
+    write_json(out_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
+    return out_dir
+
+
+@hydra.main(config_path="../conf", config_name="validate", version_base="1.3")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    quiet_libraries()
+    out_dir = run_validate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    publish(out_dir, cfg, name=f"{HydraConfig.get().runtime.choices['model']}-{cfg.domain.prompt_set}-validity-{cfg.intervention}",
+            job_type="validity", group=sweep_group(), report="summary")
+    log.info("results: %s", out_dir)
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_sigterm()
+    user_errors(check_group_choices)(sys.argv[1:], ("model", "domain", "strategy", "logger"))
+    logging.getLogger("medinterp").setLevel(logging.INFO)
+    main()
