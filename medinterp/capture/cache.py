@@ -49,6 +49,7 @@ from medinterp.capture.limits import DEFAULT_BATCH_TOKENS, check_positive_int, p
 from medinterp.capture.residual import batch_order, capture_indices
 from medinterp.io import atomic_path, write_json
 from medinterp.models import ModelHandle
+from medinterp.models.tiny import tiny_build_id
 from medinterp.prompts import PromptSet
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ FORMAT_VERSION = 1  # bump when the meaning of a stored activation changes
 def model_key(handle: ModelHandle) -> str:
     """Stable name of the weights: ``<name>-<hash of source, dtype, revision, seed, format>``."""
     s = handle.spec
-    ident = "|".join(map(str, (s.source, handle.source if s.source != "tiny" else s.family, s.dtype, s.revision,
-                               s.seed, FORMAT_VERSION)))
+    weights = handle.source if s.source != "tiny" else tiny_build_id(s.family or "")
+    ident = "|".join(map(str, (s.source, weights, s.dtype, s.revision, s.seed, FORMAT_VERSION)))
     return f"{s.name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
 
 
@@ -226,7 +227,7 @@ class ActivationCapture:
     capture, written on rank 0 straight into the entry's memmap, committed (checksum, then rename) when complete.
 
     An image prompt set (``modality: image``) is captured by medinterp/capture/images.py; its ``reduction`` is the
-    token type's read-out name (``tokens-image``, ``tokens-text``, ``tokens-all``; medinterp.capture.images.image_readout), which
+    token type's read-out name (``tokens-image``, ``tokens-text``, ``tokens-all``; ``image_readout`` there), which
     names its entries as a text reduction does.
 
     Templates whose verified entry exists (``cached``: rank 0's view, since other nodes may not see the same

@@ -63,8 +63,9 @@ def image_readout(tokens: str) -> str:
 def image_tokens(readout: str) -> str:
     """The token type of an image read-out name (:func:`image_readout`); one line for anything else."""
     if not readout.startswith(READOUT_PREFIX):
-        raise MedinterpError(f"an image prompt set is read out by token type ({', '.join(map(image_readout, TOKEN_TYPES))}), "
-                             f"not by the text reduction {readout!r}")
+        names = ", ".join(map(image_readout, TOKEN_TYPES))
+        raise MedinterpError(f"an image prompt set is read out by token type ({names}), not by the text reduction "
+                             f"{readout!r}")
     return check_tokens(readout[len(READOUT_PREFIX):])
 
 

@@ -263,7 +263,8 @@ class UmapGeometry(Method):
         out = []
         first = np.zeros(len(points), bool)  # each item's first point (its term, once)
         first[np.unique(points.item_ids, return_index=True)[1]] = True
-        features = surface_features([t for t, f in zip(points.terms, first) if f]) if self.surface_control and surface else None
+        spelling = self.surface_control and surface
+        features = surface_features([t for t, f in zip(points.terms, first) if f]) if spelling else None
         index = np.cumsum(first) - 1  # point -> its row in features (valid where ``first``)
         for name in labelings:
             if points.kinds[name] == "numeric":
