@@ -62,8 +62,8 @@ from medinterp.secrets import redact
 
 PROVENANCE_COLUMNS = ("run_id", "seed", "config_hash")
 COLUMNS = ("model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n", "note",
-           "tokens", *PROVENANCE_COLUMNS)
-TEXT_COLUMNS = tuple(c for c in COLUMNS if c != "tokens")  # what a table without token types is written with
+           *PROVENANCE_COLUMNS)
+TOKEN_COLUMNS = (*COLUMNS[:11], "tokens", *PROVENANCE_COLUMNS)  # a table whose rows carry a token type (VLM sets)
 ITEM_COLUMNS = ("model", "domain", "method", "labeling", "metric", "layer", "item", "template", "value", "note",
                 *PROVENANCE_COLUMNS)
 
@@ -140,7 +140,7 @@ def _provenance(r: Mapping[str, str]) -> dict[str, Any]:
 def write_rows(path: str | Path, rows: Iterable[Row]) -> Path:
     """Atomically write ``rows`` as a per_layer CSV (the ``tokens`` column only when a row carries a token type)."""
     rows = list(rows)
-    return _write_table(path, COLUMNS if any(r.tokens for r in rows) else TEXT_COLUMNS, rows)
+    return _write_table(path, TOKEN_COLUMNS if any(r.tokens for r in rows) else COLUMNS, rows)
 
 
 def read_rows(path: str | Path) -> list[Row]:
