@@ -97,13 +97,18 @@ def encode_images(handle: ModelHandle, prompts: Sequence[Any]) -> ImagePromptBat
                          image_texts(handle.processor, prompts))
 
 
-def token_masks(batch: ImagePromptBatch, special_ids: Sequence[int]) -> dict[str, torch.Tensor]:
-    """(B, T) bool masks of the positions each token type pools (module docstring): ``image``, ``text``, ``all``."""
-    ids = batch.inputs["input_ids"]
-    image = batch.token_types == 1
-    special = torch.isin(ids, torch.tensor(list(special_ids), dtype=ids.dtype, device=ids.device))
-    text = (batch.token_types == 0) & ~special
+def type_masks(input_ids: torch.Tensor, types: torch.Tensor, special_ids: Sequence[int]) -> dict[str, torch.Tensor]:
+    """(B, T) bool masks of the positions of each token type (module docstring): ``image``, ``text``, ``all``, from
+    the ids and their types (1 image, 0 text, -1 padding: medinterp.models.image_tokens.token_types)."""
+    image = types == 1
+    special = torch.isin(input_ids, torch.tensor(list(special_ids), dtype=input_ids.dtype, device=input_ids.device))
+    text = (types == 0) & ~special
     return {"image": image, "text": text, "all": image | text}
+
+
+def token_masks(batch: ImagePromptBatch, special_ids: Sequence[int]) -> dict[str, torch.Tensor]:
+    """:func:`type_masks` of a processor batch: the positions each token type pools."""
+    return type_masks(batch.inputs["input_ids"], batch.token_types, special_ids)
 
 
 def pool_weight(batch: ImagePromptBatch, special_ids: Sequence[int], tokens: str) -> torch.Tensor:
