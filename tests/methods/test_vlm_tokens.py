@@ -74,3 +74,20 @@ def test_image_tokens_on_a_text_set_are_one_line(tmp_path):
         token_type("umap", "patches", load_prompt_set("synthetic_xray"))
     assert token_type("umap", None, load_prompt_set("synthetic_xray")) == "all"
     assert token_type("umap", "all", load_prompt_set("disease")) is None
+
+
+@pytest.mark.parametrize("model", ["tiny_llava", "tiny_gemma3_vlm"])
+def test_saliency_reads_image_or_text_tokens_of_an_image_set(model, tmp_path):
+    out = {}
+    for tokens in ("image", "text"):
+        out[tokens] = rows_by_key(run_cell_in_process(
+            [f"model={model}", "domain=synthetic_xray", "method=saliency", f"method.tokens={tokens}",
+             "method.max_prompts=6", "method.n_boot=10", "templates=[left_lung,which_lobe]", "logger=none",
+             "report=false", "plots=false", "device=cpu", "resume=false"], tmp_path / tokens))
+    for tokens, rows in out.items():
+        assert {r.tokens for r in rows.values()} == {tokens} and rows[("all", "loss", -1)].n == 6
+    # planted: the last block's output at the image positions reaches the answer through no later block
+    assert out["image"][("all", "grad_mlp", 4)].value == 0 and out["text"][("all", "grad_mlp", 4)].value > 0
+    assert out["image"][("all", "grad_mlp", 1)].value > 0  # block 0 at the image positions does reach it
+    # the same prompts and answers: the loss does not depend on the token type
+    assert out["image"][("all", "loss", -1)].value == pytest.approx(out["text"][("all", "loss", -1)].value, rel=1e-6)
