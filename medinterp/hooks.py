@@ -10,6 +10,8 @@ Contents, in the order a reader needs them:
 - :func:`output_tensor`: the hidden states of a module output (a tensor, or the first element of a
   tuple, see :attr:`~medinterp.models.arch.base.BoundModel.block_returns_tuple`);
 - :func:`record` (*record*): a hook that stores a module's output (optionally reduced) and may stop;
+  :func:`record_input` the same for a module's input hidden states (a VLM's read-out 0: the input of block 0,
+  after the image features were written over the placeholder embeddings);
 - :func:`patch` (*patch*): a hook that replaces a module's output at some positions;
 - :func:`shift` (*add*): a hook that adds a vector to a module's output (steering, mean-ablation);
 - :func:`record_update`: a hook that sums a block's update (output − input) over masked positions;
@@ -54,7 +56,7 @@ def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> Iterator[None]:
     handles = []
     try:
         for module, hook in pairs:
-            handles.append(module.register_forward_hook(hook))
+            handles.append(module.register_forward_hook(hook, with_kwargs=getattr(hook, "with_kwargs", False)))
         yield
     except StopForward:
         pass
@@ -77,6 +79,19 @@ def record(store: dict[Any, torch.Tensor], key: Any, reduce: Callable[[torch.Ten
         store[key] = hidden if reduce is None else reduce(hidden)
         if stop:
             raise StopForward
+    return hook
+
+
+def record_input(store: dict[Any, torch.Tensor], key: Any,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, stop: bool = False) -> Hook:
+    """A forward hook (registered with keyword arguments) storing the module's input hidden states (its first
+    positional argument, or ``hidden_states=``), ``reduce``-d if given, in ``store[key]``; ``stop`` as :func:`record`."""
+    def hook(_module, args, kwargs, _output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        store[key] = hidden if reduce is None else reduce(hidden)
+        if stop:
+            raise StopForward
+    hook.with_kwargs = True  # forward_hooks registers it with_kwargs
     return hook
 
 

@@ -2,7 +2,7 @@
 
 ``per_layer.csv`` has one row per (model, domain, labeling, method, metric, layer):
 
-    model, domain, labeling, method, metric, layer, value, ci_low, ci_high, n, note, run_id, seed, config_hash
+    model, domain, labeling, method, metric, layer, value, ci_low, ci_high, n, note, [tokens,] run_id, seed, config_hash
 
 - ``labeling`` names what was separated or regressed, with an optional ``/subset`` (``mechanism``,
   ``stage/parkinsons``, ``age/female``);
@@ -12,6 +12,8 @@
 - ``note`` is empty, or says why a value is missing or must be read with care (``degenerate: 1 distinct
   row``, ``judge coverage 0.00 < 0.80``, ...): a NaN value always carries a note, a fault is never a
   silent number;
+- ``tokens`` (only in tables of vision-language prompt sets): the token type the row was measured on,
+  ``image``, ``text`` or ``all`` (medinterp/methods/tokens.py); a table without the column reads back empty;
 - ``run_id``, ``seed``, ``config_hash``: which run wrote the row, its seed, and the hash of the settings
   that decide its numbers (:mod:`medinterp.provenance`), stamped by :meth:`RunWriter.finish`.
 
@@ -61,6 +63,7 @@ from medinterp.secrets import redact
 PROVENANCE_COLUMNS = ("run_id", "seed", "config_hash")
 COLUMNS = ("model", "domain", "labeling", "method", "metric", "layer", "value", "ci_low", "ci_high", "n", "note",
            *PROVENANCE_COLUMNS)
+TOKEN_COLUMNS = (*COLUMNS[:11], "tokens", *PROVENANCE_COLUMNS)  # a table whose rows carry a token type (VLM sets)
 ITEM_COLUMNS = ("model", "domain", "method", "labeling", "metric", "layer", "item", "template", "value", "note",
                 *PROVENANCE_COLUMNS)
 
@@ -83,6 +86,7 @@ class Row:
     run_id: str = ""             # stamped by RunWriter.finish; empty in tables written before it
     seed: int | None = None
     config_hash: str = ""
+    tokens: str = ""             # vision-language prompt sets: the token type read (image, text, all); else empty
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,9 @@ def _provenance(r: Mapping[str, str]) -> dict[str, Any]:
 
 
 def write_rows(path: str | Path, rows: Iterable[Row]) -> Path:
-    """Atomically write ``rows`` as a per_layer CSV."""
-    return _write_table(path, COLUMNS, rows)
+    """Atomically write ``rows`` as a per_layer CSV (the ``tokens`` column only when a row carries a token type)."""
+    rows = list(rows)
+    return _write_table(path, TOKEN_COLUMNS if any(r.tokens for r in rows) else COLUMNS, rows)
 
 
 def read_rows(path: str | Path) -> list[Row]:
@@ -146,7 +151,8 @@ def read_rows(path: str | Path) -> list[Row]:
         try:
             return [Row(model=r["model"], domain=r["domain"], labeling=r["labeling"], method=r["method"],
                         metric=r["metric"], layer=int(r["layer"]), value=_num(r["value"]), ci_low=_num(r["ci_low"]),
-                        ci_high=_num(r["ci_high"]), n=int(r["n"]), note=r.get("note") or "", **_provenance(r))
+                        ci_high=_num(r["ci_high"]), n=int(r["n"]), note=r.get("note") or "", **_provenance(r),
+                        tokens=r.get("tokens") or "")
                     for r in csv.DictReader(f)]
         except (KeyError, ValueError, TypeError) as err:
             raise MedinterpError(f"{str(path)!r} is not a per_layer table ({type(err).__name__}: {err})") from None

@@ -24,6 +24,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from medinterp.cell import Cell  # noqa: E402
 from medinterp.methods import select_templates  # noqa: E402
+from medinterp.methods.tokens import token_type  # noqa: E402
 from medinterp.models import ModelSpec  # noqa: E402
 from medinterp.prompts import load_prompt_set  # noqa: E402
 from medinterp.registry import build  # noqa: E402
@@ -39,6 +40,7 @@ def run_map(cfg: DictConfig, out_dir: Path) -> Path | None:
     prompt_set = load_prompt_set(cfg.domain.prompt_set)
     method = build(plain["method"])
     prompt_set.require_modality(f"method={method.name}", method.modalities)  # before loading the model
+    token_type(method.name, getattr(method, "tokens", None), prompt_set)  # tokens=image on a text set: one line
     if method.needs_items:  # a patching-only prompt set: say so before loading the model
         prompt_set.require_items(f"method={method.name}")
     rank0 = strategy.is_rank_zero

@@ -108,3 +108,15 @@ def test_read_run_names_what_is_wrong(tmp_path):
     (tmp_path / "config.json").write_text("{nope")
     with pytest.raises(MedinterpError, match=r"config.json is not valid JSON"):
         read_run(tmp_path)
+
+
+def test_the_tokens_column_is_written_only_when_rows_carry_a_token_type(tmp_path):
+    from medinterp.results import TOKEN_COLUMNS, read_rows, write_rows
+
+    rows = [Row("m", "d", "side", "umap", "s", 0, 0.5, n=3, tokens="image")]
+    write_rows(tmp_path / "vlm.csv", rows)
+    assert tuple((tmp_path / "vlm.csv").read_text().splitlines()[0].split(",")) == TOKEN_COLUMNS
+    assert [r.tokens for r in read_rows(tmp_path / "vlm.csv")] == ["image"]
+    write_rows(tmp_path / "text.csv", [Row("m", "d", "side", "umap", "s", 0, 0.5, n=3)])
+    assert tuple((tmp_path / "text.csv").read_text().splitlines()[0].split(",")) == COLUMNS  # text tables unchanged
+    assert [r.tokens for r in read_rows(tmp_path / "text.csv")] == [""]

@@ -44,10 +44,12 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
+from medinterp.capture.images import capture_image_indices, image_batch_order, image_tokens
 from medinterp.capture.limits import DEFAULT_BATCH_TOKENS, check_positive_int, prompt_names
 from medinterp.capture.residual import batch_order, capture_indices
 from medinterp.io import atomic_path, write_json
 from medinterp.models import ModelHandle
+from medinterp.models.tiny import tiny_build_id
 from medinterp.prompts import PromptSet
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,8 @@ FORMAT_VERSION = 1  # bump when the meaning of a stored activation changes
 def model_key(handle: ModelHandle) -> str:
     """Stable name of the weights: ``<name>-<hash of source, dtype, revision, seed, format>``."""
     s = handle.spec
-    ident = "|".join(map(str, (s.source, handle.source if s.source != "tiny" else s.family, s.dtype, s.revision,
-                               s.seed, FORMAT_VERSION)))
+    weights = handle.source if s.source != "tiny" else tiny_build_id(s.family or "")
+    ident = "|".join(map(str, (s.source, weights, s.dtype, s.revision, s.seed, FORMAT_VERSION)))
     return f"{s.name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
 
 
@@ -210,6 +212,7 @@ class _Entry:
     template: str
     texts: list[str]
     spans: list[tuple[int, int]]
+    prompts: list | None  # an image prompt set's prompts (medinterp/capture/images.py); None: a text set
     batches: list[np.ndarray]  # empty: the entry is in the cache
     meta: dict[str, Any]
     path: Path | None  # the cache entry (None: no cache)
@@ -222,6 +225,10 @@ class _Entry:
 class ActivationCapture:
     """The one writer of the activation cache: every template's prompts as batches (units) that any rank can
     capture, written on rank 0 straight into the entry's memmap, committed (checksum, then rename) when complete.
+
+    An image prompt set (``modality: image``) is captured by medinterp/capture/images.py; its ``reduction`` is the
+    token type's read-out name (``tokens-image``, ``tokens-text``, ``tokens-all``; ``image_readout`` there), which
+    names its entries as a text reduction does.
 
     Templates whose verified entry exists (``cached``: rank 0's view, since other nodes may not see the same
     disk) have no batches. Rank 0 calls :meth:`open`, :meth:`persisted` (the units a partial entry already holds),
@@ -246,10 +253,12 @@ class ActivationCapture:
         for ti, t in enumerate(templates):
             prompts = prompt_set.prompts(t)
             texts, spans = [p.text for p in prompts], [p.term_span for p in prompts]
-            batches = [] if t in cached else batch_order(handle, texts, batch_size, batch_tokens,
-                                                         prompt_names(prompts))
+            image = prompt_set.modality == "image"
+            batches = ([] if t in cached else image_batch_order(handle, prompts, batch_size, batch_tokens) if image
+                       else batch_order(handle, texts, batch_size, batch_tokens, prompt_names(prompts)))
             path = entry_path(cache_dir, handle, prompt_set, t, reduction) if cache_dir is not None else None
-            self.entries.append(_Entry(t, texts, spans, batches, entry_meta(handle, prompt_set, t, reduction), path))
+            self.entries.append(_Entry(t, texts, spans, list(prompts) if image else None, batches,
+                                       entry_meta(handle, prompt_set, t, reduction), path))
             self.units += [(ti, bi) for bi in range(len(batches))]
         self._stack = contextlib.ExitStack()
 
@@ -267,6 +276,9 @@ class ActivationCapture:
         """Capture batch ``i`` (any rank): (n_layers + 1, batch, d_model) float32."""
         e, b = self.units[i]
         entry = self.entries[e]
+        if entry.prompts is not None:
+            return capture_image_indices(self.handle, entry.prompts, entry.batches[b], image_tokens(self.reduction),
+                                         batch_size=self.batch_size, batch_tokens=self.batch_tokens)
         return capture_indices(self.handle, entry.texts, entry.batches[b], self.reduction, entry.spans,
                                batch_size=self.batch_size, batch_tokens=self.batch_tokens)
 

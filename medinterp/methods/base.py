@@ -75,11 +75,12 @@ class MethodResult:
     measurements: list[Measurement]
     artifacts: dict[str, Any] = field(default_factory=dict)
     items: list[ItemValue] = field(default_factory=list)
+    tokens: str = ""  # image prompt sets: the token type measured (medinterp/methods/tokens.py); "" for text sets
 
     def rows(self, model: str, domain: str, method: str) -> list[Row]:
         """The measurements as per-layer rows of the results table."""
         return [Row(model, domain, m.labeling, method, m.metric, m.layer, m.estimate.value, m.estimate.ci_low,
-                    m.estimate.ci_high, m.estimate.n, m.note) for m in self.measurements]
+                    m.estimate.ci_high, m.estimate.n, m.note, tokens=self.tokens) for m in self.measurements]
 
     def item_rows(self, model: str, domain: str, method: str) -> list[ItemRow]:
         """The per-item values as rows of ``per_item.csv``."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class Points:
 
     item_ids: np.ndarray  # (N,) str
     template_ids: np.ndarray  # (N,) str
-    terms: tuple[str, ...]  # (N,) the term's own text (for the surface-form control)
+    terms: tuple[str, ...]  # (N,) the term's own text (for the surface-form control); image sets: the image's file name
     labels: Mapping[str, np.ndarray]  # labeling name -> (N,) values
     kinds: Mapping[str, str]  # labeling name -> categorical | numeric | ordinal
     group_by: Mapping[str, str | None]  # ordinal labeling -> the label it is nested in (stage within disease)
@@ -55,7 +56,9 @@ def stack_points(prompt_set: PromptSet, templates: Sequence[str]) -> Points:
     """The point table for ``templates`` of ``prompt_set`` (template-major)."""
     n_t = len(templates)
     items = prompt_set.items
-    terms = tuple(item.slots[prompt_set.term_slot] for item in items) * n_t
+    # an image set's term is its image: the file name stands for it (no spelling to control for)
+    terms = tuple(item.slots[prompt_set.term_slot] if prompt_set.term_slot else Path(item.image).name
+                  for item in items) * n_t
     labels = {name: np.concatenate([prompt_set.label_array(name)] * max(n_t, 1))[:n_t * len(items)]
               for name in prompt_set.labelings}  # no templates (patching): empty columns
     return Points(

@@ -57,9 +57,11 @@ from sklearn.metrics import pairwise_distances, silhouette_samples
 from tqdm.auto import tqdm
 
 from medinterp.capture.cache import ActivationCapture
+from medinterp.capture.images import image_readout
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import PERSISTED, Measurement, Method, MethodResult, register_method
 from medinterp.methods.points import Points
+from medinterp.methods.tokens import MODALITIES as TOKEN_MODALITIES, check_token_setting, token_type
 from medinterp.metrics import (
     Estimate,
     discontinuity_with_ci,
@@ -97,6 +99,7 @@ class UmapWork:
     points: Points
     labelings: list[str]
     n_layers: int
+    tokens: str | None = None  # image prompt sets: the token type read (medinterp/methods/tokens.py); None: text
     acts: list[np.ndarray] | None = None  # rank 0, after the capture: one array per template
 
     @property
@@ -141,8 +144,11 @@ class UmapGeometry(Method):
     n_jobs: int = 1
     min_distinct_rows: int = 16  # a layer with fewer distinct rows (or fewer than N) is degenerate: NaN + note
     spelling_fraction: float = 0.5  # flag a silhouette whose spelling control reaches this fraction of it
+    tokens: str | None = None  # image prompt sets: image | text | all (None: all); text sets: None, text or all
+    modalities = TOKEN_MODALITIES  # text and image prompt sets (an image set is read by token type)
 
     def __post_init__(self) -> None:
+        check_token_setting("umap", self.tokens)
         for name, low in (("n_neighbors", 2), ("n_components", 2), ("n_boot", 1), ("n_perm", 1), ("k_anisotropy", 2),
                           ("min_distinct_rows", 1)):
             if int(getattr(self, name)) < low:
@@ -162,12 +168,14 @@ class UmapGeometry(Method):
     # -- the Method seam (medinterp/methods/base.py) -------------------------------------------------------
     def prepare(self, cell: Cell) -> UmapWork:
         h, ps = cell.handle, cell.prompt_set
+        tokens = token_type("umap", self.tokens, ps)
+        readout = cell.reduction if tokens is None else image_readout(tokens)  # an image set: pooled by token type
         rank0 = cell.strategy.is_rank_zero
-        cached = ActivationCapture.cached(h, ps, cell.templates, cell.reduction, cell.cache_dir) if rank0 else None
-        capture = ActivationCapture(h, ps, cell.templates, cell.reduction, cell.batch_size, cell.batch_tokens,
+        cached = ActivationCapture.cached(h, ps, cell.templates, readout, cell.cache_dir) if rank0 else None
+        capture = ActivationCapture(h, ps, cell.templates, readout, cell.batch_size, cell.batch_tokens,
                                     cell.cache_dir, cell.strategy.broadcast(cached))
         points = cell.points
-        return UmapWork(capture, points, self.labelings(points, cell.labelings), h.n_layers)
+        return UmapWork(capture, points, self.labelings(points, cell.labelings), h.n_layers, tokens)
 
     def run_unit(self, handle: ModelHandle, work: UmapWork, i: int) -> np.ndarray:
         return work.capture.run(i)
@@ -200,7 +208,13 @@ class UmapGeometry(Method):
         return compile_umap
 
     def finish(self, handle: ModelHandle, work: UmapWork, results: Sequence[Any]) -> MethodResult:
-        return self.combine(self.baselines(work.points, work.labelings), list(results[work.n_units:]))
+        # an image set has no spelling: no surface-form control
+        result = self.combine(self.baselines(work.points, work.labelings, surface=work.tokens is None),
+                              list(results[work.n_units:]))
+        if work.tokens is not None:
+            result.tokens = work.tokens
+            result.artifacts["summary"]["tokens"] = work.tokens
+        return result
 
     # -- measuring given activations ---------------------------------------------------------------------
     def run(self, acts: np.ndarray, points: Points, labelings: Sequence[str] | None = None) -> MethodResult:
@@ -238,8 +252,9 @@ class UmapGeometry(Method):
         return MethodResult(measurements, artifacts={"embedding_2d": [emb for _, emb in per_layer], "summary": summary})
 
     # -- pieces ----------------------------------------------------------------------------------------
-    def baselines(self, points: Points, labelings: Sequence[str]) -> list[Measurement]:
-        """Layer-independent rows: the spelling-only silhouette and the anisotropy null.
+    def baselines(self, points: Points, labelings: Sequence[str], surface: bool = True) -> list[Measurement]:
+        """Layer-independent rows: the spelling-only silhouette (``surface`` and ``surface_control``; not for image
+        sets, whose terms have no spelling) and the anisotropy null.
 
         The spelling control is scored on unique terms, one row per item: the same term under every
         template is the same text, and its copies (at distance 0, in the same class) would shrink a(i)
@@ -248,7 +263,8 @@ class UmapGeometry(Method):
         out = []
         first = np.zeros(len(points), bool)  # each item's first point (its term, once)
         first[np.unique(points.item_ids, return_index=True)[1]] = True
-        features = surface_features([t for t, f in zip(points.terms, first) if f]) if self.surface_control else None
+        spelling = self.surface_control and surface
+        features = surface_features([t for t, f in zip(points.terms, first) if f]) if spelling else None
         index = np.cumsum(first) - 1  # point -> its row in features (valid where ``first``)
         for name in labelings:
             if points.kinds[name] == "numeric":

@@ -21,7 +21,7 @@ from medinterp.errors import MedinterpError
 from medinterp.models.arch import BoundModel, adapter_for
 from medinterp.models.sources import cached_folder, default_cache_dir, materialize, smollm2_tokenizer_dir
 from medinterp.models.spec import ModelSpec, looks_like_local_path
-from medinterp.models.tiny import VLM_FAMILIES, build_tiny_model
+from medinterp.models.tiny import VLM_FAMILIES, build_tiny_model, tiny_build_id
 from medinterp.models.tiny_vlm import tiny_vlm_processor
 from medinterp.models.tokcheck import built_with, check_tokenizer
 
@@ -126,7 +126,8 @@ def tiny_folder(spec: ModelSpec, cache_dir: Path) -> Path:
         save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
         (processor or tokenizer).save_pretrained(out)
 
-    return cached_folder(cache_dir / "models" / f"tiny-{spec.family}-seed{spec.seed}", build, f"tiny {spec.family} model")
+    folder = cache_dir / "models" / f"tiny-{tiny_build_id(spec.family or '')}-seed{spec.seed}"
+    return cached_folder(folder, build, f"tiny {spec.family} model")
 
 
 def tiny_tokenizer(spec: ModelSpec, tok_dir: Path) -> tuple[Any, PreTrainedTokenizerBase]:

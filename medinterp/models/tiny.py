@@ -21,6 +21,16 @@ import torch
 from transformers import PreTrainedModel
 
 VLM_FAMILIES = ("llava", "gemma3_vlm")
+# A family whose random weights changed gets a revision: it names the family's saved folder and activation-cache key
+# (tiny_build_id), so weights built before the change are never reused. gemma3_vlm r2: its projector matrix is random
+# (transformers initialises it to zeros, which maps every image to the same zero features).
+BUILD_REVISION = {"gemma3_vlm": 2}
+
+
+def tiny_build_id(family: str) -> str:
+    """``family``, or ``<family>-r<revision>`` once its random weights changed (:data:`BUILD_REVISION`)."""
+    revision = BUILD_REVISION.get(family)
+    return f"{family}-r{revision}" if revision else family
 # Added tokens per VLM family, in the order they follow the base vocabulary (the first is the image token).
 IMAGE_TOKENS = {"llava": ("<image>",), "gemma3_vlm": ("<image_soft_token>", "<start_of_image>", "<end_of_image>")}
 TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
@@ -83,4 +93,7 @@ def build_tiny_model(family: str, vocab_size: int, seed: int = 0, pad_token_id: 
     with torch.random.fork_rng(devices=[]):  # seed locally, leave the caller's RNG alone
         torch.manual_seed(seed)
         model = auto.from_config(config, dtype=torch.float32)
+        if family == "gemma3_vlm":  # transformers zero-initialises the projection: every image would read the same
+            torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight,
+                                  std=config.text_config.initializer_range)
     return model.eval()

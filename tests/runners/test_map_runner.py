@@ -108,8 +108,12 @@ BAD_INPUT = [
     (["model=tiny_llama", "method=saliency", "method.batch_size=8"],
      "error: method.batch_size was replaced by the top-level batch_size: prompts per forward pass, for every method"),
     (["model=tiny_llama", "domain.prompt_set=/no/such.yaml"], "/no/such.yaml"),
+    (["model=tiny_llama", "domain=synthetic_xray", "method=ablation"],
+     "prompt set 'synthetic_xray' is an image prompt set; method=ablation reads text prompt sets only"),
     (["model=tiny_llama", "domain=synthetic_xray", "method=umap"],
-     "prompt set 'synthetic_xray' is an image prompt set; method=umap reads text prompt sets only"),
+     "the prompt set holds images, but model 'tiny_llama' is a text-only model"),
+    (["model=tiny_llava", "domain=disease", "method=saliency", "method.tokens=image"],
+     "method=saliency tokens=image needs an image prompt set; prompt set 'disease' is a text set"),
 ]
 
 

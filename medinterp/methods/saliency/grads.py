@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medinterp.capture.images import type_masks
+from medinterp.models.image_tokens import token_types
 from medinterp.models.weights import numel, own_weights, shape
 from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_hooks
@@ -210,12 +212,13 @@ def only_requires_grad(model: nn.Module, params: Sequence[nn.Parameter]) -> Iter
                 p.requires_grad_(flag)
 
 
-def target_losses(handle: ModelHandle, batch: Batch) -> torch.Tensor:
-    """(B,) teacher-forced L_b = −Σ_j log p(target_j | ...); logits only where a target token is predicted."""
+def target_losses(handle: ModelHandle, batch: Batch, extra: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """(B,) teacher-forced L_b = −Σ_j log p(target_j | ...); logits only where a target token is predicted.
+    ``extra``: more model inputs (an image batch's ``pixel_values`` and ``token_type_ids``), on the device."""
     device = handle.device
     out = handle.model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                        position_ids=batch.position_ids.to(device), use_cache=False,
-                       logits_to_keep=batch.keep.to(device))
+                       logits_to_keep=batch.keep.to(device), **(extra or {}))
     logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, K, V); soft-capping, if any, is in the model
     rows = batch.rows.to(device)
     picked = logp[rows, batch.cols.to(device), batch.tokens.to(device)]  # (N,)
@@ -233,13 +236,19 @@ class UnitGradStats:
     groups that hold the LM head (``embed`` when tied, ``unembed``): see :func:`_linear_stats`.
     """
 
-    def __init__(self, plan: GradPlan, batch: Batch, reduction: str, mode: str, device: torch.device) -> None:
+    def __init__(self, plan: GradPlan, batch: Batch, reduction: str, mode: str, device: torch.device,
+                 select: torch.Tensor | None = None) -> None:
         B = len(batch.input_ids)
         self.plan, self.reduction, self.per_prompt = plan, reduction, mode == "exact"
         self.units = ([torch.tensor([b], device=device) for b in range(B)] if self.per_prompt
                       else [torch.arange(B, device=device)])
         self.mask = batch.attention_mask.to(device).bool()  # (B, T) real tokens
         self.keep_mask = batch.keep_mask.to(device)  # (B, K) positions whose logits are scored
+        # (B, T) the positions whose gradients count (image prompt sets' ``tokens``; None: every real token)
+        self.select = None if select is None else select.to(device)
+        if self.select is not None:
+            self.mask = self.mask & self.select
+            self.keep_mask = self.keep_mask & self.select[:, batch.keep.to(device)]
         self.acc: dict[str, torch.Tensor] = defaultdict(
             lambda: torch.zeros(len(self.units), 2, dtype=torch.float64, device=device))
         self.active = True  # off after the main backward, so extra backward passes do not count twice
@@ -294,7 +303,12 @@ class UnitGradStats:
             # release hook ran before this one, so a partitioned model holds only a (0,) placeholder here
             # (a collective, in the same module order on every rank); offloaded weights are loaded likewise
             params = own_weights(module)
-            self._on_grad(output, lambda d: self.deferred.append((module, group, x, d, params)))
+            if self.select is None:
+                self._on_grad(output, lambda d: self.deferred.append((module, group, x, d, params)))
+            else:  # only the selected positions' gradients count
+                keep = position_mask(self.select, tuple(output.shape), type(module).__name__)
+                self._on_grad(output, lambda d: self.deferred.append((module, group, x, torch.where(keep, d, 0),
+                                                                      params)))
         return fwd
 
     def _embed_hook(self, module: nn.Module, args, output):
@@ -378,22 +392,26 @@ class UnitGradStats:
 
 
 def batch_stats(handle: ModelHandle, plan: GradPlan, tokens: Sequence[TargetTokens], reduction: str = "abs",
-                mode: str = "exact") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                mode: str = "exact", pixel_values: torch.Tensor | None = None,
+                select: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per-prompt losses (B,) and, per group, (units, 2) sums (Σ|g| or Σ|w·g|, Σ g²) of the gradient
     (Σ g² NaN for the groups holding the LM head).
 
     Units are the B prompts (``exact``) or the batch as one (``batch_approx``: the gradient of the mean
-    loss). Divide the first column by ``plan.n_params[group]`` for the mean.
+    loss). Divide the first column by ``plan.n_params[group]`` for the mean. Image prompts (a VLM):
+    ``tokens`` hold the processor's expanded ids, ``pixel_values`` their images (B, 3, H, W), and ``select``
+    the token type whose positions' gradients count (medinterp/methods/saliency/images.py).
     """
     batch = make_batch(tokens, handle.tokenizer.pad_token_id, handle.tokenizer.padding_side)
-    rec = UnitGradStats(plan, batch, reduction, mode, handle.device)
+    extra, mask = image_inputs(handle, batch, pixel_values, select) if pixel_values is not None else (None, None)
+    rec = UnitGradStats(plan, batch, reduction, mode, handle.device, mask)
     loop = [p for p, _ in plan.loop]
     was_training = handle.model.training
     handle.model.train(False)
     try:
         with torch.enable_grad(), only_requires_grad(handle.model, loop):
             with forward_hooks(rec.hooks(handle.parts)):
-                losses = target_losses(handle, batch)
+                losses = target_losses(handle, batch, extra)
                 total = losses.sum() if rec.per_prompt else losses.mean()
                 (d_embed,) = torch.autograd.grad(total, [rec.embed_out], retain_graph=bool(loop))
             rec.finish(d_embed)
@@ -405,3 +423,28 @@ def batch_stats(handle: ModelHandle, plan: GradPlan, tokens: Sequence[TargetToke
     finally:
         handle.model.train(was_training)
     return losses.detach().cpu().numpy(), {k: v.cpu().numpy() for k, v in rec.acc.items()}
+
+
+def position_mask(select: torch.Tensor, shape: tuple[int, ...], module: str) -> torch.Tensor:
+    """``select`` (B, T) reshaped to broadcast over a per-token module's output of ``shape``: (B, T, ...) or, for
+    norms applied after the heads were split off (Gemma 3's q/k norms: (B, H, T, d)), (B, H, T, d). The token
+    axis is the one inner axis of size T; where none or several are, one line names the module."""
+    B, T = select.shape
+    axes = [i for i in range(1, len(shape) - 1) if shape[i] == T]
+    if shape[0] != B or len(axes) != 1:
+        raise MedinterpError(f"saliency with tokens: cannot tell the token axis of {module}'s output {shape} "
+                             f"(batch {B}, {T} tokens)")
+    return select.view(B, *[T if i == axes[0] else 1 for i in range(1, len(shape))])
+
+
+def image_inputs(handle: ModelHandle, batch: Batch, pixel_values: torch.Tensor,
+                 select: str | None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The extra model inputs of a batch of image prompts (``pixel_values``; Gemma 3: ``token_type_ids``) on the
+    device, and the (B, T) positions of the token type ``select`` (None: every real token)."""
+    vision = handle.parts.vision
+    types = token_types(batch.input_ids, vision.image_token_id, batch.attention_mask)  # (B, T): 1 image, 0 text, -1 pad
+    extra = {"pixel_values": pixel_values.to(handle.device, handle.model.dtype)}
+    if vision.layout.token_type_ids:
+        extra["token_type_ids"] = (types == 1).long().to(handle.device)
+    mask = None if select is None else type_masks(batch.input_ids, types, handle.tokenizer.all_special_ids)[select]
+    return extra, mask

@@ -16,7 +16,9 @@ from medinterp.capture.limits import check_context, check_positive_int, memory_e
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
 from medinterp.methods.saliency.grads import MODES, REDUCTIONS, GradPlan, batch_stats, grad_plan
+from medinterp.methods.saliency.images import encode_image_targets, image_examples, image_pixels
 from medinterp.methods.targets import encode_targets, saliency_examples, select_examples
+from medinterp.methods.tokens import MODALITIES as TOKEN_MODALITIES, check_token_setting, token_type
 from medinterp.metrics import finite_mean_with_ci
 from medinterp.models import ModelHandle
 from medinterp.validation import is_int
@@ -42,6 +44,7 @@ class SaliencyWork:
     starts: list[int]
     ends: list[int]  # batch i is chosen[starts[i]:ends[i]]
     limits: tuple[int, int | None, str]  # (batch_size, token budget, its setting), for the out-of-memory message
+    tokens: str | None = None  # image prompt sets: the token type whose gradients count; None: a text set
 
     @property
     def n_units(self) -> int:
@@ -59,8 +62,11 @@ class WeightSaliency(Method):
     seed: int = 0
     mode: str = "exact"  # "exact": per-prompt gradients; "batch_approx": |gradient of the batch-mean loss|
     batch_tokens: int | None = SALIENCY_BATCH_TOKENS  # its own padded-token budget, within the run's (None: the run's)
+    tokens: str | None = None  # image prompt sets: image | text | all (None: all); text sets: None, text or all
+    modalities = TOKEN_MODALITIES  # image sets: the answer's loss (medinterp/methods/saliency/images.py)
 
     def __post_init__(self) -> None:
+        check_token_setting("saliency", self.tokens)
         if self.reduction not in REDUCTIONS:
             raise unknown_choice("saliency reduction", self.reduction, REDUCTIONS)
         if self.mode not in MODES:
@@ -75,12 +81,17 @@ class WeightSaliency(Method):
     def prepare(self, cell: Cell) -> SaliencyWork:
         """The chosen prompts, cut into batches (deterministic: the same on every rank)."""
         handle, prompt_set, templates = cell.handle, cell.prompt_set, cell.templates
-        per_template = {t: encode_targets(handle.tokenizer, saliency_examples(prompt_set, t)) for t in templates}
+        tokens = token_type("saliency", self.tokens, prompt_set)
+        if tokens is None:
+            per_template = {t: encode_targets(handle.tokenizer, saliency_examples(prompt_set, t)) for t in templates}
+        else:  # an image set: the reference answer's loss after image + question
+            per_template = {t: encode_image_targets(handle, image_examples(prompt_set, t)) for t in templates}
         skipped = [t for t, ex in per_template.items() if not ex]
         chosen = select_examples(per_template, self.max_prompts, self.seed)
         if len(chosen) == 0:
+            why = "every term slot starts its template?" if tokens is None else "no item has a reference answer?"
             raise MedinterpError(f"saliency: no usable prompts in domain {prompt_set.domain!r} for templates "
-                                 f"{list(templates)} (every term slot starts its template?)")
+                                 f"{list(templates)} ({why})")
         # batches in the chosen order (not length-sorted: batch_approx averages within a batch) within the cell's
         # batch_size and the smaller token budget (its own or the run's); every prompt + target must fit the context
         lengths = [len(tok.ids) - 1 for _, tok in chosen]  # the last target token is predicted, never fed
@@ -91,21 +102,26 @@ class WeightSaliency(Method):
                   else (cell.batch_size, cell.batch_tokens, "batch_tokens"))
         batches = token_batches(lengths, *limits[:2], sort=False, name=name, tokens_setting=limits[2])
         return SaliencyWork(chosen, skipped, grad_plan(handle.parts), [int(b[0]) for b in batches],
-                            [int(b[-1]) + 1 for b in batches], limits)
+                            [int(b[-1]) + 1 for b in batches], limits, tokens)
 
     def run_unit(self, handle: ModelHandle, work: SaliencyWork, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Batch ``i``: per-prompt losses (B,) and per-group (units, 2) gradient sums."""
         part = work.chosen[work.starts[i]:work.ends[i]]
         batch_size, batch_tokens, setting = work.limits
+        pixels = None if work.tokens is None else image_pixels(handle, [ex for ex, _ in part])
         with memory_errors(batch_size, batch_tokens, handle.device, prefix="saliency method: ", tokens_setting=setting):
-            return batch_stats(handle, work.plan, [tok for _, tok in part], self.reduction, self.mode)
+            return batch_stats(handle, work.plan, [tok for _, tok in part], self.reduction, self.mode, pixels,
+                               work.tokens)
 
     def finish(self, handle: ModelHandle, work: SaliencyWork,
                results: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]]) -> MethodResult:
         """Statistics over every batch's result (in batch order)."""
         loss = np.concatenate([r[0] for r in results])
         sums = {g: np.concatenate([r[1][g] for r in results]) for g in results[0][1]}  # group → (n_units, 2)
-        return self._result(handle, work.plan, work.chosen, loss, sums, work.skipped)
+        result = self._result(handle, work.plan, work.chosen, loss, sums, work.skipped)
+        if work.tokens is not None:
+            result.tokens = result.artifacts["summary"]["tokens"] = work.tokens
+        return result
 
     def _result(self, handle: ModelHandle, plan: GradPlan, chosen, loss: np.ndarray, sums: dict[str, np.ndarray],
                 skipped: list[str]) -> MethodResult:
