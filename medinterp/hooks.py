@@ -64,14 +64,17 @@ def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> Iterator[None]:
 
 
 @contextmanager
-def forward_pre_hooks(pairs: Sequence[tuple[nn.Module, Callable[[nn.Module, tuple[Any, ...]], Any]]]) -> Iterator[None]:
+def forward_pre_hooks(pairs: Sequence[tuple[nn.Module, Callable[..., Any]]], with_kwargs: bool = False) -> Iterator[None]:
     """Register ``(module, pre_hook)`` pairs for the duration of the block (removed in ``finally``); a pre-hook
-    returning a tuple replaces the module's positional inputs."""
+    ``hook(module, args)`` (``with_kwargs``: ``hook(module, args, kwargs)``, for inputs passed by keyword)
+    returning a tuple replaces the module's positional inputs. A :class:`StopForward` ends the block quietly."""
     handles = []
     try:
         for module, hook in pairs:
-            handles.append(module.register_forward_pre_hook(hook))
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=with_kwargs))
         yield
+    except StopForward:
+        pass
     finally:
         for handle in handles:
             handle.remove()
