@@ -55,7 +55,8 @@ def stack_points(prompt_set: PromptSet, templates: Sequence[str]) -> Points:
     """The point table for ``templates`` of ``prompt_set`` (template-major)."""
     n_t = len(templates)
     items = prompt_set.items
-    terms = tuple(item.slots[prompt_set.term_slot] for item in items) * n_t
+    terms = tuple(item.slots[prompt_set.term_slot] if prompt_set.term_slot else item.image  # image sets: the image
+                  for item in items) * n_t
     labels = {name: np.concatenate([prompt_set.label_array(name)] * max(n_t, 1))[:n_t * len(items)]
               for name in prompt_set.labelings}  # no templates (patching): empty columns
     return Points(
