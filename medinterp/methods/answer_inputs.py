@@ -98,15 +98,6 @@ class AnswerBatch:
     question: torch.Tensor  # (B,) the last prompt token's position
     n_answer: torch.Tensor  # (B,) answer tokens teacher-forced (0: none)
 
-    def answer_positions(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(rows, pos, ids)`` (N,) of every answer token: row, the position predicting it, its id."""
-        rows, pos = [], []
-        for b, (q, a) in enumerate(zip(self.question.tolist(), self.n_answer.tolist())):
-            rows += [b] * a
-            pos += range(q, q + a)
-        rows_t, pos_t = torch.tensor(rows, dtype=torch.long), torch.tensor(pos, dtype=torch.long)
-        return rows_t, pos_t, self.inputs["input_ids"][rows_t, pos_t + 1]
-
     def first_answer(self) -> torch.Tensor:
         """(B,) each row's first answer token id (-1 where it has none)."""
         ids = self.inputs["input_ids"]
@@ -189,11 +180,5 @@ def head_logits(handle: ModelHandle, normed: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
-def split_note(examples: Sequence[AnswerExample]) -> str:
-    """Why some examples carry no answer (for a method's notes), or ""."""
-    missing = sum(not ex.answer for ex in examples)
-    return f"{missing} of {len(examples)} prompts have no reference answer" if missing else ""
-
-
 __all__ = ["AnswerBatch", "AnswerExample", "TOKEN_SETS", "cell_examples", "encode", "forward", "head_logits",
-           "label_words", "split_note", "token_hits"]
+           "label_words", "token_hits"]

@@ -34,7 +34,7 @@ FAMILIES = {"llava": ((1, 4), 48), "gemma3_vlm": ((2, 3), 64)}  # planted patch 
 
 def plant(handle, answer: int, seed: int = 0, scale: float = 30.0, o_scale: float = 100.0) -> int:
     """Plant the model in place for the answer token id ``answer`` (module docstring); returns the block used."""
-    model, parts, vision = handle.model, handle.parts, handle.parts.vision
+    parts, vision = handle.parts, handle.parts.vision
     grid = vision.grid
     g = torch.Generator().manual_seed(seed)
     d = handle.d_model

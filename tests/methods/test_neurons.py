@@ -67,7 +67,7 @@ def route(handle, block: int, read: torch.Tensor, write: torch.Tensor, scale: fl
         attn.o_proj.weight.copy_((write / write.norm())[:, None] * torch.ones(1, n_in) * scale / n_in)
 
 
-CASES = {  # family, question, answer, tokens
+CASES = {  # family, question, answer, tokens, image ("": a text prompt)
     "text_fact": ("llama", "The patient was started on", " metoprolol", "all", ""),
     "image_signal": ("llava", "Is there an opacity?", "yes", "image", "image"),
 }
