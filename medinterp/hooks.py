@@ -7,6 +7,8 @@ Contents, in the order a reader needs them:
 - :class:`StopForward` (*stop*): raised by a hook to end the forward pass once the last needed module
   has run (capturing layer 3 does not pay for layer 30, nor for the LM head); :func:`forward_hooks`
   swallows only that exception, so the caller sees no error;
+- :func:`forward_pre_hooks`: the same for forward *pre*-hooks ``hook(module, args)``, which see (and may
+  replace) a module's input, e.g. the MLP neurons entering a down projection (method ``neurons``);
 - :func:`output_tensor`: the hidden states of a module output (a tensor, or the first element of a
   tuple, see :attr:`~medinterp.models.arch.base.BoundModel.block_returns_tuple`);
 - :func:`record` (*record*): a hook that stores a module's output (optionally reduced) and may stop;
@@ -57,6 +59,23 @@ def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> Iterator[None]:
     try:
         for module, hook in pairs:
             handles.append(module.register_forward_hook(hook, with_kwargs=getattr(hook, "with_kwargs", False)))
+        yield
+    except StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def forward_pre_hooks(pairs: Sequence[tuple[nn.Module, Callable[..., Any]]], with_kwargs: bool = False) -> Iterator[None]:
+    """Register ``(module, pre_hook)`` pairs for the duration of the block (removed in ``finally``); a pre-hook
+    ``hook(module, args)`` (``with_kwargs``: ``hook(module, args, kwargs)``, for inputs passed by keyword)
+    returning a tuple replaces the module's positional inputs. A :class:`StopForward` ends the block quietly."""
+    handles = []
+    try:
+        for module, hook in pairs:
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=with_kwargs))
         yield
     except StopForward:
         pass

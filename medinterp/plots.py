@@ -135,13 +135,23 @@ METHOD_CURVES = {  # model methods: one panel per metric
     "saliency": ("grad_block", "grad_attn", "grad_mlp"),
     "ablation": ("kl", "dlogp", "judge_score"),
     "patching": ("p_resid_diff", "p_resid_last", "p_attn", "p_mlp"),
+    "neurons": ("topk_mass", "label_hit_fraction", "suppress_rel", "amplify_rel"),
+    "image_lens": ("entropy", "inbox_hit_rate", "outbox_hit_rate"),
+    "gradcam": ("energy_in_box", "pointing_hit"),
 }
 
 
 def cell_figures(method: str, result, rows: Sequence[Row], points, labelings: Sequence[str] | None,
                  title: str) -> dict[str, Figure]:
-    """A cell's figures by file name: metric curves (geometry: one panel per metric family), and for UMAP one 2-D
-    grid per labeling."""
+    """A cell's figures by file name: metric curves (geometry: one panel per metric family), for UMAP one 2-D
+    grid per labeling, and the method's own (``result.artifacts["figures"]``: name -> zero-argument callable
+    drawing it; image_lens grids, gradcam overlays)."""
+    own = {name: draw() for name, draw in result.artifacts.get("figures", {}).items()}
+    return {**_standard_figures(method, result, rows, points, labelings, title), **own}
+
+
+def _standard_figures(method: str, result, rows: Sequence[Row], points, labelings: Sequence[str] | None,
+                      title: str) -> dict[str, Figure]:
     if method == "geometry":
         from medinterp.methods.geometry import FAMILIES
 

@@ -14,6 +14,8 @@ intrinsic_dim  twonn, mle_id, intrinsic_dims           (scikit-dimension's TwoNN
 contextual     self_similarity, mev, intra_similarity  (Ethayarajh 2019)
 lens           lens_stats              (logit lens: KL to the final distribution, rank, top-1 agreement)
 
+Vision-language localisation (docs/multimodal.md): localization  patches_in_box, upsample, energy_in_box, pointing_hit
+
 Invalid input raises medinterp.errors.MedinterpError; randomness only through an explicit ``seed``.
 """
 from __future__ import annotations
