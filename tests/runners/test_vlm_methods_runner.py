@@ -67,7 +67,7 @@ def test_neurons_maps_a_text_domain(tmp_path):
     (["model=tiny_llava", "domain=disease", "method=image_lens"],
      "method=image_lens reads image prompt sets only"),
     (["model=tiny_llama", "domain=disease", "method=neurons", "method.tokens=image"],
-     "neurons: tokens=image needs an image prompt set"),
+     "method=neurons tokens=image needs an image prompt set"),
     (["model=tiny_llava", "domain=synthetic_xray", "method=gradcam", "method.target=middle"],
      "unknown gradcam target 'middle'; valid: answer, question"),
 ])
