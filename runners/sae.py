@@ -38,7 +38,8 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from medinterp.errors import MedinterpError  # noqa: E402
 from medinterp.io import atomic_write, save_png, write_json  # noqa: E402
 from medinterp.models import ModelSpec  # noqa: E402
-from medinterp.sae import SAEConfig, SparseAutoencoder, TrainConfig, evaluate_sae, group_sizes_from_fractions, save_sae  # noqa: E402
+from medinterp.sae import (SAEConfig, SparseAutoencoder, TrainConfig, evaluate_sae, group_sizes_from_fractions,  # noqa: E402
+                           load_sae, save_sae)
 from medinterp.sae.activations import ActivationStore, TokenStream, cache_activations  # noqa: E402
 from medinterp.sae.catalogue import CATALOGUE_KINDS, catalogue_rows, latent_table, top_tokens  # noqa: E402
 from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402
@@ -50,6 +51,7 @@ from medinterp.validation import check_positive_int, check_retired_settings, che
 
 CHECKPOINTS = "checkpoints"
 CURVES_DIR = "train_log"  # Lightning's CSVLogger folder (copied to train_curves.csv at the end)
+CURVES_BEFORE_RESUME = "train_log_before_resume.csv"  # a resumed run's earlier steps
 EVAL_BATCH = 1024
 
 
@@ -89,6 +91,8 @@ def sae_config(cfg: DictConfig) -> dict:
     if s["layer"] is not None and n_layers is not None and not 0 <= s["layer"] <= n_layers:
         raise MedinterpError(f"sae.layer={s['layer']} is outside {plain['model']['name']}; valid: 0..{n_layers}")
     s["corpus"] = check_corpus_sources(s["corpus"])
+    if s["pretrained"] and not Path(s["pretrained"]).expanduser().exists():
+        raise MedinterpError(f"sae.pretrained: no SAE at {Path(s['pretrained']).expanduser().absolute()}")
     TrainConfig(**s["train"])  # one line on a bad training setting
     if s["activation"] == "batchtopk" and s["steps"] <= s["train"]["threshold_start_step"]:
         raise MedinterpError(f"sae.steps ({s['steps']}) must exceed sae.train.threshold_start_step "
@@ -121,7 +125,7 @@ def data_stage(run: SAERun) -> None:
                                         batch_contexts=run.cfg["capture_batch"], desc=f"SAE activations ({name})"))
     run.eval, run.train = stores
     run.eval_contexts = evals
-    run.scale = run.train.scale(run.layer) if s["normalize"] else 1.0
+    run.scale = run.train.scale(run.layer) if s["normalize"] and not s["pretrained"] else 1.0
     write_json(run.out_dir / "corpus.json", {
         "sources": s["corpus"], "provenance": corpus.provenance, "corpus_sha256": packed.sha256,
         "packed": packed.summary(), "held_out_contexts": n_eval, "training_contexts": len(trains.input_ids),
@@ -147,12 +151,21 @@ def train_stage(run: SAERun) -> None:
     from medinterp.sae import train_sae
 
     s = run.cfg["sae"]
+    if s["pretrained"]:
+        run.sae, layout, _ = load_sae(s["pretrained"], d=run.handle.d_model)
+        run.sae.eval()
+        log.info("SAE loaded from %s (%s layout): not trained", s["pretrained"], layout)
+        return
     run.sae = build_sae(run)
     ckpt = run.out_dir / CHECKPOINTS / "last.ckpt"
     start = 0
     if ckpt.is_file():
         start = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
         log.info("resuming from %s (step %d of %d)", ckpt, start, s["steps"])
+        curves = run.out_dir / CURVES_DIR / "metrics.csv"
+        if curves.is_file():  # Lightning's CSV logger starts its file afresh: keep the steps before the resume
+            rows = [r for r in csv.DictReader(curves.open()) if int(r["step"]) < start]
+            write_rows(run.out_dir / CURVES_BEFORE_RESUME, rows)
     stream = TokenStream(run.train, run.layer, s["batch_size"], seed=s["seed"], scale=run.scale, start_batch=start)
     t = s["trainer"]
     train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"],
@@ -258,19 +271,22 @@ def write_stage(run: SAERun) -> None:
     out, s = run.out_dir, run.cfg["sae"]
     meta = {"model_name": run.handle.name, "hook_layer": run.layer, "hook_name": f"resid_post_layer_{run.layer}",
             "context_size": s["ctx_len"], "activation_scale": run.scale}
-    for layout in ("saelens", "dictionary_learning"):
+    for layout in () if s["pretrained"] else ("saelens", "dictionary_learning"):  # a loaded SAE: the user's files
         save_sae(run.sae, out / "sae" / layout, layout, train=TrainConfig(**s["train"]), meta=meta)
     write_rows(out / "latents.csv", run.latents)
     write_rows(out / "catalogue.csv", run.catalogue)
-    curves = out / CURVES_DIR / "metrics.csv"
-    rows = list(csv.DictReader(curves.open())) if curves.is_file() else []
+    rows = []
+    for part in (out / CURVES_BEFORE_RESUME, out / CURVES_DIR / "metrics.csv"):
+        rows += list(csv.DictReader(part.open())) if part.is_file() else []
     if rows:
-        shutil.copyfile(curves, out / "train_curves.csv")
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        write_rows(out / "train_curves.csv", [{k: r.get(k, "") for k in keys} for r in rows])
     save_png(training_curves(rows), out / "training_curves.png")
     save_png(latent_frequencies(np.array([r["frequency"] for r in run.latents])), out / "latent_frequency.png")
     write_json(out / "config.json", run.cfg)
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     shutil.rmtree(out / CURVES_DIR, ignore_errors=True)
+    (out / CURVES_BEFORE_RESUME).unlink(missing_ok=True)
     write_json(out / "metrics.json", run.metrics)
 
 
@@ -285,7 +301,10 @@ def run_sae(cfg: DictConfig, out_dir: Path) -> Path:
     run.layer = n_layers // 2 if s["layer"] is None else s["layer"]
     if not 0 <= run.layer <= n_layers:
         raise MedinterpError(f"sae.layer={run.layer} is outside {run.handle.name}; valid: 0..{n_layers}")
-    build_sae(run)  # one line on k > latents before any capture
+    if s["pretrained"]:  # one line on a file in neither layout, or of another width, before any capture
+        load_sae(s["pretrained"], d=run.handle.d_model)
+    else:
+        build_sae(run)  # one line on k > latents before any capture
     log.info("model=%s layer=%d/%d d=%d latents=%d k=%d activation=%s out=%s", run.handle.name, run.layer, n_layers,
              run.handle.d_model, s["expansion"] * run.handle.d_model, s["k"], s["activation"], out_dir)
     data_stage(run)
