@@ -22,9 +22,7 @@ import json
 import logging
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log, publish,
                      quiet_libraries, sweep_group, user_errors)
@@ -37,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from medinterp.errors import MedinterpError  # noqa: E402
 from medinterp.io import atomic_write, save_png, write_json  # noqa: E402
+from medinterp.methods import select_templates  # noqa: E402
 from medinterp.models import ModelSpec  # noqa: E402
 from medinterp.sae import (SAEConfig, SparseAutoencoder, TrainConfig, evaluate_sae, group_sizes_from_fractions,  # noqa: E402
                            load_sae, save_sae)
@@ -46,6 +45,7 @@ from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402
 from medinterp.sae.figures import latent_frequencies, training_curves  # noqa: E402
 from medinterp.sae.packing import Packed, pack  # noqa: E402
 from medinterp.sae.prompt_codes import prompt_codes  # noqa: E402
+from medinterp.sae.run_state import SAERun  # noqa: E402
 from medinterp.sae.splice import ABLATION, splice_metrics  # noqa: E402
 from medinterp.validation import check_positive_int, check_retired_settings, check_seed  # noqa: E402
 
@@ -53,24 +53,6 @@ CHECKPOINTS = "checkpoints"
 CURVES_DIR = "train_log"  # Lightning's CSVLogger folder (copied to train_curves.csv at the end)
 CURVES_BEFORE_RESUME = "train_log_before_resume.csv"  # a resumed run's earlier steps
 EVAL_BATCH = 1024
-
-
-@dataclass
-class SAERun:
-    """What the stages share; auto-interpretation and steering receive it (docs/sae.md, "Stages")."""
-
-    cfg: dict
-    out_dir: Path
-    handle: Any = None
-    layer: int = -1
-    train: ActivationStore | None = None
-    eval: ActivationStore | None = None
-    eval_contexts: Packed | None = None  # the held-out contexts (token ids, mask) the eval store was captured from
-    scale: float = 1.0
-    sae: SparseAutoencoder | None = None
-    metrics: dict = field(default_factory=dict)
-    latents: list[dict] = field(default_factory=list)
-    catalogue: list[dict] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -221,7 +203,7 @@ def catalogue_stage(run: SAERun, tokens: list[list[str]]) -> None:
         prompt_set = load_prompt_set(domain)
         prompt_set.require_items("the SAE catalogue")
         prompt_set.require_modality("the SAE catalogue", ("text",))
-        prompts = [p for t in prompt_set.templates for p in prompt_set.prompts(t.id)]
+        prompts = [p for t in select_templates(prompt_set, cat["templates"]) for p in prompt_set.prompts(t)]
         item = {it.id: it for it in prompt_set.items}
         labels = {name: np.array([item[p.item_id].labels[name] for p in prompts], dtype=object)
                   for name, labeling in prompt_set.labelings.items() if labeling.kind in CATALOGUE_KINDS}
