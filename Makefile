@@ -1,6 +1,7 @@
 # medinterp — quickstart:  make map        (set up + map the embedded Gemma-3-270M)
 #                          make test       (set up + the fast tier, all but `slow`: <= 5 min on 2 cores)
 #                          make test-full  (set up + every test, slow included: what CI runs)
+#                          make sae        (set up + an SAE on Gemma-3-270M's middle layer: <= 5 min on 2 cores)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -15,7 +16,7 @@ MAP_DIR ?= outputs/map/$(NOW)
 MAP_JOBS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: setup map test test-full bench clean llama-wheel
+.PHONY: setup map sae test test-full bench clean llama-wheel
 
 # The stamp depends on the files that define the environment, so editing them reinstalls.
 $(VENV)/.stamp: pyproject.toml constraints.txt Makefile
@@ -70,6 +71,14 @@ map: setup
 	@echo "per-method results: $(MAP_DIR)/<n>_<model>-<domain>-<method>/{per_layer.csv,summary.json,*.png}"
 	@echo "knowledge map:      $(MAP_DIR)/synthesis/$(MAP_MODEL)/{knowledge_map,findings}.{json,png}, report.html"
 	@echo "W&B (offline without WANDB_API_KEY): wandb sync $(MAP_DIR)/*/wandb/offline-run-* $(MAP_DIR)/synthesis/*/wandb/offline-run-*"
+
+# An SAE on the middle layer of Gemma-3-270M (expansion 8, Matryoshka BatchTopK, the offline medical corpus;
+# conf/sae.yaml, docs/sae.md).
+SAE_DIR ?= outputs/sae/$(NOW)
+SAE_ARGS ?=
+sae: setup
+	$(BIN)/python runners/sae.py hydra.run.dir=$(SAE_DIR) $(SAE_ARGS)
+	@echo "SAE run: $(SAE_DIR)/{metrics.json,latents.csv,catalogue.csv,report.html,sae/}"
 
 # `slow`: subprocesses of the runners, torchrun, the llama.cpp judge server, Chromium, the real SmolLM2/Gemma
 # models; each behaviour they prove also has a fast in-process test (tests/conftest.py `map_cell`).

@@ -22,3 +22,7 @@ def test_ci_runs_the_command_the_readme_names_for_ci():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "`make test-full` runs every test, `slow` included. CI (`.ci/run`) runs `make test-full`." in readme
     assert "`make test` is the fast tier (every test but the `slow` ones, <= 5 min on a 2-core machine)" in readme
+
+
+def test_make_sae_runs_the_sae_runner_with_its_defaults():
+    assert recipe("sae")[0] == "$(BIN)/python runners/sae.py hydra.run.dir=$(SAE_DIR) $(SAE_ARGS)"

@@ -16,6 +16,14 @@ metrics           fvu (about the mean), explained_variance, l0, dead_fraction, R
 evaluate          evaluate_sae(sae, batches) with the inference encoder
 files             save_sae / load_sae in the dictionary_learning (ae.pt + config.json) and SAELens
                   (cfg.json + sae_weights.safetensors) layouts
+corpus            the training text: ICD-10-CM, HPO, the prompt sets, the user's .txt / .jsonl files
+packing           documents -> fixed-length contexts (BOS first); token_mask (non-pad, position 0 dropped)
+activations       the sharded memmap activation cache (cache_activations, ActivationStore), TokenStream batches
+splice            CE-loss recovered and KL with the reconstruction spliced in at the layer (zero ablation)
+prompt_codes      per-prompt latent activations (max over its tokens)
+catalogue         selectivity AUROC per label, the catalogue rows, the per-latent table, top tokens
+figures           training curves, latent frequency histogram
+run_state         SAERun: what the runner's stages share (runners/sae.py)
 
 ``train_sae`` and ``SAELightningModule`` are imported on first use (Lightning is the ``dist`` extra).
 """

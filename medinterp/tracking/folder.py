@@ -24,6 +24,8 @@ Keys (docs/tracking.md has the full list):
 ``figures/<name>``                              every PNG, by its relative name without suffix
 ``vqa/<answer_type>/<metric>`` (summary)        a VQA score (closed/accuracy, open/recall), ``.../ci_low``,
                                                 ``.../ci_high``, ``.../n``
+``sae/<metric>`` (summary)                      an SAE folder's fvu, explained_variance, l0, dead_fraction,
+                                                ce_loss_recovered, kl, ce_clean/sae/zero, scale
 ==============================================  ==========================================================
 """
 from __future__ import annotations
@@ -172,6 +174,22 @@ def _vqa_summary(payload: Payload, paths: dict[str, Path]) -> None:
             for suffix, name in (("", "value"), ("/ci_low", "ci_low"), ("/ci_high", "ci_high"), ("/n", "n")):
                 if _finite(row.get(name)):
                     payload.summary[key + suffix] = row[name]
+
+
+SAE_SUMMARY = ("fvu", "explained_variance", "l0", "dead_fraction", "ce_loss_recovered", "kl", "ce_clean", "ce_sae",
+               "ce_zero", "scale")
+
+
+def _sae_summary(payload: Payload, paths: dict[str, Path]) -> None:
+    """An SAE folder's metrics (top-level metrics.json with ``ce_loss_recovered``, runners/sae.py) in the run
+    summary: ``sae/<metric>``; NaN values left out."""
+    path = paths.get("metrics.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path else None
+    except (ValueError, OSError, UnicodeDecodeError):
+        return  # _generic says it was unreadable
+    if isinstance(data, Mapping) and "ce_loss_recovered" in data:
+        payload.summary.update({f"sae/{k}": data[k] for k in SAE_SUMMARY if _finite(data.get(k))})
 
 
 # --------------------------------------------------------------------------- run folders
@@ -323,6 +341,7 @@ def read_folder(folder: str | Path, results_name: str, extra_files: Iterable[str
     else:
         _generic(payload, paths, set())
         _vqa_summary(payload, paths)
+        _sae_summary(payload, paths)
     payload.provenance = redact({"kind": kind, "folder": str(folder.resolve()), **payload.provenance}, secrets)
     if paths:
         payload.artifacts.append(ArtifactSpec(

@@ -155,3 +155,19 @@ def test_vqa_folder_scores_go_to_the_summary(tmp_path):
         "vqa/closed/accuracy/ci_high": closed.ci_high, "vqa/closed/accuracy/n": 4, "vqa/open/recall/n": 0}
     assert 0 <= closed.ci_low < 0.5 < closed.ci_high <= 1
     assert sorted(p.tables) == ["tables/metrics", "tables/per_question"]
+
+
+def test_sae_folder_metrics_go_to_the_summary(tmp_path):
+    """runners/sae.py's metrics.json: its numbers under sae/<metric> (NaN left out, non-metric keys ignored); the
+    tables and figures by the generic rules."""
+    metrics = {"fvu": 0.25, "explained_variance": 0.75, "l0": 31.5, "dead_fraction": 0.0, "ce_loss_recovered": 0.9,
+               "kl": float("nan"), "ce_clean": 3.0, "ce_sae": 3.2, "ce_zero": 5.0, "scale": 0.01, "layer": 9,
+               "ablation": "zero", "note": ""}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "catalogue.csv").write_text("domain,latent,auroc\nage,3,0.9\n")
+    p = read_folder(tmp_path, "m-sae")
+    assert p.summary == {f"sae/{k}": v for k, v in metrics.items()
+                         if k not in ("kl", "layer", "ablation", "note")}
+    assert sorted(p.tables) == ["tables/catalogue", "tables/metrics"]
+    (tmp_path / "metrics.json").write_text(json.dumps({"fvu": 0.5}))  # not an SAE folder's metrics
+    assert read_folder(tmp_path, "x").summary == {}

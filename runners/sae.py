@@ -1,0 +1,323 @@
+"""Train a sparse autoencoder on one residual-stream layer, evaluate it, and catalogue its medical latents.
+
+    python runners/sae.py                                  (make sae: Gemma-3-270M, the middle layer, expansion 8)
+    python runners/sae.py model=tiny_gemma3 sae.layer=1 sae/arch=topk logger=none
+    python runners/sae.py sae.corpus=[icd10cm,/data/notes.txt] sae/train=full device=cuda
+
+Stages, each a function below (docs/sae.md, "The runner"): corpus -> packed contexts -> activation cache ->
+training (Lightning; checkpoints, resume) -> evaluation (FVU, L0, dead fraction, CE-loss recovered, KL) ->
+per-latent table -> catalogue -> [auto-interpretation] -> [steering] -> files, report.html, W&B.
+
+Writes into the Hydra run folder: metrics.json, latents.csv, catalogue.csv, train_curves.csv, corpus.json,
+config.json, figures (training_curves.png, latent_frequency.png), the SAE in both layouts (sae/saelens,
+sae/dictionary_learning), report.html and the offline W&B run. A run killed mid-training resumes from
+<run>/checkpoints/last.ckpt when started again with the same ``hydra.run.dir``; the folder only gets
+metrics.json once everything else is written.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log, publish,
+                     quiet_libraries, sweep_group, user_errors)
+
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from medinterp.errors import MedinterpError  # noqa: E402
+from medinterp.io import atomic_write, save_png, write_json  # noqa: E402
+from medinterp.methods import select_templates  # noqa: E402
+from medinterp.models import ModelSpec  # noqa: E402
+from medinterp.sae import (SAEConfig, SparseAutoencoder, TrainConfig, evaluate_sae, group_sizes_from_fractions,  # noqa: E402
+                           load_sae, save_sae)
+from medinterp.sae.activations import ActivationStore, TokenStream, cache_activations  # noqa: E402
+from medinterp.sae.catalogue import CATALOGUE_KINDS, catalogue_rows, latent_table, top_tokens  # noqa: E402
+from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402
+from medinterp.sae.figures import latent_frequencies, training_curves  # noqa: E402
+from medinterp.sae.packing import Packed, pack  # noqa: E402
+from medinterp.sae.prompt_codes import prompt_codes  # noqa: E402
+from medinterp.sae.run_state import SAERun  # noqa: E402
+from medinterp.sae.splice import ABLATION, splice_metrics  # noqa: E402
+from medinterp.validation import check_positive_int, check_retired_settings, check_seed  # noqa: E402
+
+CHECKPOINTS = "checkpoints"
+CURVES_DIR = "train_log"  # Lightning's CSVLogger folder (copied to train_curves.csv at the end)
+CURVES_BEFORE_RESUME = "train_log_before_resume.csv"  # a resumed run's earlier steps
+EVAL_BATCH = 1024
+
+
+# ----------------------------------------------------------------------------------------------- settings
+def sae_config(cfg: DictConfig) -> dict:
+    """conf/sae.yaml resolved into plain containers, its settings checked before anything is loaded."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    check_retired_settings(plain)
+    s = plain["sae"]
+    for name in ("ctx_len", "expansion", "k", "train_tokens", "eval_tokens", "ce_contexts", "batch_size", "steps",
+                 "checkpoint_every", "top_tokens"):
+        check_positive_int(f"sae.{name}", s[name])
+    check_positive_int("capture_batch", plain["capture_batch"])
+    check_positive_int("sae.catalogue.n_per_label", s["catalogue"]["n_per_label"])
+    check_seed(s["seed"], "sae.seed")
+    if s["layer"] is not None and (isinstance(s["layer"], bool) or not isinstance(s["layer"], int)):
+        raise MedinterpError(f"sae.layer must be a read-out layer (an integer) or null (the middle); got {s['layer']!r}")
+    n_layers = plain["model"].get("n_layers")
+    if s["layer"] is not None and n_layers is not None and not 0 <= s["layer"] <= n_layers:
+        raise MedinterpError(f"sae.layer={s['layer']} is outside {plain['model']['name']}; valid: 0..{n_layers}")
+    s["corpus"] = check_corpus_sources(s["corpus"])
+    if s["pretrained"] and not Path(s["pretrained"]).expanduser().exists():
+        raise MedinterpError(f"sae.pretrained: no SAE at {Path(s['pretrained']).expanduser().absolute()}")
+    TrainConfig(**s["train"])  # one line on a bad training setting
+    if s["activation"] == "batchtopk" and s["steps"] <= s["train"]["threshold_start_step"]:
+        raise MedinterpError(f"sae.steps ({s['steps']}) must exceed sae.train.threshold_start_step "
+                             f"({s['train']['threshold_start_step']}): the inference threshold would never be set")
+    return plain
+
+
+# ----------------------------------------------------------------------------------------------- stages
+def data_stage(run: SAERun) -> None:
+    """Corpus -> packed contexts (held-out first, then training) -> the activation caches of the layer."""
+    s, handle = run.cfg["sae"], run.handle
+    corpus = load_corpus(s["corpus"], seed=s["seed"])
+    per_context = s["ctx_len"] - 1 - (handle.tokenizer.bos_token_id is not None)  # SAE tokens of a full context
+    n_eval = max(-(-s["eval_tokens"] // per_context), s["ce_contexts"])
+    n_train = -(-s["train_tokens"] // per_context)
+    packed = pack(handle.tokenizer, corpus.documents, s["ctx_len"], n_eval + n_train)
+    if len(packed.input_ids) <= n_eval:
+        raise MedinterpError(f"sae.corpus holds {packed.n_tokens} tokens, too few for {n_eval} held-out contexts and "
+                             f"training; add text or lower sae.eval_tokens")
+    evals = Packed(packed.input_ids[:n_eval], packed.mask[:n_eval], packed.sha256, packed.documents)
+    trains = Packed(packed.input_ids[n_eval:], packed.mask[n_eval:], packed.sha256, packed.documents)
+    from medinterp.capture.cache import model_key
+
+    root = Path(run.cfg["cache_dir"]) / "sae_activations" / model_key(handle)
+    stores = []
+    for name, part in (("eval", evals), ("train", trains)):
+        key = hashlib.sha256(part.input_ids.numpy().tobytes() + part.mask.numpy().tobytes()
+                             + str(run.layer).encode()).hexdigest()[:16]
+        stores.append(cache_activations(handle, part.input_ids, part.mask, [run.layer], root / f"{name}-{key}",
+                                        batch_contexts=run.cfg["capture_batch"], desc=f"SAE activations ({name})"))
+    run.eval, run.train = stores
+    run.eval_contexts = evals
+    run.scale = run.train.scale(run.layer) if s["normalize"] and not s["pretrained"] else 1.0
+    write_json(run.out_dir / "corpus.json", {
+        "sources": s["corpus"], "provenance": corpus.provenance, "corpus_sha256": packed.sha256,
+        "packed": packed.summary(), "held_out_contexts": n_eval, "training_contexts": len(trains.input_ids),
+        "train_tokens": run.train.n_tokens, "eval_tokens": run.eval.n_tokens,
+        "activation_cache": {"train": str(run.train.folder), "eval": str(run.eval.folder)},
+        "token_types": {"text": run.train.n_tokens + run.eval.n_tokens, "image": 0},
+        "scale": run.scale, "mean_squared_norm": run.train.mean_squared_norm(run.layer)})
+    log.info("corpus: %d documents, %d tokens (sha256 %s); %d training / %d held-out SAE tokens; scale %.4g",
+             packed.documents, packed.n_tokens, packed.sha256[:12], run.train.n_tokens, run.eval.n_tokens, run.scale)
+
+
+def build_sae(run: SAERun) -> SparseAutoencoder:
+    s, d = run.cfg["sae"], run.handle.d_model
+    m = s["expansion"] * d
+    config = SAEConfig(d, m, s["k"], s["activation"], group_sizes_from_fractions(m, s["group_fractions"]))
+    return SparseAutoencoder(config, seed=s["seed"])
+
+
+def train_stage(run: SAERun) -> None:
+    """Train with Lightning (checkpoints every ``checkpoint_every`` steps; resume from <run>/checkpoints/last.ckpt)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from medinterp.sae import train_sae
+
+    s = run.cfg["sae"]
+    if s["pretrained"]:
+        run.sae, layout, _ = load_sae(s["pretrained"], d=run.handle.d_model)
+        run.sae.eval()
+        log.info("SAE loaded from %s (%s layout): not trained", s["pretrained"], layout)
+        return
+    run.sae = build_sae(run)
+    ckpt = run.out_dir / CHECKPOINTS / "last.ckpt"
+    start = 0
+    if ckpt.is_file():
+        start = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+        log.info("resuming from %s (step %d of %d)", ckpt, start, s["steps"])
+        curves = run.out_dir / CURVES_DIR / "metrics.csv"
+        if curves.is_file():  # Lightning's CSV logger starts its file afresh: keep the steps before the resume
+            rows = [r for r in csv.DictReader(curves.open()) if int(r["step"]) < start]
+            write_rows(run.out_dir / CURVES_BEFORE_RESUME, rows)
+    stream = TokenStream(run.train, run.layer, s["batch_size"], seed=s["seed"], scale=run.scale, start_batch=start)
+    t = s["trainer"]
+    train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"],
+              logger=CSVLogger(str(run.out_dir), name=CURVES_DIR, version=""),
+              checkpoint_dir=run.out_dir / CHECKPOINTS, checkpoint_every=s["checkpoint_every"],
+              ckpt_path=ckpt if start else None, accelerator=t["accelerator"], devices=t["devices"],
+              strategy=t["strategy"], precision=t["precision"], log_every_n_steps=1, seed=s["seed"])
+    run.sae.eval()
+
+
+def evaluate_stage(run: SAERun) -> None:
+    """FVU, explained variance, L0, dead fraction on the held-out tokens; CE-loss recovered and KL on held-out
+    contexts (the reconstruction taken back to raw space, x_hat / s)."""
+    s, sae, scale = run.cfg["sae"], run.sae, run.scale
+    rec = evaluate_sae(sae, run.eval.batches(run.layer, EVAL_BATCH, scale))
+    device = sae.W_enc.device
+
+    def reconstruct(h: torch.Tensor) -> torch.Tensor:
+        return sae(h.float().to(device) * scale).to(h.device) / scale
+
+    ctx = run.eval_contexts
+    n = min(s["ce_contexts"], len(ctx.input_ids))
+    spliced = splice_metrics(run.handle, ctx.input_ids[:n], ctx.mask[:n], run.layer, reconstruct)
+    notes = "; ".join(filter(None, [rec.note, spliced.note]))
+    run.metrics = {"fvu": rec.fvu, "explained_variance": rec.explained_variance, "l0": rec.l0,
+                   "dead_fraction": rec.dead_fraction, "ce_loss_recovered": spliced.ce_loss_recovered,
+                   "kl": spliced.kl, "ce_clean": spliced.ce_clean, "ce_sae": spliced.ce_sae, "ce_zero": spliced.ce_zero,
+                   "ablation": ABLATION, "n_eval_tokens": rec.n_tokens, "n_ce_tokens": spliced.n_tokens,
+                   "n_ce_contexts": n, "scale": scale, "layer": run.layer, "model": run.handle.name,
+                   "d": sae.config.d, "n_latents": sae.config.n_latents, "k": sae.config.k,
+                   "activation": sae.config.activation, "group_sizes": list(sae.config.group_sizes),
+                   "threshold": float(sae.threshold.max()), "steps": s["steps"], "batch_size": s["batch_size"],
+                   "train_tokens": run.train.n_tokens, "note": notes}
+
+
+def latents_stage(run: SAERun) -> list[list[str]]:
+    """The per-latent table on the held-out tokens; returns each latent's top tokens."""
+    sae, scale = run.sae, run.scale
+    with torch.no_grad():
+        f = torch.cat([sae.encode(x.to(sae.W_enc.device)).cpu() for x in run.eval.batches(run.layer, EVAL_BATCH, scale)])
+    tok = run.handle.tokenizer
+    tokens = top_tokens(f, run.eval.array("token_ids"), lambda i: tok.decode([i]), keep=run.cfg["sae"]["top_tokens"])
+    run.latents = latent_table(f, tokens, sae.config.group_ends)
+    return tokens
+
+
+def catalogue_stage(run: SAERun, tokens: list[list[str]]) -> None:
+    """Per domain, labeling and label: the latents most selective for it (AUROC, label vs rest)."""
+    from medinterp.prompts import load_prompt_set
+
+    cat = run.cfg["sae"]["catalogue"]
+    for domain in cat["domains"] or []:
+        prompt_set = load_prompt_set(domain)
+        prompt_set.require_items("the SAE catalogue")
+        prompt_set.require_modality("the SAE catalogue", ("text",))
+        prompts = [p for t in select_templates(prompt_set, cat["templates"]) for p in prompt_set.prompts(t)]
+        item = {it.id: it for it in prompt_set.items}
+        labels = {name: np.array([item[p.item_id].labels[name] for p in prompts], dtype=object)
+                  for name, labeling in prompt_set.labelings.items() if labeling.kind in CATALOGUE_KINDS}
+        if not labels:
+            continue
+        acts = prompt_codes(run.handle, run.sae, [p.text for p in prompts], run.layer, run.scale,
+                            desc=f"SAE catalogue ({prompt_set.domain})")
+        run.catalogue += catalogue_rows(prompt_set.domain, labels, acts, tokens, cat["n_per_label"])
+
+
+def interpretation_stage(run: SAERun) -> None:
+    """``sae.interpret=true``: ``medinterp.sae.autointerp.interpret(run)`` explains latents and scores the
+    explanations; it returns ``{latent: {"explanation": str, "detection_score": float}}``, merged here into the
+    catalogue and the per-latent table."""
+    try:
+        from medinterp.sae.autointerp import interpret
+    except ImportError:
+        raise MedinterpError("sae.interpret=true needs medinterp.sae.autointerp, which this version does not have; "
+                             "set sae.interpret=false") from None
+    found = interpret(run) or {}
+    for row in [*run.catalogue, *run.latents]:
+        row.update(found.get(row["latent"], {}))
+
+
+def steering_stage(run: SAERun) -> None:
+    """``sae.steer=true``: ``medinterp.sae.steering.steer(run)`` writes its files under the run folder and returns
+    summary values, kept in metrics.json under ``steering``."""
+    try:
+        from medinterp.sae.steering import steer
+    except ImportError:
+        raise MedinterpError("sae.steer=true needs medinterp.sae.steering, which this version does not have; "
+                             "set sae.steer=false") from None
+    run.metrics["steering"] = steer(run) or {}
+
+
+# ----------------------------------------------------------------------------------------------- files
+def write_rows(path: Path, rows: list[dict]) -> None:
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["latent"])
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write(path, write, newline="")
+
+
+def write_stage(run: SAERun) -> None:
+    """The SAE in both layouts, the tables, the curves, the figures, then metrics.json last."""
+    out, s = run.out_dir, run.cfg["sae"]
+    meta = {"model_name": run.handle.name, "hook_layer": run.layer, "hook_name": f"resid_post_layer_{run.layer}",
+            "context_size": s["ctx_len"], "activation_scale": run.scale}
+    for layout in () if s["pretrained"] else ("saelens", "dictionary_learning"):  # a loaded SAE: the user's files
+        save_sae(run.sae, out / "sae" / layout, layout, train=TrainConfig(**s["train"]), meta=meta)
+    write_rows(out / "latents.csv", run.latents)
+    write_rows(out / "catalogue.csv", run.catalogue)
+    rows = []
+    for part in (out / CURVES_BEFORE_RESUME, out / CURVES_DIR / "metrics.csv"):
+        rows += list(csv.DictReader(part.open())) if part.is_file() else []
+    if rows:
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        write_rows(out / "train_curves.csv", [{k: r.get(k, "") for k in keys} for r in rows])
+    save_png(training_curves(rows), out / "training_curves.png")
+    save_png(latent_frequencies(np.array([r["frequency"] for r in run.latents])), out / "latent_frequency.png")
+    write_json(out / "config.json", run.cfg)
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(out / CURVES_DIR, ignore_errors=True)
+    (out / CURVES_BEFORE_RESUME).unlink(missing_ok=True)
+    write_json(out / "metrics.json", run.metrics)
+
+
+def run_sae(cfg: DictConfig, out_dir: Path) -> Path:
+    """Every stage of an SAE run into ``out_dir``."""
+    plain = sae_config(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = SAERun(plain, out_dir)
+    strategy = launched_strategy(json.dumps(plain["strategy"], sort_keys=True), cfg.device)
+    run.handle = cached_model(ModelSpec.from_dict(plain["model"]), strategy, cfg.cache_dir)
+    s, n_layers = plain["sae"], run.handle.n_layers
+    run.layer = n_layers // 2 if s["layer"] is None else s["layer"]
+    if not 0 <= run.layer <= n_layers:
+        raise MedinterpError(f"sae.layer={run.layer} is outside {run.handle.name}; valid: 0..{n_layers}")
+    if s["pretrained"]:  # one line on a file in neither layout, or of another width, before any capture
+        load_sae(s["pretrained"], d=run.handle.d_model)
+    else:
+        build_sae(run)  # one line on k > latents before any capture
+    log.info("model=%s layer=%d/%d d=%d latents=%d k=%d activation=%s out=%s", run.handle.name, run.layer, n_layers,
+             run.handle.d_model, s["expansion"] * run.handle.d_model, s["k"], s["activation"], out_dir)
+    data_stage(run)
+    train_stage(run)
+    evaluate_stage(run)
+    tokens = latents_stage(run)
+    catalogue_stage(run, tokens)
+    if s["interpret"]:
+        interpretation_stage(run)
+    if s["steer"]:
+        steering_stage(run)
+    write_stage(run)
+    m = run.metrics
+    log.info("FVU %.4f  explained variance %.4f  L0 %.1f  dead %.3f  CE-loss recovered %.4f  KL %.4f%s", m["fvu"],
+             m["explained_variance"], m["l0"], m["dead_fraction"], m["ce_loss_recovered"], m["kl"],
+             f"  ({m['note']})" if m["note"] else "")
+    return out_dir
+
+
+@hydra.main(config_path="../conf", config_name="sae", version_base="1.3")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    quiet_libraries()
+    out_dir = run_sae(cfg, Path(HydraConfig.get().runtime.output_dir))
+    publish(out_dir, cfg, name=f"{HydraConfig.get().runtime.choices['model']}-sae", job_type="sae",
+            group=sweep_group(), report="summary")
+    log.info("results: %s", out_dir)
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_sigterm()
+    user_errors(check_group_choices)(sys.argv[1:], ("model", "strategy", "logger", "sae/arch", "sae/train"))
+    logging.getLogger("medinterp").setLevel(logging.INFO)
+    main()

@@ -1,0 +1,142 @@
+"""runners/sae.py in process on a tiny model: the run folder (metrics equal to a re-evaluation of the saved SAE,
+tables, corpus record), a killed run resumes to the same SAE as an uninterrupted one, bad input in one line with
+nothing complete written. The CLI (exit 2, one line) in the ``slow`` test."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from helpers import compose_map, run_runner, runner
+from medinterp.errors import MedinterpError
+
+pytest.importorskip("lightning")
+
+QUICK = ["model=tiny_gemma3", "logger=none", "sae.ctx_len=32", "sae.train_tokens=1024", "sae.eval_tokens=256",
+         "sae.ce_contexts=3", "sae.batch_size=128", "sae.steps=24", "sae.checkpoint_every=8", "sae.expansion=4",
+         "sae.k=8", "sae.train.warmup_steps=4", "sae.train.threshold_start_step=6", "sae.train.dead_tokens=512",
+         "sae.catalogue.domains=[dosage,progression]", "sae.catalogue.n_per_label=2", "capture_batch=4"]
+
+
+def run_sae(overrides, out_dir: Path, cache: Path) -> Path:
+    """``python runners/sae.py *overrides`` in this process, without report and W&B (``publish``)."""
+    cfg = compose_map([*QUICK, f"cache_dir={cache}", *overrides], config_name="sae")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return runner("sae").run_sae(cfg, Path(out_dir))
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(tmp_path):
+    from medinterp.sae import evaluate_sae, load_sae
+    from medinterp.sae.activations import ActivationStore
+
+    out = run_sae([], tmp_path / "run", tmp_path / "cache")
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("fvu", "explained_variance", "l0", "dead_fraction", "ce_loss_recovered", "kl"):
+        assert math.isfinite(m[key]), key
+    assert m["explained_variance"] == pytest.approx(1 - m["fvu"]) and m["ablation"] == "zero"
+    assert (m["layer"], m["d"], m["n_latents"], m["k"], m["steps"]) == (2, 64, 256, 8, 24)  # the middle of 4
+    assert m["ce_loss_recovered"] == pytest.approx((m["ce_zero"] - m["ce_sae"]) / (m["ce_zero"] - m["ce_clean"]))
+    corpus = json.loads((out / "corpus.json").read_text())
+    assert corpus["sources"] == ["icd10cm", "hpo", "prompts"] and len(corpus["corpus_sha256"]) == 64
+    assert corpus["provenance"]["hpo"]["release"].startswith("hp/releases/")
+    assert corpus["train_tokens"] >= 1024 and corpus["eval_tokens"] >= 256
+    store = ActivationStore(corpus["activation_cache"]["eval"])
+    assert m["n_eval_tokens"] == store.n_tokens == corpus["eval_tokens"]
+    assert m["scale"] == corpus["scale"] == ActivationStore(corpus["activation_cache"]["train"]).scale(2) != 1.0
+    for layout in ("saelens", "dictionary_learning"):
+        sae, _, _ = load_sae(out / "sae" / layout, d=64)
+        again = evaluate_sae(sae, store.batches(2, 100, m["scale"]), progress=False)
+        assert again.fvu == pytest.approx(m["fvu"], rel=1e-5) and again.l0 == pytest.approx(m["l0"], rel=1e-6)
+    latents = rows(out / "latents.csv")
+    assert len(latents) == 256 and [int(r["latent"]) for r in latents] == list(range(256))
+    dead = sum(r["dead"] == "True" for r in latents) / 256
+    assert dead == pytest.approx(m["dead_fraction"])
+    cat = rows(out / "catalogue.csv")
+    labels = {(r["domain"], r["labeling"], r["label"]) for r in cat}
+    assert {d for d, _, _ in labels} == {"dosage", "progression"} and len(cat) == 2 * len(labels)
+    assert all(0.0 <= float(r["auroc"]) <= 1.0 for r in cat)
+    curves = rows(out / "train_curves.csv")
+    assert [int(r["step"]) for r in curves] == list(range(24))
+    assert (out / "training_curves.png").is_file() and (out / "latent_frequency.png").is_file()
+    assert not (out / "checkpoints").exists() and json.loads((out / "config.json").read_text())["sae"]["k"] == 8
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_path, monkeypatch):
+    from medinterp.sae import load_sae
+
+    cache = tmp_path / "cache"
+    whole = run_sae([], tmp_path / "whole", cache)
+    sae_runner = runner("sae")
+    real = sae_runner.TokenStream
+
+    class Killed(real):
+        def __next__(self):
+            if self.next_batch == 13:  # after the checkpoint at step 8 (checkpoint_every=8)
+                raise KeyboardInterrupt  # what Ctrl-C or a scheduler's kill does to the loop
+            return super().__next__()
+
+    monkeypatch.setattr(sae_runner, "TokenStream", Killed)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run_sae([], tmp_path / "resumed", cache)
+    killed = tmp_path / "resumed"
+    assert (killed / "checkpoints" / "last.ckpt").is_file() and not (killed / "metrics.json").exists()
+    starts = []
+
+    class Counted(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            starts.append(self.next_batch)
+
+    monkeypatch.setattr(sae_runner, "TokenStream", Counted)
+    out = run_sae([], killed, cache)
+    assert starts == [8]  # resumed at the checkpoint's step, not started afresh
+    a, _, _ = load_sae(whole / "sae" / "saelens")
+    b, _, _ = load_sae(out / "sae" / "saelens")
+    for name, tensor in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert [int(r["step"]) for r in rows(out / "train_curves.csv")] == list(range(24))
+    assert json.loads((out / "metrics.json").read_text())["fvu"] == pytest.approx(
+        json.loads((whole / "metrics.json").read_text())["fvu"], rel=1e-5)
+
+
+@pytest.mark.parametrize("override, message", [
+    (["sae.corpus=[{tmp}/missing.txt]"], "sae.corpus: file not found: .*missing.txt"),
+    (["sae.corpus=[{tmp}/empty.txt]"], "sae.corpus: .*empty.txt is empty"),
+    (["sae.corpus=[pubmed]"], "'pubmed' is neither a built-in source"),
+    (["sae.layer=9"], r"sae.layer=9 is outside tiny_gemma3; valid: 0..4"),
+    (["sae.k=300"], r"The SAE's 'k' must be an integer in \[1, n_latents\] = \[1, 256\]; got 300"),
+    (["sae.pretrained={tmp}/neither"], "neither|no SAE"),
+    (["sae.pretrained={tmp}/wide"], "width 32, but the model's residual stream has width 64"),
+    (["sae.steps=5"], "must exceed sae.train.threshold_start_step"),
+])
+def test_bad_input_is_one_line_and_writes_nothing_complete(tmp_path, override, message):
+    from medinterp.sae import SAEConfig, SparseAutoencoder, save_sae
+
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "neither").mkdir()
+    (tmp_path / "neither" / "weights.bin").write_bytes(b"x")
+    save_sae(SparseAutoencoder(SAEConfig(32, 64, 4, "topk")), tmp_path / "wide", "saelens")
+    with pytest.raises(MedinterpError, match=message) as err:
+        run_sae([o.format(tmp=tmp_path) for o in override], tmp_path / "run", tmp_path / "cache")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_the_cli_exits_2_with_one_line(tmp_path):
+    proc = run_runner("sae.py", *QUICK, f"cache_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
+                      f"sae.corpus=[{tmp_path}/none.jsonl]", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: sae.corpus: file not found: {tmp_path}/none.jsonl"
+    assert not (tmp_path / "run" / "metrics.json").exists()
