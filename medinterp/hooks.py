@@ -11,6 +11,7 @@ Contents, in the order a reader needs them:
   tuple, see :attr:`~medinterp.models.arch.base.BoundModel.block_returns_tuple`);
 - :func:`record` (*record*): a hook that stores a module's output (optionally reduced) and may stop;
 - :func:`patch` (*patch*): a hook that replaces a module's output at some positions;
+- :func:`add` (*add*): a hook that adds a vector to a module's output from some position on (steering);
 - :func:`replace_by_identity` (*replace-by-identity*): a decoder block returns its input and computes
   nothing, keeping a KV cache consistent with placeholder keys/values;
 - :func:`skip_with_outputs` (*skip-with-cached-output*): the first blocks return outputs recorded in
@@ -62,7 +63,7 @@ def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Hooks: record, patch
+# Hooks: record, patch, add
 # --------------------------------------------------------------------------------------------------
 def record(store: dict[Any, torch.Tensor], key: Any, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
            stop: bool = False) -> Hook:
@@ -85,6 +86,18 @@ def patch(source_BTD: torch.Tensor, mask_BT: torch.Tensor) -> Hook:
         hidden = output_tensor(output)
         patched = torch.where(mask_BT.to(hidden.device)[..., None], source_BTD.to(hidden.device), hidden)
         return (patched, *output[1:]) if isinstance(output, (tuple, list)) else patched
+    return hook
+
+
+def add(vector_D: torch.Tensor, start: int = 0) -> Hook:
+    """A forward hook that adds ``vector_D`` (D,) to the output at every position ``>= start`` of every row (a new
+    tensor, in the output's dtype; a tuple output keeps its other elements). A zero vector leaves the output
+    bit-identical (x + 0 = x)."""
+    def hook(_module, _inputs, output):
+        hidden = output_tensor(output)
+        steered = hidden.clone()
+        steered[:, start:] += vector_D.to(device=hidden.device, dtype=hidden.dtype)
+        return (steered, *output[1:]) if isinstance(output, (tuple, list)) else steered
     return hook
 
 
