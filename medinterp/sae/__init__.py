@@ -16,6 +16,7 @@ metrics           fvu (about the mean), explained_variance, l0, dead_fraction, R
 evaluate          evaluate_sae(sae, batches) with the inference encoder
 files             save_sae / load_sae in the dictionary_learning (ae.pt + config.json) and SAELens
                   (cfg.json + sae_weights.safetensors) layouts
+contexts          Contexts (tokens, residual activations, mask), capture_contexts(handle, ids, layer)
 autointerp        interpret(sae, Contexts, interpreter): explanations and detection scores (balanced accuracy)
 interpreters      KeywordInterpreter (offline: top tokens / keyword matching), LLMInterpreter (a judge's endpoint)
 steering          steer(handle, sae, layer, targets, unrelated_prompts, judge): alpha x decoder row, success rate

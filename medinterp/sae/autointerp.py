@@ -36,41 +36,10 @@ from tqdm.auto import tqdm
 
 from medinterp.errors import MedinterpError
 from medinterp.metrics.bootstrap import Estimate, finite_mean_with_ci
+from medinterp.sae.contexts import Contexts
 from medinterp.sae.interpreters import DetectItem, Example, ExplainItem, Interpreter, top_tokens
 from medinterp.sae.model import SparseAutoencoder
 from medinterp.validation import is_int
-
-
-@dataclass(frozen=True)
-class Contexts:
-    """Token contexts and their residual-stream activations at the SAE's layer.
-
-    ``tokens``: n_ctx sequences of ctx_len display strings (the decoded pieces: joined they give the text);
-    ``activations``: (n_ctx, ctx_len, d) array or tensor (a memmap is read chunk by chunk);
-    ``mask``: (n_ctx, ctx_len) bool, the tokens that count (e.g. not padding, not the first position), None = all.
-    """
-
-    tokens: Sequence[Sequence[str]]
-    activations: Any
-    mask: Any = None
-
-    def __post_init__(self) -> None:
-        shape = tuple(getattr(self.activations, "shape", ()))
-        if len(shape) != 3:
-            raise MedinterpError(f"Contexts: activations must have shape (n_ctx, ctx_len, d); got {shape}")
-        n_ctx, ctx_len, _ = shape
-        if len(self.tokens) != n_ctx:
-            raise MedinterpError(f"Contexts: {len(self.tokens)} token lists for {n_ctx} contexts of activations")
-        bad = next((i for i, t in enumerate(self.tokens) if len(t) != ctx_len), None)
-        if bad is not None:
-            raise MedinterpError(f"Contexts: context {bad} has {len(self.tokens[bad])} tokens; every context must "
-                                 f"have ctx_len = {ctx_len} (the activations' second axis)")
-        if self.mask is not None and tuple(np.shape(self.mask)) != (n_ctx, ctx_len):
-            raise MedinterpError(f"Contexts: mask has shape {tuple(np.shape(self.mask))}; expected {(n_ctx, ctx_len)}")
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return int(self.activations.shape[0]), int(self.activations.shape[1])
 
 
 @dataclass(frozen=True)

@@ -354,5 +354,19 @@ class LLMInterpreter:
         return Answer(None, _redact(f"malformed reply ({tries}): {problem}", secret))
 
 
+def make_interpreter(judge: str, settings: dict[str, Any] | None = None, cache_dir: str | None = None) -> Interpreter:
+    """The interpreter for a judge of ``conf/judge/``: ``deterministic`` -> :class:`KeywordInterpreter` (its
+    settings are the ablation scale's and do not apply), an LLM judge (``openai``, ``local``) ->
+    :class:`LLMInterpreter` over that judge built with ``settings`` and ``cache_dir``."""
+    from medinterp.judges import judge_class, make_judge
+
+    if judge in ("deterministic", KeywordInterpreter.name):
+        return KeywordInterpreter()
+    if not issubclass(judge_class(judge), LLMJudge):
+        raise MedinterpError(f"judge {judge!r} cannot interpret latents; valid: deterministic, keywords, or an LLM "
+                             "judge (openai, local)")
+    return LLMInterpreter(make_judge(judge, settings, cache_dir))  # type: ignore[arg-type]
+
+
 __all__ = ["Answer", "DetectItem", "Example", "ExplainItem", "Interpreter", "KeywordInterpreter", "LLMInterpreter",
-           "normalise_token", "top_tokens"]
+           "make_interpreter", "normalise_token", "top_tokens"]

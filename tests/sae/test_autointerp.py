@@ -12,9 +12,10 @@ import torch
 from medinterp.errors import MedinterpError
 from medinterp.judges import LLMJudge
 from medinterp.sae import SAEConfig, SparseAutoencoder
-from medinterp.sae.autointerp import Contexts, LatentCodes, encode_contexts, interpret, stratified
+from medinterp.sae.autointerp import InterpConfig, LatentCodes, encode_contexts, interpret, stratified
+from medinterp.sae.contexts import Contexts, capture_contexts
 from medinterp.sae.interpreters import (DETECT_SYSTEM, EXPLAIN_SYSTEM, Answer, KeywordInterpreter, LLMInterpreter,
-                                        parse_labels)
+                                        make_interpreter, parse_labels)
 
 WORDS = [" fever", " cough", " aspirin", " the", " patient", " dose", " of", " and", " rash", " pain",
          " daily", " mg", " was", " with", " heart", " lung", " blood", " test", " acute", " chronic"]
@@ -206,3 +207,34 @@ def test_parse_labels_and_bad_inputs_say_what_is_wrong():
         Contexts([["a"] * 3] * 10, ctx.activations)
     with pytest.raises(MedinterpError, match=r"latent\(s\) \[4\] outside the dictionary 0..3"):
         interpret(sae, ctx, KeywordInterpreter(), latents=[4])
+
+
+def test_contexts_captured_from_a_tiny_model_run_the_whole_path(cache_dir):
+    from medinterp.models import ModelSpec, load_model
+
+    handle = load_model(ModelSpec(name="tiny_llama", source="tiny", family="llama", n_layers=4), "cpu", cache_dir)
+    tok = handle.tokenizer
+    text = "The patient has a fever and a dry cough. Aspirin 500 mg was given twice daily for the pain. " * 6
+    flat = tok(text, add_special_tokens=False)["input_ids"]
+    ids = np.array([flat[i:i + 12] for i in range(0, 12 * 8, 12)])  # 8 contexts of 12 tokens
+    ctx = capture_contexts(handle, ids, layer=2, batch_size=3)
+    assert ctx.shape == (8, 12) and not ctx.mask[:, 0].any() and ctx.mask[:, 1:].all()
+    assert "".join(ctx.tokens[0]) == tok.decode(ids[0].tolist())
+    with torch.no_grad():  # transformers' hidden_states[l] is read-out l below the last layer
+        ref = handle.model(input_ids=torch.as_tensor(ids[5:6]), output_hidden_states=True).hidden_states[2][0]
+    assert np.allclose(ref.numpy(), ctx.activations[5], atol=1e-5)
+    sae = SparseAutoencoder(SAEConfig(handle.d_model, 16, k=2, activation="topk"), seed=0)
+    result = interpret(sae, ctx, make_interpreter("deterministic"), config=InterpConfig(n_explain=4, n_detect=2))
+    assert {r.status.split(":")[0] for r in result.latents} <= {"ok", "skipped"}
+    codes = encode_contexts(sae, ctx)
+    for r in result.latents:
+        assert r.n_active == int((codes.dense(r.latent).max(1) > 0).sum())  # masked first positions never count
+    assert all((codes.pos > 0))
+
+
+def test_make_interpreter_maps_judges_to_interpreters(tmp_path):
+    assert isinstance(make_interpreter("deterministic"), KeywordInterpreter)
+    interp = make_interpreter("openai", {"model": "m", "api_key_env": None}, str(tmp_path))
+    assert isinstance(interp, LLMInterpreter) and interp.judge.cache_dir == str(tmp_path)
+    with pytest.raises(MedinterpError, match="unknown judge 'nope'"):
+        make_interpreter("nope")
