@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,7 @@ from tqdm.auto import tqdm
 from medinterp.errors import MedinterpError
 from medinterp.judges.base import JudgeContext
 from medinterp.judges.cache import VerdictCache
-from medinterp.judges.llm import LLMJudge, _Breaker, _redact
+from medinterp.judges.llm import LLMJudge, _Breaker, _redact, reply_json
 from medinterp.validation import is_int
 
 PROMPT_VERSION = "medinterp-sae-interp-v1"  # part of the cache key: bump whenever a prompt below changes
@@ -199,17 +198,8 @@ DETECT_SCHEMA: dict[str, Any] = {"type": "object",
 
 
 def _json_object(content: str | None) -> dict[str, Any]:
-    """The JSON object of a reply (alone, or wrapped in text/code fences); ValueError if there is none."""
-    if not content or not content.strip():
-        raise ValueError("empty reply")
-    try:
-        data = json.loads(content)
-    except json.JSONDecodeError:
-        match = re.search(r"\{.*\}", content, flags=re.DOTALL)
-        try:
-            data = json.loads(match.group(0)) if match else None
-        except json.JSONDecodeError:
-            data = None
+    """The JSON object of a reply (:func:`~medinterp.judges.llm.reply_json`); ValueError if it is not an object."""
+    data = reply_json(content)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data

@@ -187,7 +187,7 @@ def test_llm_failures_are_visible_and_the_key_never_appears(scripted, tmp_path, 
     sae, ctx = planted()
     scripted.explanation = "I think it is about fevers."  # not JSON, twice: one re-ask, then missing
     [row] = interpret(sae, ctx, llm(tmp_path), latents=[0]).latents
-    assert row.status == "failed: explanation: malformed reply (after one re-ask): not a JSON object"
+    assert row.status == "failed: explanation: malformed reply (after one re-ask): not valid JSON"
     assert len(scripted.requests) == 2
     monkeypatch.setenv("SECRET_TEST_KEY", "sk-do-not-leak-123")
     scripted.fail_with = "auth failed for key sk-do-not-leak-123"
