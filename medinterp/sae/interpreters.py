@@ -225,11 +225,22 @@ def parse_labels(content: str | None, n: int) -> tuple[int, ...]:
     return tuple(int(v) for v in labels)
 
 
-def response_format(style: str, name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """The request's ``response_format`` in the judge's style (see :func:`medinterp.judges.llm.response_format`)."""
+def response_format(style: str, name: str, schema: dict[str, Any], max_length: int | None = None,
+                    n_items: int | None = None) -> dict[str, Any]:
+    """The request's ``response_format`` in the judge's style (see :func:`medinterp.judges.llm.response_format`).
+
+    ``json_object`` (llama-cpp-python turns the schema into a decoding grammar) also bounds the reply, so it
+    always closes within ``max_tokens``: the explanation string to ``max_length`` characters, the label array to
+    exactly ``n_items`` entries. Strict ``json_schema`` keeps the plain schema; the parser checks the length."""
     if style == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
-    return {"type": "json_object", "schema": schema}
+    props = {key: dict(value) for key, value in schema["properties"].items()}
+    for value in props.values():
+        if value["type"] == "string" and max_length is not None:
+            value["maxLength"] = max_length
+        if value["type"] == "array" and n_items is not None:
+            value.update(minItems=n_items, maxItems=n_items)
+    return {"type": "json_object", "schema": {**schema, "properties": props}}
 
 
 def request_key(model: str, seed: int, kind: str, messages: list[dict[str, str]]) -> str:
@@ -258,17 +269,20 @@ class LLMInterpreter:
         self.judge.__exit__(*exc)
 
     def explain(self, items: Sequence[ExplainItem]) -> list[Answer]:
-        return self._ask("explain", [explain_messages(i) for i in items], EXPLAIN_SCHEMA, [parse_explanation] * len(items),
-                         self.judge.max_tokens)
+        fmt = response_format(self.judge.response_format, "explain", EXPLAIN_SCHEMA, max_length=200)
+        return self._ask("explain", [explain_messages(i) for i in items], [fmt] * len(items),
+                         [parse_explanation] * len(items), self.judge.max_tokens)
 
     def detect(self, items: Sequence[DetectItem]) -> list[Answer]:
+        style = self.judge.response_format
+        formats = [response_format(style, "detect", DETECT_SCHEMA, n_items=len(i.contexts)) for i in items]
         parsers = [(lambda n: lambda content: parse_labels(content, n))(len(i.contexts)) for i in items]
         longest = max((len(i.contexts) for i in items), default=0)
-        return self._ask("detect", [detect_messages(i) for i in items], DETECT_SCHEMA, parsers,
+        return self._ask("detect", [detect_messages(i) for i in items], formats, parsers,
                          max(self.judge.max_tokens, 4 * longest + 32))
 
     # -- requests --------------------------------------------------------------------------------------
-    def _ask(self, kind: str, requests: list[list[dict[str, str]]], schema: dict[str, Any],
+    def _ask(self, kind: str, requests: list[list[dict[str, str]]], formats: list[dict[str, Any]],
              parsers: list[Callable[[str | None], Any]], max_tokens: int) -> list[Answer]:
         """One answer per request: cache hits first; the rest sent over ``judge.max_workers`` threads."""
         judge = self.judge
@@ -295,7 +309,7 @@ class LLMInterpreter:
                         if breaker.open:
                             return Answer(None, f"not sent after {breaker.count} consecutive failures "
                                                 f"(last: {breaker.last})")
-                        answer = self._one(client, requests[i], schema, parsers[i], max_tokens, secret, kind)
+                        answer = self._one(client, requests[i], formats[i], parsers[i], max_tokens, secret)
                         breaker.record(answer)  # an Answer has the verdict's missing/missing_reason
                         if not answer.missing:
                             value = list(answer.value) if isinstance(answer.value, tuple) else answer.value
@@ -313,8 +327,8 @@ class LLMInterpreter:
                 out[i] = out[i] or Answer(None, _redact(str(err), secret))
         return [a if a is not None else Answer(None, "not answered") for a in out]
 
-    def _one(self, client, messages: list[dict[str, str]], schema: dict[str, Any], parse: Callable[[str | None], Any],
-             max_tokens: int, secret: str, kind: str) -> Answer:
+    def _one(self, client, messages: list[dict[str, str]], fmt: dict[str, Any], parse: Callable[[str | None], Any],
+             max_tokens: int, secret: str) -> Answer:
         """One request, parsed; one re-ask on a malformed reply; any failure is a missing answer with a reason."""
         import openai
 
@@ -324,7 +338,7 @@ class LLMInterpreter:
             try:
                 reply = client.chat.completions.create(
                     model=judge.model, messages=messages, temperature=judge.temperature, seed=judge.seed,
-                    max_tokens=max_tokens, response_format=response_format(judge.response_format, kind, schema)
+                    max_tokens=max_tokens, response_format=fmt
                 ).choices[0].message
             except openai.APITimeoutError:
                 return Answer(None, f"timeout: no reply within {judge.timeout:g} s ({judge.max_retries} retries)")

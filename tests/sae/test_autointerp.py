@@ -15,7 +15,7 @@ from medinterp.sae import SAEConfig, SparseAutoencoder
 from medinterp.sae.autointerp import InterpConfig, LatentCodes, encode_contexts, interpret, stratified
 from medinterp.sae.contexts import Contexts, capture_contexts
 from medinterp.sae.interpreters import (DETECT_SYSTEM, EXPLAIN_SYSTEM, Answer, KeywordInterpreter, LLMInterpreter,
-                                        make_interpreter, parse_labels)
+                                        make_interpreter, parse_labels, response_format)
 
 WORDS = [" fever", " cough", " aspirin", " the", " patient", " dose", " of", " and", " rash", " pain",
          " daily", " mg", " was", " with", " heart", " lung", " blood", " test", " acute", " chronic"]
@@ -194,6 +194,17 @@ def test_llm_failures_are_visible_and_the_key_never_appears(scripted, tmp_path, 
     [row] = interpret(sae, ctx, llm(tmp_path, api_key_env="SECRET_TEST_KEY"), latents=[0]).latents
     assert row.status == "failed: explanation: ValueError: auth failed for key ***"
     assert not list(tmp_path.rglob("*.json"))  # failures are never cached
+
+
+def test_json_object_formats_bound_the_reply_for_a_grammar():
+    from medinterp.sae.interpreters import DETECT_SCHEMA, EXPLAIN_SCHEMA
+
+    detect = response_format("json_object", "detect", DETECT_SCHEMA, n_items=7)["schema"]["properties"]["labels"]
+    assert (detect["minItems"], detect["maxItems"]) == (7, 7) and "minItems" not in DETECT_SCHEMA["properties"]["labels"]
+    explain = response_format("json_object", "explain", EXPLAIN_SCHEMA, max_length=200)["schema"]
+    assert explain["properties"]["explanation"]["maxLength"] == 200
+    strict = response_format("json_schema", "detect", DETECT_SCHEMA, n_items=7)["json_schema"]
+    assert strict["strict"] is True and strict["schema"] is DETECT_SCHEMA
 
 
 def test_parse_labels_and_bad_inputs_say_what_is_wrong():
