@@ -15,7 +15,8 @@ Contents, in the order a reader needs them:
   :func:`record_input` the same for a module's input hidden states (a VLM's read-out 0: the input of block 0,
   after the image features were written over the placeholder embeddings);
 - :func:`patch` (*patch*): a hook that replaces a module's output at some positions;
-- :func:`shift` (*add*): a hook that adds a vector to a module's output (steering, mean-ablation);
+- :func:`add` (*add*): a hook that adds a vector to a module's output from some position on (steering,
+  mean-ablation);
 - :func:`record_update`: a hook that sums a block's update (output − input) over masked positions;
 - :func:`replace_by_identity` (*replace-by-identity*): a decoder block returns its input and computes
   nothing, keeping a KV cache consistent with placeholder keys/values;
@@ -85,7 +86,7 @@ def forward_pre_hooks(pairs: Sequence[tuple[nn.Module, Callable[..., Any]]], wit
 
 
 # --------------------------------------------------------------------------------------------------
-# Hooks: record, patch
+# Hooks: record, patch, add
 # --------------------------------------------------------------------------------------------------
 def record(store: dict[Any, torch.Tensor], key: Any, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
            stop: bool = False) -> Hook:
@@ -124,16 +125,15 @@ def patch(source_BTD: torch.Tensor, mask_BT: torch.Tensor) -> Hook:
     return hook
 
 
-def shift(delta_D: torch.Tensor, mask_BT: torch.Tensor | None = None) -> Hook:
-    """A forward hook that adds ``delta_D`` (D,) to the output's hidden states, at every position or at the
-    ``mask_BT`` positions only (a new tensor; a tuple output keeps its other elements)."""
+def add(vector_D: torch.Tensor, start: int = 0) -> Hook:
+    """A forward hook that adds ``vector_D`` (D,) to the output at every position ``>= start`` of every row (a new
+    tensor, in the output's dtype; a tuple output keeps its other elements). A zero vector leaves the output
+    bit-identical (x + 0 = x)."""
     def hook(_module, _inputs, output):
         hidden = output_tensor(output)
-        delta = delta_D.to(hidden.device, hidden.dtype)
-        if mask_BT is not None:
-            delta = mask_BT.to(hidden.device)[..., None].to(hidden.dtype) * delta
-        shifted = hidden + delta
-        return (shifted, *output[1:]) if isinstance(output, (tuple, list)) else shifted
+        steered = hidden.clone()
+        steered[:, start:] += vector_D.to(device=hidden.device, dtype=hidden.dtype)
+        return (steered, *output[1:]) if isinstance(output, (tuple, list)) else steered
     return hook
 
 

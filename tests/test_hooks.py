@@ -1,5 +1,5 @@
 """medinterp.hooks on tiny models: record, patch, replace-by-identity (with the KV placeholder),
-skip-with-cached-output, stop, shift and record_update, each against a plain forward; every hook and forward restored."""
+skip-with-cached-output, stop, add and record_update, each against a plain forward; every hook and forward restored."""
 from __future__ import annotations
 
 
@@ -10,7 +10,7 @@ from transformers import DynamicCache
 
 from medinterp.errors import MedinterpError
 from medinterp.hooks import (StopForward, forward_hooks, output_tensor, patch, record, record_update,
-                             replace_by_identity, shift, skip_with_outputs)
+                             replace_by_identity, add, skip_with_outputs)
 from medinterp.models.arch import ArchAdapter, BoundModel
 
 from helpers import TINY_FAMILIES, without_block
@@ -105,16 +105,16 @@ def test_patch_replaces_only_the_masked_positions_and_keeps_tuple_tails(tiny_han
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt_oss"])
-def test_shift_adds_the_vector_at_masked_positions_and_record_update_sums_output_minus_input(tiny_handles, family):
+def test_add_from_a_position_on_and_record_update_sums_output_minus_input(tiny_handles, family):
     h = tiny_handles[family]
     ids, mask = batch(h)
     want = hidden_states(h, ids, mask)  # want[1] is block 1's input, want[2] its output
     d = h.model.config.hidden_size
     v = torch.linspace(-1, 1, d)
     at = torch.zeros_like(mask, dtype=torch.bool)
-    at[:, -1] = True
+    at[:, -2:] = True
     store, sums = {}, {}
-    with forward_hooks([(h.parts.layers[1], shift(v, at)), (h.parts.layers[1], record(store, "out"))]):
+    with forward_hooks([(h.parts.layers[1], add(v, start=ids.shape[1] - 2)), (h.parts.layers[1], record(store, "out"))]):
         hidden_states(h, ids, mask)
     torch.testing.assert_close(store["out"], want[2] + at[..., None] * v, rtol=0, atol=0)
     with forward_hooks([(h.parts.layers[1], record_update(sums, 1, mask.bool()))]):

@@ -141,16 +141,13 @@ def build_messages(item: JudgeItem, swapped: bool) -> list[dict[str, str]]:
     return [{"role": "system", "content": RUBRIC}, {"role": "user", "content": user}]
 
 
-def parse_reply(content: str | None) -> tuple[int, str]:
-    """``(score, rationale)`` from a reply; ValueError with a short reason if malformed or out of range.
-
-    Accepts the JSON object alone or wrapped in text/code fences (small local models add them); the
-    score must be an integer (``7`` or ``7.0``) in 1..10.
-    """
+def reply_json(content: str | None) -> Any:
+    """The JSON value of a reply, alone or wrapped in text/code fences (small local models add them);
+    ValueError("empty reply" | "not valid JSON") otherwise."""
     if not content or not content.strip():
         raise ValueError("empty reply")
     try:
-        data = json.loads(content)
+        return json.loads(content)
     except json.JSONDecodeError:
         match = re.search(r"\{.*\}", content, flags=re.DOTALL)
         try:
@@ -159,6 +156,16 @@ def parse_reply(content: str | None) -> tuple[int, str]:
             data = None
         if data is None:
             raise ValueError("not valid JSON") from None
+        return data
+
+
+def parse_reply(content: str | None) -> tuple[int, str]:
+    """``(score, rationale)`` from a reply; ValueError with a short reason if malformed or out of range.
+
+    Accepts the JSON object alone or wrapped in text/code fences (small local models add them); the
+    score must be an integer (``7`` or ``7.0``) in 1..10.
+    """
+    data = reply_json(content)
     if not isinstance(data, dict) or "score" not in data:
         raise ValueError("no 'score' field")
     score = data["score"]

@@ -24,6 +24,10 @@ prompt_codes      per-prompt latent activations (max over its tokens)
 catalogue         selectivity AUROC per label, the catalogue rows, the per-latent table, top tokens
 figures           training curves, latent frequency histogram
 run_state         SAERun: what the runner's stages share (runners/sae.py)
+contexts          Contexts (tokens, residual activations, mask), capture_contexts(handle, ids, layer)
+autointerp        interpret(sae, Contexts, interpreter): explanations and detection scores (balanced accuracy)
+interpreters      KeywordInterpreter (offline: top tokens / keyword matching), LLMInterpreter (a judge's endpoint)
+steering          steer(handle, sae, layer, targets, unrelated_prompts, judge): alpha x decoder row, success rate
 
 ``train_sae`` and ``SAELightningModule`` are imported on first use (Lightning is the ``dist`` extra).
 """

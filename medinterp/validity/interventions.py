@@ -21,7 +21,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 
 from medinterp.errors import MedinterpError
-from medinterp.hooks import forward_hooks, record_update, replace_by_identity, shift
+from medinterp.hooks import add, forward_hooks, record_update, replace_by_identity
 from medinterp.models import ModelHandle
 from medinterp.models.arch import BoundModel
 from medinterp.validity.draws import check_blocks
@@ -40,7 +40,7 @@ def identity(parts: BoundModel, blocks: Sequence[int]) -> Iterator[None]:
 def mean_update(parts: BoundModel, updates: Mapping[int, torch.Tensor]) -> Iterator[None]:
     """Block ``b`` returns input + ``updates[b]`` (D,) for every ``b`` in ``updates`` (mean-ablation)."""
     blocks = check_blocks(list(updates), len(parts.layers))
-    with identity(parts, blocks), forward_hooks([(parts.layers[b], shift(updates[b])) for b in blocks]):
+    with identity(parts, blocks), forward_hooks([(parts.layers[b], add(updates[b])) for b in blocks]):
         yield
 
 
@@ -51,7 +51,7 @@ def steer(parts: BoundModel, directions: Mapping[int, torch.Tensor], alpha: floa
     if alpha == 0:  # the intact model, not a model plus a zero vector
         yield
         return
-    with forward_hooks([(parts.layers[b], shift(alpha * directions[b])) for b in blocks]):
+    with forward_hooks([(parts.layers[b], add(alpha * directions[b])) for b in blocks]):
         yield
 
 
