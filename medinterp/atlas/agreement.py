@@ -18,7 +18,8 @@ rests on:
 - ``specialty > mechanism``: the drugs' ``silhouette_umap_diff`` (specialty − mechanism) has layers whose CI
   is above 0 and none below (``yes``); the value shown is the largest |difference|;
 - ``progression circularity``: per disease, ``circular_corr`` at its best layer beats the shuffled null; ``yes``
-  when every disease does, ``partial`` when some do; the value shown is the best disease's;
+  when every disease with a null does, ``partial`` when some do (``n/a`` without nulls); the value shown is the
+  best disease's;
 - ``age step``: the pooled 17→18 ``discontinuity`` peak's CI lies above 1 (a smooth ramp);
 - ``collapse``: some effective-rank or silhouette curve drops below half its running maximum and recovers
   (medinterp.maps.findings.collapse_episodes); the value shown is the first episode's trough.
@@ -118,10 +119,11 @@ def _drugs(f: Mapping[str, Any], n: int) -> dict[str, Any]:
 def _progression(f: Mapping[str, Any], n: int) -> dict[str, Any]:
     if not f.get("available"):
         return _na(f, n)
-    rated = {d: e["circular_corr"] for d, e in f["diseases"].items() if isinstance(e.get("circular_corr"), dict)}
-    beats = sorted(d for d, c in rated.items() if c.get("beats_null"))
+    rated = {d: e["circular_corr"] for d, e in f["diseases"].items()
+             if isinstance(e.get("circular_corr"), dict) and e["circular_corr"].get("beats_null") is not None}
+    beats = sorted(d for d, c in rated.items() if c["beats_null"])
     if not rated:
-        return _na({"missing": ["circular_corr at a best layer"]}, n)
+        return _na({"missing": ["circular_corr with its circular_corr_null at a best layer"]}, n)
     holds = "yes" if len(beats) == len(rated) else "partial" if beats else "no"
     best = max(rated.values(), key=lambda c: c["value"])
     return _verdict(holds, best, n, f"{len(beats)} of {len(rated)} diseases beat the null ({', '.join(beats) or 'none'})")
