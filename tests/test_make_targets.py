@@ -22,3 +22,11 @@ def test_ci_runs_the_command_the_readme_names_for_ci():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "`make test-full` runs every test, `slow` included. CI (`.ci/run`) runs `make test-full`." in readme
     assert "`make test` is the fast tier (every test but the `slow` ones, <= 5 min on a 2-core machine)" in readme
+
+
+def test_atlas_maps_both_embedded_models_then_compares_them():
+    lines = recipe("atlas")
+    assert lines[0].startswith("$(foreach m,$(ATLAS_MODELS),$(BIN)/python runners/map.py -m model=$(m)")
+    assert lines[2].startswith('$(BIN)/python runners/compare.py "runs=[')
+    text = (ROOT / "Makefile").read_text()
+    assert "ATLAS_MODELS  ?= gemma3_270m smollm2_135m" in text and "ATLAS_METHODS ?= umap,saliency,patching" in text
