@@ -36,6 +36,16 @@ def test_writes_every_file(compared):
     assert "Table 1" in html and "Agreement between models" in html and "data:image/png;base64" in html
 
 
+def test_what_wandb_logs(compared):
+    """The folder as W&B gets it (medinterp.tracking.read_folder, no wandb needed): both tables and the figure."""
+    from medinterp.tracking import read_folder
+
+    payload = read_folder(compared.out_dir, "atlas")
+    assert payload.kind == "atlas"
+    assert {"tables/table1", "tables/agreement"} <= set(payload.tables) and "figures/atlas" in payload.images
+    assert len(payload.tables["tables/table1"].rows) == 7 * 2  # concepts × models
+
+
 def test_table1_is_the_best_row_of_each_model(compared):
     """age R²: the largest finite r2_raw on age/pooled at a read-out ≥ 0, straight from the rows."""
     table = load_table([GOLDEN])
