@@ -81,3 +81,22 @@ def test_a_tiny_mistral_cell_maps(tmp_path):
     assert all(math.isfinite(r.value) or r.note for r in run.rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["family"] == "mistral" and summary["model"]["n_layers"] == 4
+
+
+def test_llava_med_layout_a_mistral_text_model_inside_llava():
+    """LLaVA-Med v1.5 is a LlavaForConditionalGeneration around a Mistral decoder: the llava adapter binds it, and
+    the blocks it names are Mistral's (sliding window and all)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    from medinterp.models.tiny import tiny_config
+
+    base = tiny_config("llava", 256).to_dict()
+    config = LlavaConfig(**{**base, "text_config": tiny_config("mistral", 256).to_dict()})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlavaForConditionalGeneration(config).eval()
+    parts = adapter_for(model)
+    lm = model.model.language_model
+    assert parts.adapter.family == "llava" and type(lm).__name__ == "MistralModel"
+    assert parts.layers is lm.layers and parts.final_norm is lm.norm and parts.lm_head is model.lm_head
+    assert parts.text_config.sliding_window == 8 and parts.n_layers == 4
