@@ -1,4 +1,5 @@
 # medinterp — quickstart:  make map        (set up + map the embedded Gemma-3-270M)
+#                          make atlas      (set up + map Gemma-3-270M and SmolLM2-135M, then compare them)
 #                          make test       (set up + the fast tier, all but `slow`: <= 5 min on 2 cores)
 #                          make test-full  (set up + every test, slow included: what CI runs)
 #                          make sae        (set up + an SAE on Gemma-3-270M's middle layer: <= 5 min on 2 cores)
@@ -15,8 +16,17 @@ MAP_DIR ?= outputs/map/$(NOW)
 # Default 1: one process, every core; on the 2-core CPU two processes were not faster (docs/benchmarks.md).
 MAP_JOBS ?= 1
 PYTEST_ARGS ?=
+# make atlas: both embedded models mapped, then compared (docs/atlas.md). Ablation is left out by default to stay
+# within 20 minutes on the 2-core CPU (Table 1 needs umap and patching; saliency gives the map a second lane);
+# ATLAS_METHODS=umap,saliency,ablation,patching maps all four.
+ATLAS_MODELS  ?= gemma3_270m smollm2_135m
+ATLAS_DOMAINS ?= $(MAP_DOMAINS)
+ATLAS_METHODS ?= umap,saliency,patching
+ATLAS_DIR     ?= outputs/atlas/$(NOW)
+comma := ,
+space := $(subst ,, )
 
-.PHONY: setup map sae test test-full bench clean llama-wheel
+.PHONY: setup map sae atlas test test-full bench clean llama-wheel
 
 # The stamp depends on the files that define the environment, so editing them reinstalls.
 $(VENV)/.stamp: pyproject.toml constraints.txt Makefile
@@ -79,6 +89,14 @@ SAE_ARGS ?=
 sae: setup
 	$(BIN)/python runners/sae.py hydra.run.dir=$(SAE_DIR) $(SAE_ARGS)
 	@echo "SAE run: $(SAE_DIR)/{metrics.json,latents.csv,catalogue.csv,report.html,sae/}"
+
+atlas: setup
+	$(foreach m,$(ATLAS_MODELS),$(BIN)/python runners/map.py -m model=$(m) domain=$(ATLAS_DOMAINS) method=$(ATLAS_METHODS) \
+	  hydra.sweep.dir=$(ATLAS_DIR)/$(m) && ) true
+	$(BIN)/python runners/compare.py "runs=[$(subst $(space),$(comma),$(addprefix $(ATLAS_DIR)/,$(ATLAS_MODELS)))]" \
+	  out_dir=$(ATLAS_DIR)/compare "map.methods=[$(ATLAS_METHODS)]"
+	@echo "per-model results: $(ATLAS_DIR)/<model>/<n>_<model>-<domain>-<method>/"
+	@echo "comparison:        $(ATLAS_DIR)/compare/{table1.csv,table1.md,agreement.json,atlas.png,report.html}"
 
 # `slow`: subprocesses of the runners, torchrun, the llama.cpp judge server, Chromium, the real SmolLM2/Gemma
 # models; each behaviour they prove also has a fast in-process test (tests/conftest.py `map_cell`).

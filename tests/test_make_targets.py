@@ -26,3 +26,11 @@ def test_ci_runs_the_command_the_readme_names_for_ci():
 
 def test_make_sae_runs_the_sae_runner_with_its_defaults():
     assert recipe("sae")[0] == "$(BIN)/python runners/sae.py hydra.run.dir=$(SAE_DIR) $(SAE_ARGS)"
+
+
+def test_atlas_maps_both_embedded_models_then_compares_them():
+    lines = recipe("atlas")
+    assert lines[0].startswith("$(foreach m,$(ATLAS_MODELS),$(BIN)/python runners/map.py -m model=$(m)")
+    assert lines[2].startswith('$(BIN)/python runners/compare.py "runs=[')
+    text = (ROOT / "Makefile").read_text()
+    assert "ATLAS_MODELS  ?= gemma3_270m smollm2_135m" in text and "ATLAS_METHODS ?= umap,saliency,patching" in text

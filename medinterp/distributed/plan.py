@@ -116,6 +116,12 @@ KNOWN: dict[str, Arch] = {
                                   out_bias=True, moe_bias=True),
     "google/gemma-3-270m": Arch(640, 18, 262144, 2048, 4, 1, 256, tied=True),
     "HuggingFaceTB/SmolLM2-135M-Instruct": Arch(576, 30, 49152, 1536, 9, 3, 64, tied=True),
+    # medical LLMs (docs/atlas.md): Llama-3-70B, LLaMA-13B (+[PAD]), Llama-2-70B (Meditron: +17 tokens), Mistral-7B
+    "aaditya/Llama3-OpenBioLLM-70B": Arch(8192, 80, 128256, 28672, 64, 8, 128),
+    "axiong/PMC_LLaMA_13B": Arch(5120, 40, 32001, 13824, 40, 40, 128),
+    "wanglab/ClinicalCamel-70B": Arch(8192, 80, 32000, 28672, 64, 8, 128),
+    "epfl-llm/meditron-70b": Arch(8192, 80, 32017, 28672, 64, 8, 128),
+    "BioMistral/BioMistral-7B": Arch(4096, 32, 32000, 14336, 32, 8, 128),
     # vision-language models: their text model (the vision tower, 0.3-0.4 B, is left out)
     "llava-hf/llava-1.5-7b-hf": Arch(4096, 32, 32064, 11008, 32, 32, 128),
     "microsoft/llava-med-v1.5-mistral-7b": Arch(4096, 32, 32064, 14336, 32, 8, 128),  # as converted (+<image>)

@@ -25,7 +25,8 @@ METHOD_COLOURS = {"umap": "#1b9e77", "saliency": "#d95f02", "ablation": "#7570b3
 _EXTRA = ("#66a61e", "#e6ab02", "#a6761d", "#666666")
 
 
-def _colours(methods: Sequence[str]) -> dict[str, str]:
+def method_colours(methods: Sequence[str]) -> dict[str, str]:
+    """Each method's colour: the fixed ones of the four map methods, then a palette for others."""
     extra = iter(_EXTRA * 4)
     return {m: METHOD_COLOURS.get(m) or next(extra) for m in methods}
 
@@ -33,7 +34,7 @@ def _colours(methods: Sequence[str]) -> dict[str, str]:
 def knowledge_map_figure(kmap: Mapping[str, Any]) -> Figure:
     """Draw ``kmap`` (the dict of :func:`medinterp.maps.synthesis.build_map`)."""
     methods = list(kmap["params"]["methods"])
-    colours = _colours(methods)
+    colours = method_colours(methods)
     expected = list(kmap["params"]["domains"])
     absent = [d for d in expected if d not in kmap["domains"]]  # drawn as fully hatched rows
     domains = (expected + [d for d in kmap["domains"] if d not in expected]) or ["(none)"]

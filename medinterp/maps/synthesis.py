@@ -425,6 +425,11 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
             "missing": missing}
 
 
+def map_silhouettes(kmap: Mapping[str, Any]) -> dict[str, list[float | None]]:
+    """Per domain, the raw mean silhouette curve of a map's ``umap`` window channel (what the collapse finding reads)."""
+    return {d: e["umap"]["raw"] for d, e in kmap["domains"].items() if "umap" in e and e["umap"]["rule"] == "window"}
+
+
 # -- the whole stage ---------------------------------------------------------------------------------
 def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, params: MapParams | None = None,
                findings_params: FindingsParams | None = None, *, figures: bool = True, with_findings: bool = True,
@@ -452,9 +457,7 @@ def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, pa
 
             save_png(knowledge_map_figure(kmap), folder / "knowledge_map.png")
         if with_findings:
-            silhouettes = {d: e["umap"]["raw"] for d, e in kmap["domains"].items()
-                           if "umap" in e and e["umap"]["rule"] == "window"}
-            found = findings([r for r, _ in rows], silhouettes, findings_params)
+            found = findings([r for r, _ in rows], map_silhouettes(kmap), findings_params)
             write_json(folder / "findings.json", found)
             if figures:
                 from medinterp.maps.plot import findings_figure

@@ -13,7 +13,7 @@ from medinterp.errors import MedinterpError, unknown_choice
 
 SOURCES = ("gguf_package", "gguf_file", "hf", "tiny")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
-TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss", "llava", "gemma3_vlm")
+TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss", "mistral", "llava", "gemma3_vlm")
 MISSING = "???"  # OmegaConf's mark of a mandatory value the user did not set (conf/model/hf.yaml: path: ???)
 
 

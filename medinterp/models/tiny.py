@@ -40,11 +40,11 @@ COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_at
 
 
 def tiny_config(family: str, vocab_size: int, pad_token_id: int | None = None):
-    """The config of a tiny ``family`` model (llama, gemma3, qwen2, qwen3, gpt_oss, llava, gemma3_vlm).
+    """The config of a tiny ``family`` model (llama, gemma3, qwen2, qwen3, gpt_oss, mistral, llava, gemma3_vlm).
 
     ``vocab_size`` includes a VLM family's :data:`IMAGE_TOKENS`, which take its last ids."""
-    from transformers import (Gemma3Config, Gemma3TextConfig, GptOssConfig, LlamaConfig, LlavaConfig, Qwen2Config,
-                              Qwen3Config)
+    from transformers import (Gemma3Config, Gemma3TextConfig, GptOssConfig, LlamaConfig, LlavaConfig, MistralConfig,
+                              Qwen2Config, Qwen3Config)
 
     if family == "llava":
         text = tiny_config("llama", vocab_size, pad_token_id).to_dict() | {"tie_word_embeddings": False}
@@ -66,6 +66,10 @@ def tiny_config(family: str, vocab_size: int, pad_token_id: int | None = None):
         return Qwen2Config(vocab_size=vocab_size, pad_token_id=pad_token_id, **COMMON)
     if family == "qwen3":
         return Qwen3Config(vocab_size=vocab_size, pad_token_id=pad_token_id, head_dim=16, **COMMON)
+    if family == "mistral":
+        # untied head as in Mistral-7B; a sliding window shorter than our prompts, so it really cuts attention
+        return MistralConfig(vocab_size=vocab_size, pad_token_id=pad_token_id, head_dim=16, sliding_window=8,
+                             tie_word_embeddings=False, **COMMON)
     if family == "gemma3":
         # sliding_window smaller than our prompts, so local and global layers really differ.
         return Gemma3TextConfig(vocab_size=vocab_size, pad_token_id=pad_token_id, head_dim=16, sliding_window=8,

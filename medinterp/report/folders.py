@@ -3,6 +3,7 @@
 A folder is
 - a ``summary`` when it holds ``stability.*`` or ``robustness.*`` (runners/summarize.py),
 - else a ``map`` when it holds ``knowledge_map.json`` (runners/synthesize.py's ``<out>/<model>/``),
+- else an ``atlas`` when it holds ``agreement.json`` and ``table1.csv`` (runners/compare.py),
 - else a ``run`` when it holds ``per_layer.csv`` and ``summary.json`` (runners/map.py),
 - else nothing: :func:`write_reports` looks in its sub-folders (hidden ones and W&B's local ``wandb/``
   folders skipped, and never below a folder that got a report).
@@ -17,6 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from medinterp.errors import MedinterpError, unknown_choice
+from medinterp.report.atlas import write_atlas_report
 from medinterp.report.knowledge_map import write_map_report
 from medinterp.report.run import write_run_report
 from medinterp.report.summary import SKIP_DIRS, write_summary_report
@@ -25,7 +27,7 @@ from medinterp.results import folder_kind
 log = logging.getLogger(__name__)
 
 WRITERS: dict[str, Callable[[str | Path], Path]] = {
-    "run": write_run_report, "map": write_map_report, "summary": write_summary_report}
+    "run": write_run_report, "map": write_map_report, "summary": write_summary_report, "atlas": write_atlas_report}
 
 
 def write_report(folder: str | Path, kind: str = "auto") -> Path:
