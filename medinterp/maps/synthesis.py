@@ -34,10 +34,12 @@ from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.io import save_png, write_json
 from medinterp.maps import curves
 from medinterp.maps.findings import FindingsParams, findings
+from medinterp.maps.specificity import specificity
 from medinterp.results import Row, read_rows
 from medinterp.validation import is_int, is_number
 
 RULES = ("window", "segments")
+CONTRASTS = (None, "control")  # map.contrast: the lanes' view (null: absolute curves; control: specificity)
 DEFAULT_CHANNELS = {
     "umap": {"metric": "silhouette_umap", "rule": "window"},
     "saliency": {"metric": "grad_block", "rule": "segments"},
@@ -124,6 +126,9 @@ class MapParams:
     labelings: Mapping[str, Mapping[str, tuple[str, ...]]] = field(
         default_factory=lambda: {"umap": {"progression": ("stage/*",)}})  # method → domain → fnmatch patterns
     age: AgeRule | None = field(default_factory=AgeRule)  # None: age uses the plain umap rule
+    contrast: str | None = None  # None: lanes from the absolute curves; "control": from the specificity view
+    control_domain: str = "control"  # the non-medical control prompt set the specificity view subtracts
+    specific_methods: tuple[str, ...] = ("saliency", "ablation", "patching")  # methods with a specificity view
 
     def __post_init__(self) -> None:
         _check_range("sigma", self.sigma, 0.0, math.inf)
@@ -146,6 +151,9 @@ class MapParams:
                 raise unknown_choice("method", method, self.channels)
         if len(set(self.methods)) != len(self.methods):
             raise MedinterpError(f"The map parameter 'methods' lists a method twice: {list(self.methods)}.")
+        if self.contrast not in CONTRASTS:
+            raise unknown_choice("map.contrast", self.contrast, ["null", *filter(None, CONTRASTS)])
+        set_(self, "specific_methods", tuple(self.specific_methods))
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> MapParams:
@@ -157,6 +165,7 @@ class MapParams:
         """JSON-able copy (written into knowledge_map.json)."""
         out = asdict(self)
         out["methods"], out["domains"] = list(self.methods), list(self.domains)
+        out["specific_methods"] = list(self.specific_methods)
         out["labelings"] = {m: {d: list(p) for d, p in by.items()} for m, by in self.labelings.items()}
         return out
 
@@ -236,6 +245,7 @@ class Curve:
     sources: tuple[str, ...]
     filled: tuple[int, ...] = ()
     nan_layers: Mapping[int, str] = field(default_factory=dict)  # layer → note, where every row is NaN
+    half_width: np.ndarray | None = None  # per layer, the mean over labelings of (ci_high − ci_low) / 2 (NaN: none)
 
     @property
     def last(self) -> int:
@@ -252,10 +262,13 @@ def mean_curve(rows: Sequence[tuple[Row, str]]) -> Curve | None:
     when no finite value is left.
     """
     by_layer: dict[int, list[float]] = defaultdict(list)
+    halves: dict[int, list[float]] = defaultdict(list)
     nan_notes: dict[int, str] = {}
     for r, _ in rows:
         if r.layer >= 0 and math.isfinite(r.value):
             by_layer[r.layer].append(r.value)
+            if math.isfinite(r.ci_low) and math.isfinite(r.ci_high):
+                halves[r.layer].append((r.ci_high - r.ci_low) / 2)
         elif r.layer >= 0:
             nan_notes.setdefault(r.layer, r.note or "NaN (no note)")
     nan_layers = {layer: note for layer, note in sorted(nan_notes.items()) if layer not in by_layer}
@@ -267,8 +280,9 @@ def mean_curve(rows: Sequence[tuple[Row, str]]) -> Curve | None:
     values = np.array([np.mean(by_layer[layer]) if layer in by_layer else np.nan for layer in layers])
     values[~present] = np.interp(layers[~present], layers[present], values[present])
     used = [(r, s) for r, s in rows if r.layer >= 0 and math.isfinite(r.value)]
+    half = np.array([np.mean(halves[layer]) if halves.get(layer) else np.nan for layer in layers])
     return Curve(first, values, tuple(sorted({r.labeling for r, _ in used})), tuple(sorted({s for _, s in used})),
-                 tuple(int(x) for x in layers[~present]), nan_layers)
+                 tuple(int(x) for x in layers[~present]), nan_layers, half)
 
 
 def _shift(intervals: Iterable[tuple[int, int]], first: int) -> list[list[int]]:
@@ -418,11 +432,43 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
     out: dict[str, dict[str, Any]] = {}
     for (domain, method), cs in found.items():
         out.setdefault(domain, {})[method] = _entry(cs, method, params, n_layers)
+    _add_specificity(out, found, params, n_layers, missing)
     for domain, entries in out.items():
         agreed, _ = curves.consensus([[tuple(iv) for iv in e["intervals"]] for e in entries.values()], params.min_methods)
         entries["consensus"] = [list(iv) for iv in agreed]
     return {"model": next(iter(models)), "n_layers": n_layers, "params": params.as_dict(), "domains": out,
             "missing": missing}
+
+
+def _add_specificity(out: dict[str, dict[str, Any]], found: Mapping[tuple[str, str], dict[str, Curve]],
+                     params: MapParams, n_layers: int, missing: list[dict[str, str]]) -> None:
+    """Give each specific method's entry of every medical domain its ``specificity`` view (medinterp/maps/specificity.py)
+    when the control domain has that method's curve; with ``contrast="control"`` the view's intervals become the
+    lane's (the absolute ones kept as ``absolute_intervals``), and a lane without a control curve is listed in
+    ``missing`` (it keeps its absolute intervals, marked ``view: absolute``)."""
+    control = params.control_domain
+    for (domain, method), cs in found.items():
+        if domain == control or method not in params.specific_methods or "main" not in cs:
+            continue
+        entry = out[domain][method]
+        base = found.get((control, method), {}).get("main")
+        spec = None if base is None else specificity(cs["main"].raw, cs["main"].first, base.raw, base.first,
+                                                    cs["main"].half_width, base.half_width)
+        if spec is not None:
+            view = _plain_entry(Curve(spec.first, spec.value, (), ()), method, params, n_layers)
+            del view["labelings"], view["metric"]
+            half = Curve(spec.first, spec.half_width, (), ())
+            view["half_width"] = _by_layer(half, spec.half_width, n_layers)
+            entry["specificity"] = {"control": control, **view}
+        if params.contrast != "control":
+            continue
+        if spec is None:
+            why = "no control rows" if base is None else "fewer than 2 shared layers or a flat curve"
+            missing.append({"domain": domain, "method": method, "reason": f"specificity: {why} ({control})"})
+            entry["view"] = "absolute"
+        else:
+            entry["absolute_intervals"], entry["intervals"] = entry["intervals"], entry["specificity"]["intervals"]
+            entry["view"] = "specificity"
 
 
 def map_silhouettes(kmap: Mapping[str, Any]) -> dict[str, list[float | None]]:
