@@ -31,7 +31,7 @@ re-detected here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -54,12 +54,13 @@ def output_tensor(output: Any) -> torch.Tensor:
 
 
 @contextmanager
-def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> Iterator[None]:
-    """Register ``(module, hook)`` pairs for the duration of the block; a :class:`StopForward` ends it quietly."""
+def _registered(register: Callable[[nn.Module, Any], Any], pairs: Sequence[tuple[nn.Module, Any]]) -> Iterator[None]:
+    """``register(module, hook)`` for each pair for the duration of the block; every handle removed in ``finally``;
+    a :class:`StopForward` ends the block quietly."""
     handles = []
     try:
         for module, hook in pairs:
-            handles.append(module.register_forward_hook(hook, with_kwargs=getattr(hook, "with_kwargs", False)))
+            handles.append(register(module, hook))
         yield
     except StopForward:
         pass
@@ -68,21 +69,18 @@ def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> Iterator[None]:
             handle.remove()
 
 
-@contextmanager
-def forward_pre_hooks(pairs: Sequence[tuple[nn.Module, Callable[..., Any]]], with_kwargs: bool = False) -> Iterator[None]:
+def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> AbstractContextManager[None]:
+    """Register ``(module, hook)`` pairs for the duration of the block; a :class:`StopForward` ends it quietly.
+    A hook with a true ``with_kwargs`` attribute gets ``(module, args, kwargs, output)``."""
+    return _registered(lambda m, h: m.register_forward_hook(h, with_kwargs=getattr(h, "with_kwargs", False)), pairs)
+
+
+def forward_pre_hooks(pairs: Sequence[tuple[nn.Module, Callable[..., Any]]], with_kwargs: bool = False
+                      ) -> AbstractContextManager[None]:
     """Register ``(module, pre_hook)`` pairs for the duration of the block (removed in ``finally``); a pre-hook
     ``hook(module, args)`` (``with_kwargs``: ``hook(module, args, kwargs)``, for inputs passed by keyword)
     returning a tuple replaces the module's positional inputs. A :class:`StopForward` ends the block quietly."""
-    handles = []
-    try:
-        for module, hook in pairs:
-            handles.append(module.register_forward_pre_hook(hook, with_kwargs=with_kwargs))
-        yield
-    except StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    return _registered(lambda m, h: m.register_forward_pre_hook(h, with_kwargs=with_kwargs), pairs)
 
 
 # --------------------------------------------------------------------------------------------------

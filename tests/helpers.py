@@ -73,6 +73,13 @@ def run_cell_in_process(overrides: list[str] | tuple[str, ...], out_dir: Path) -
     return out
 
 
+def load_tiny(family: str, cache_dir: Path):
+    """A freshly loaded tiny random model of ``family`` (4 blocks; text or VLM), for fixtures that may change it."""
+    from medinterp.models import ModelSpec, load_model
+
+    return load_model(ModelSpec(name=f"tiny_{family}", source="tiny", family=family, n_layers=4), "cpu", cache_dir)
+
+
 def without_block(model, block):
     """A copy of the model with decoder block ``block`` deleted: the reference for the identity."""
     cut = copy.deepcopy(model)

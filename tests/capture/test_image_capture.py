@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import load_tiny
 from medinterp.capture.images import (capture_image_batch, capture_image_indices, encode_images, image_readout,
                                       image_tokens, model_inputs, pool_weight, token_masks)
 from medinterp.errors import MedinterpError
@@ -17,7 +18,7 @@ VLMS = {"llava": 36, "gemma3_vlm": 16}  # image tokens per prompt: 6 x 6, 4 x 4 
 
 @pytest.fixture(scope="module")
 def vlms(cache_dir):
-    return {f: load_model(ModelSpec(name=f"tiny_{f}", source="tiny", family=f, n_layers=4), "cpu", cache_dir)
+    return {f: load_tiny(f, cache_dir)
             for f in VLMS}
 
 

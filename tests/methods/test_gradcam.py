@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import load_tiny
 from medinterp.errors import MedinterpError
 from medinterp.methods.answer_inputs import AnswerExample, encode
 from medinterp.methods.gradcam_maps import gradcam_tokens
-from medinterp.models import ModelSpec, load_model
 from medinterp.models.arch.vision import ImageGrid
 
 FAMILIES = {"llava": ((1, 4), 48), "gemma3_vlm": ((2, 3), 64)}  # planted patch (row, col), image side in pixels
@@ -86,7 +86,7 @@ def plant(handle, answer: int, seed: int = 0, scale: float = 30.0, o_scale: floa
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def planted(request, cache_dir, tmp_path_factory):
     family = request.param
-    handle = load_model(ModelSpec(name=f"tiny_{family}", source="tiny", family=family, n_layers=4), "cpu", cache_dir)
+    handle = load_tiny(family, cache_dir)
     image = picture(tmp_path_factory.mktemp("any"), FAMILIES[family][1], 2, (0, 0), "any")
     answer = int(encode(handle, [example(image)]).first_answer()[0])  # "yes" as the chat template is followed
     return family, handle, answer, plant(handle, answer)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import load_tiny
 from medinterp.methods.answer_inputs import AnswerExample, encode
 from medinterp.methods.image_lens import decode_readouts, image_readouts
-from medinterp.models import ModelSpec, load_model
 
 SIDES = {"llava": 48, "gemma3_vlm": 64}
 
@@ -17,7 +17,7 @@ def lens_case(request, cache_dir, tmp_path_factory):
     from PIL import Image
 
     family = request.param
-    handle = load_model(ModelSpec(name=f"tiny_{family}", source="tiny", family=family, n_layers=4), "cpu", cache_dir)
+    handle = load_tiny(family, cache_dir)
     with torch.no_grad():  # a final norm with unit gains is idempotent: give it gains, so twice differs from once
         weight = handle.parts.final_norm.weight
         weight.copy_(torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) + 0.5)

@@ -13,17 +13,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import load_tiny
 from medinterp.hooks import forward_pre_hooks
 from medinterp.methods.answer_inputs import AnswerExample, encode
 from medinterp.methods.neuron_attribution import (_scaled, decode_rows, down_projections, grad_x_act,
                                                   integrated_gradients, intervened_prob, target_logit)
-from medinterp.models import ModelSpec, load_model
 
 NEURON, BLOCK = 7, 1
 
 
 def fresh(family: str, cache_dir):
-    return load_model(ModelSpec(name=f"tiny_{family}", source="tiny", family=family, n_layers=4), "cpu", cache_dir)
+    return load_tiny(family, cache_dir)
 
 
 def block_inputs(handle, batch, block: int) -> tuple[torch.Tensor, torch.Tensor]:

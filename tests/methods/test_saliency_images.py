@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import load_tiny
 from medinterp.capture.images import type_masks
 from medinterp.methods.saliency.grads import batch_stats, grad_plan, image_inputs, target_losses
 from medinterp.methods.saliency.images import encode_image_targets, image_examples, image_pixels
 from medinterp.methods.targets import make_batch
-from medinterp.models import ModelSpec, load_model
 from medinterp.models.image_tokens import token_types
 from medinterp.prompts import load_prompt_set
 
@@ -19,7 +19,7 @@ VLMS = ("llava", "gemma3_vlm")
 
 @pytest.fixture(scope="module")
 def vlms(cache_dir):
-    return {f: load_model(ModelSpec(name=f"tiny_{f}", source="tiny", family=f, n_layers=4), "cpu", cache_dir)
+    return {f: load_tiny(f, cache_dir)
             for f in VLMS}
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import load_tiny
 from medinterp.errors import MedinterpError
-from medinterp.models import ModelSpec, load_model
+from medinterp.models import load_model
 from medinterp.models.arch.vision import ImageGrid, patch_grid, pooled_grid
 from medinterp.models.image_tokens import image_positions, token_types
 from medinterp.models.processor import image_prompts, render_prompt
@@ -18,7 +19,7 @@ QUESTIONS = ["Is there an opacity?", "Is there an opacity in the left lower lobe
 
 @pytest.fixture(scope="module")
 def vlms(cache_dir):
-    return {f: load_model(ModelSpec(name=f"tiny_{f}", source="tiny", family=f, n_layers=4), "cpu", cache_dir)
+    return {f: load_tiny(f, cache_dir)
             for f in VLMS}
 
 

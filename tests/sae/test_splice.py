@@ -6,16 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import load_tiny
 from medinterp.sae.activations import token_batch
 from medinterp.sae.splice import splice_metrics
 
 
 @pytest.fixture(scope="module", params=["gemma3", "llama"])
 def tiny(request, cache_dir):
-    from medinterp.models import ModelSpec, load_model
-
-    f = request.param
-    return load_model(ModelSpec(name=f"tiny_{f}", source="tiny", family=f, n_layers=4), "cpu", cache_dir)
+    return load_tiny(request.param, cache_dir)
 
 
 def contexts(handle, n=3, ctx_len=10):

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from helpers import load_tiny
 from medinterp.errors import MedinterpError
 from medinterp.judges import DeterministicJudge, Verdict
-from medinterp.models import ModelSpec, load_model
 from medinterp.sae import SAEConfig, SparseAutoencoder
 from medinterp.sae.steering import SteeringConfig, SteeringTarget, steer, steered_logprobs
 
@@ -20,7 +20,7 @@ UNRELATED = ("The capital of France is", "Two plus two equals", "The weather tod
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
 def handle(request, cache_dir):
     family = request.param
-    return load_model(ModelSpec(name=f"tiny_{family}", source="tiny", family=family, n_layers=4), "cpu", cache_dir)
+    return load_tiny(family, cache_dir)
 
 
 def planted_sae(handle, word: str = " fever") -> SparseAutoencoder:

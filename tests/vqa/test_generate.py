@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import load_tiny
 from medinterp.errors import MedinterpError
-from medinterp.models import ModelSpec, load_model
 from medinterp.models.processor import image_prompts
 from medinterp.vqa import Question
 from medinterp.vqa.generate import answer_texts, generate_batch, load_image
@@ -18,7 +18,7 @@ NEW = 6  # max_new_tokens
 
 @pytest.fixture(scope="module")
 def vlms(cache_dir):
-    return {f: load_model(ModelSpec(name=f"tiny_{f}", source="tiny", family=f, n_layers=4), "cpu", cache_dir)
+    return {f: load_tiny(f, cache_dir)
             for f in VLMS}
 
 
