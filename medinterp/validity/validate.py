@@ -50,7 +50,7 @@ class ValidateSettings:
     n_bands: int = 3
     seed: int = 0
     max_items: int | None = 32
-    alphas: tuple[float, ...] = (4.0,)
+    alphas: tuple[float, ...] = (1.0,)
     lanes: tuple[str, ...] | None = None
     n_boot: int = 1000
     batch_size: int = 32
