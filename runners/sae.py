@@ -6,9 +6,11 @@
 
 Stages, each a function below (docs/sae.md, "The runner"): corpus -> packed contexts -> activation cache ->
 training (Lightning; checkpoints, resume) -> evaluation (FVU, L0, dead fraction, CE-loss recovered, KL) ->
-per-latent table -> catalogue -> [auto-interpretation] -> [steering] -> files, report.html, W&B.
+per-latent table -> catalogue -> auto-interpretation -> steering (both on by default; the judge=<name> of
+conf/judge/) -> files, report.html, W&B.
 
-Writes into the Hydra run folder: metrics.json, latents.csv, catalogue.csv, train_curves.csv, corpus.json,
+Writes into the Hydra run folder: metrics.json, latents.csv, catalogue.csv, interpretation.csv, steering.csv,
+steering_latents.csv, train_curves.csv, corpus.json,
 config.json, figures (training_curves.png, latent_frequency.png), the SAE in both layouts (sae/saelens,
 sae/dictionary_learning), report.html and the offline W&B run. A run killed mid-training resumes from
 <run>/checkpoints/last.ckpt when started again with the same ``hydra.run.dir``; the folder only gets
@@ -31,6 +33,7 @@ import hydra  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from medinterp.errors import MedinterpError  # noqa: E402
@@ -39,6 +42,7 @@ from medinterp.methods import select_templates  # noqa: E402
 from medinterp.models import ModelSpec  # noqa: E402
 from medinterp.sae import (SAEConfig, SparseAutoencoder, TrainConfig, evaluate_sae, group_sizes_from_fractions,  # noqa: E402
                            load_sae, save_sae)
+from medinterp.sae.autointerp import InterpConfig, interpret  # noqa: E402
 from medinterp.sae.activations import ActivationStore, TokenStream, cache_activations  # noqa: E402
 from medinterp.sae.catalogue import CATALOGUE_KINDS, catalogue_rows, latent_table, top_tokens  # noqa: E402
 from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402
@@ -47,7 +51,10 @@ from medinterp.sae.packing import Packed, pack  # noqa: E402
 from medinterp.sae.prompt_codes import prompt_codes  # noqa: E402
 from medinterp.sae.run_state import SAERun  # noqa: E402
 from medinterp.sae.splice import ABLATION, splice_metrics  # noqa: E402
-from medinterp.validation import check_positive_int, check_retired_settings, check_seed  # noqa: E402
+from medinterp.sae.stages import (interpretation_contexts, interpretation_latents, merge_interpretation,  # noqa: E402
+                                  steering_targets)
+from medinterp.sae.steering import SteeringConfig, SteeringResult, steer  # noqa: E402
+from medinterp.validation import check_positive_int, check_retired_settings, check_seed, is_int  # noqa: E402
 
 CHECKPOINTS = "checkpoints"
 CURVES_DIR = "train_log"  # Lightning's CSVLogger folder (copied to train_curves.csv at the end)
@@ -79,7 +86,38 @@ def sae_config(cfg: DictConfig) -> dict:
     if s["activation"] == "batchtopk" and s["steps"] <= s["train"]["threshold_start_step"]:
         raise MedinterpError(f"sae.steps ({s['steps']}) must exceed sae.train.threshold_start_step "
                              f"({s['train']['threshold_start_step']}): the inference threshold would never be set")
+    check_stage_settings(s)
     return plain
+
+
+def check_stage_settings(s: dict) -> None:
+    """One line on a bad interpretation or steering setting, before anything is loaded."""
+    if s["interpret"]:
+        i = s["interpretation"]
+        for name in ("contexts", "window", "n_top"):
+            check_positive_int(f"sae.interpretation.{name}", i[name])
+        if not is_int(i["n_random"]) or i["n_random"] < 0:
+            raise MedinterpError(f"sae.interpretation.n_random must be an integer >= 0; got {i['n_random']!r}")
+        if i["window"] < 2 or s["ctx_len"] % i["window"]:
+            raise MedinterpError(f"sae.interpretation.window must divide sae.ctx_len ({s['ctx_len']}) and be >= 2; "
+                                 f"got {i['window']}")
+        interp_config(s)
+    if s["steer"]:
+        for name in ("n_latents", "n_prompts"):
+            check_positive_int(f"sae.steering.{name}", s["steering"][name])
+        steering_config(s, 1.0)
+
+
+def interp_config(s: dict) -> InterpConfig:
+    i = s["interpretation"]
+    return InterpConfig(n_explain=i["n_explain"], n_detect=i["n_detect"], top_tokens=s["top_tokens"], seed=s["seed"])
+
+
+def steering_config(s: dict, unit: float) -> SteeringConfig:
+    """``sae.steering`` with α = each of ``alphas`` times ``unit``."""
+    t = s["steering"]
+    return SteeringConfig(alphas=tuple(a * unit for a in t["alphas"]), positions=t["positions"],
+                          n_new_tokens=t["n_new_tokens"], coherence_max=t["coherence_max"], seed=s["seed"])
 
 
 # ----------------------------------------------------------------------------------------------- stages
@@ -209,34 +247,69 @@ def catalogue_stage(run: SAERun, tokens: list[list[str]]) -> None:
                   for name, labeling in prompt_set.labelings.items() if labeling.kind in CATALOGUE_KINDS}
         if not labels:
             continue
+        run.prompts[prompt_set.domain] = ([p.text for p in prompts], labels)
         acts = prompt_codes(run.handle, run.sae, [p.text for p in prompts], run.layer, run.scale,
                             desc=f"SAE catalogue ({prompt_set.domain})")
         run.catalogue += catalogue_rows(prompt_set.domain, labels, acts, tokens, cat["n_per_label"])
 
 
-def interpretation_stage(run: SAERun) -> None:
-    """``sae.interpret=true``: ``medinterp.sae.autointerp.interpret(run)`` explains latents and scores the
-    explanations; it returns ``{latent: {"explanation": str, "detection_score": float}}``, merged here into the
-    catalogue and the per-latent table."""
-    try:
-        from medinterp.sae.autointerp import interpret
-    except ImportError:
-        raise MedinterpError("sae.interpret=true needs medinterp.sae.autointerp, which this version does not have; "
-                             "set sae.interpret=false") from None
-    found = interpret(run) or {}
-    for row in [*run.catalogue, *run.latents]:
-        row.update(found.get(row["latent"], {}))
+def interpretation_stage(run: SAERun, judge) -> None:
+    """Explain and detection-score the catalogue's latents and a few random ones on held-out windows
+    (medinterp/sae/stages.py); explanation, detection_score and status go into latents.csv and catalogue.csv,
+    every interpreted latent into interpretation.csv, the summary into metrics.json."""
+    from medinterp.judges.llm import LLMJudge
+    from medinterp.sae.interpreters import KeywordInterpreter, LLMInterpreter
+
+    s = run.cfg["sae"]["interpretation"]
+    ids = run.eval_contexts.input_ids[:s["contexts"]]
+    contexts = interpretation_contexts(run.handle, ids, run.layer, s["window"], run.scale, run.cfg["capture_batch"])
+    chosen = interpretation_latents(run.catalogue, run.latents, s["n_top"], s["n_random"], run.cfg["sae"]["seed"])
+    interpreter = LLMInterpreter(judge) if isinstance(judge, LLMJudge) else KeywordInterpreter()
+    result = interpret(run.sae, contexts, interpreter, list(chosen), interp_config(run.cfg["sae"]))
+    rows = merge_interpretation(result, chosen, [run.latents, run.catalogue])
+    write_rows(run.out_dir / "interpretation.csv", rows)
+    by = {k: [r["detection"] for r in rows if r["chosen_by"] == k and r["status"] == "ok"]
+          for k in ("catalogue", "random")}
+    run.metrics["interpretation"] = {
+        **result.summary(), "file": "interpretation.csv", "n_contexts": contexts.shape[0], "window": s["window"],
+        **{f"detection_{k}": float(np.mean(v)) if v else float("nan") for k, v in by.items()}}
+    log.info("interpretation (%s): %d latents, %d ok, mean detection %.3f", result.interpreter, len(rows),
+             run.metrics["interpretation"]["n_ok"], run.metrics["interpretation"]["detection"])
 
 
-def steering_stage(run: SAERun) -> None:
-    """``sae.steer=true``: ``medinterp.sae.steering.steer(run)`` writes its files under the run folder and returns
-    summary values, kept in metrics.json under ``steering``."""
-    try:
-        from medinterp.sae.steering import steer
-    except ImportError:
-        raise MedinterpError("sae.steer=true needs medinterp.sae.steering, which this version does not have; "
-                             "set sae.steer=false") from None
-    run.metrics["steering"] = steer(run) or {}
+def steering_stage(run: SAERun, judge) -> None:
+    """Steer with the catalogue's most selective latents (medinterp/sae/stages.py), target word = the label:
+    α = each of ``sae.steering.alphas`` times the latent's largest held-out contribution max_j / s (its largest
+    activation in latents.csv, taken back to raw space; Templeton et al. 2024 steer at multiples of a feature's
+    maximum). Rows (latent, α) into steering.csv, per latent steering_latents.csv, the success rate into
+    metrics.json."""
+    s = run.cfg["sae"]["steering"]
+    unit = {r["latent"]: r["max_activation"] / run.scale for r in run.latents}
+    live = [r for r in run.catalogue if unit[r["latent"]] > 0]  # a latent silent on held-out text has no scale
+    targets = steering_targets(live, run.prompts, s["n_latents"], s["n_prompts"])
+    if not targets:
+        run.metrics["steering"] = {"n_latents": 0, "note": "no live catalogue latent with target and unrelated prompts"}
+        return
+    rows, latents = [], []
+    for t in targets:  # one sweep per latent: its own α scale and control prompts
+        part = steer(run.handle, run.sae, run.layer, [t.target], t.unrelated, judge,
+                     steering_config(run.cfg["sae"], unit[t.target.latent]))
+        rows += part.rows
+        latents += part.latents
+    result = SteeringResult(rows, latents)
+    where = {t.target.latent: t for t in targets}
+    table = [{**r, "alpha_max_act": r["alpha"] / unit[r["latent"]]} for r in result.table()]
+    write_rows(run.out_dir / "steering.csv", table)
+    write_rows(run.out_dir / "steering_latents.csv", [
+        {"latent": r.latent, "domain": where[r.latent].domain, "labeling": where[r.latent].labeling,
+         "label": where[r.latent].label, "words": " | ".join(where[r.latent].target.words),
+         "auroc": where[r.latent].auroc, "max_contribution": unit[r.latent], "success": r.success,
+         "best_alpha": r.best_alpha,
+         "best_alpha_max_act": None if r.best_alpha is None else r.best_alpha / unit[r.latent], "note": r.note}
+        for r in latents])
+    run.metrics["steering"] = {**result.summary(), "alphas_max_act": list(s["alphas"]), "positions": s["positions"],
+                               "files": ["steering.csv", "steering_latents.csv"]}
+    log.info("steering: %d latents, success rate %s", len(latents), run.metrics["steering"]["success_rate"])
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -294,10 +367,12 @@ def run_sae(cfg: DictConfig, out_dir: Path) -> Path:
     evaluate_stage(run)
     tokens = latents_stage(run)
     catalogue_stage(run, tokens)
-    if s["interpret"]:
-        interpretation_stage(run)
-    if s["steer"]:
-        steering_stage(run)
+    if s["interpret"] or s["steer"]:
+        judge = instantiate(plain["judge"])  # judge=<name> (conf/judge/): the interpreter and steering's coherence
+        if s["interpret"]:
+            interpretation_stage(run, judge)
+        if s["steer"]:
+            steering_stage(run, judge)
     write_stage(run)
     m = run.metrics
     log.info("FVU %.4f  explained variance %.4f  L0 %.1f  dead %.3f  CE-loss recovered %.4f  KL %.4f%s", m["fvu"],
@@ -318,6 +393,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     exit_cleanly_on_sigterm()
-    user_errors(check_group_choices)(sys.argv[1:], ("model", "strategy", "logger", "sae/arch", "sae/train"))
+    user_errors(check_group_choices)(sys.argv[1:], ("model", "strategy", "logger", "judge", "sae/arch", "sae/train"))
     logging.getLogger("medinterp").setLevel(logging.INFO)
     main()

@@ -28,6 +28,7 @@ contexts          Contexts (tokens, residual activations, mask), capture_context
 autointerp        interpret(sae, Contexts, interpreter): explanations and detection scores (balanced accuracy)
 interpreters      KeywordInterpreter (offline: top tokens / keyword matching), LLMInterpreter (a judge's endpoint)
 steering          steer(handle, sae, layer, targets, unrelated_prompts, judge): alpha x decoder row, success rate
+stages            the runner's inputs to interpret / steer: windows of held-out contexts, chosen latents, targets
 
 ``train_sae`` and ``SAELightningModule`` are imported on first use (Lightning is the ``dist`` extra).
 """

@@ -1,6 +1,6 @@
 """What the stages of an SAE run share (runners/sae.py): the handle, the layer, the activation stores, the SAE and
-the tables. Auto-interpretation (``medinterp.sae.autointerp.interpret(run)``) and steering
-(``medinterp.sae.steering.steer(run)``) receive it (docs/sae.md, "Stages")."""
+the tables; auto-interpretation and steering build their inputs from it (medinterp/sae/stages.py; docs/sae.md,
+"Stages")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,7 +18,8 @@ class SAERun:
     layer: the read-out layer; train / eval: the activation stores (eval: held-out contexts, rows in context order,
     ``eval.array("index")`` their (context, position)); eval_contexts: those held-out contexts' token ids and mask;
     scale: the factor applied to raw activations before the SAE (x_hat / scale is raw again); sae: the trained or
-    loaded SAE; metrics: metrics.json; latents: latents.csv rows; catalogue: catalogue.csv rows."""
+    loaded SAE; metrics: metrics.json; latents: latents.csv rows; catalogue: catalogue.csv rows; prompts: per catalogued domain (prompt texts,
+    {labeling: label per prompt}) for steering."""
 
     cfg: dict
     out_dir: Path
@@ -32,6 +33,7 @@ class SAERun:
     metrics: dict = field(default_factory=dict)
     latents: list[dict] = field(default_factory=list)
     catalogue: list[dict] = field(default_factory=list)
+    prompts: dict[str, tuple[list[str], dict]] = field(default_factory=dict)
 
 
 __all__ = ["SAERun"]

@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import open_dict
@@ -20,7 +21,11 @@ pytest.importorskip("lightning")
 QUICK = ["model=tiny_gemma3", "logger=none", "sae.ctx_len=32", "sae.train_tokens=1024", "sae.eval_tokens=256",
          "sae.ce_contexts=3", "sae.batch_size=128", "sae.steps=24", "sae.checkpoint_every=8", "sae.expansion=4",
          "sae.k=8", "sae.train.warmup_steps=4", "sae.train.threshold_start_step=6", "sae.train.dead_tokens=512",
-         "sae.catalogue.domains=[dosage,progression]", "sae.catalogue.n_per_label=2", "capture_batch=4"]
+         "sae.catalogue.domains=[dosage,progression]", "sae.catalogue.n_per_label=2", "capture_batch=4",
+         "sae.interpret=false", "sae.steer=false"]  # the two stages: test_interpretation_and_steering_...
+STAGES = ["sae.interpret=true", "sae.steer=true", "sae.interpretation.contexts=8", "sae.interpretation.window=8",
+          "sae.interpretation.n_top=12", "sae.interpretation.n_random=4", "sae.steering.n_latents=2",
+          "sae.steering.n_prompts=3", "sae.steering.alphas=[0,0.1,0.3]", "sae.steering.n_new_tokens=4"]
 
 
 def run_sae(overrides, out_dir: Path, cache: Path) -> Path:
@@ -110,6 +115,78 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_p
         json.loads((whole / "metrics.json").read_text())["fvu"], rel=1e-5)
 
 
+def test_interpretation_and_steering_fill_the_tables_and_metrics(tmp_path):
+    """Both stages on: the interpreted latents' activity equals an independent encoding of transformers'
+    hidden states (layer, scale, windows, masks wired right), each keyword explanation is a token the latent fires
+    on, the explanation/score/status reach latents.csv and catalogue.csv, and steering at alpha = 0 changes
+    nothing."""
+    from medinterp.models import ModelSpec, load_model
+    from medinterp.sae import load_sae
+    from medinterp.sae.activations import ActivationStore
+    from medinterp.sae.interpreters import normalise_token
+
+    out = run_sae(STAGES, tmp_path / "run", tmp_path / "cache")
+    m = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    handle = load_model(ModelSpec.from_dict(config["model"]), "cpu", tmp_path / "cache")
+    tok, layer, scale = handle.tokenizer, m["layer"], m["scale"]
+    store = ActivationStore(json.loads((out / "corpus.json").read_text())["activation_cache"]["eval"])
+    index, token_ids = store.array("index"), store.array("token_ids")
+    ids = np.full((8, 32), tok.pad_token_id, dtype=np.int64)  # the first 8 held-out contexts, rebuilt
+    ids[:, 0] = tok.bos_token_id
+    keep = index[:, 0] < 8
+    ids[index[keep, 0], index[keep, 1]] = token_ids[keep]
+    with torch.no_grad():
+        h = handle.model(input_ids=torch.as_tensor(ids), output_hidden_states=True).hidden_states[layer]
+    sae, _, _ = load_sae(out / "sae" / "saelens")
+    with torch.no_grad():
+        f = sae.encode(h.reshape(-1, h.shape[-1]) * scale).reshape(32, 8, -1)  # 8 contexts x 4 windows of 8
+    counted = ~np.isin(ids, tok.all_special_ids)  # BOS, EOS separators, padding do not count
+    counted[:, 0] = False  # nor the first position of a packed context
+    f *= torch.as_tensor(counted.reshape(32, 8, 1))
+    words = np.array([[normalise_token(tok.decode([t])) for t in row] for row in ids]).reshape(32, 8)
+    interp = rows(out / "interpretation.csv")
+    assert [r["chosen_by"] for r in interp].count("random") == 4 and len(interp) == 16
+    ok = [r for r in interp if r["status"] == "ok"]
+    assert len(ok) >= 5
+    for r in interp:
+        j = int(r["latent"])
+        assert int(r["n_active"]) == int((f[:, :, j].amax(1) > 0).sum()), j
+    for r in ok:
+        j = int(r["latent"])
+        fired = set(words[(f[:, :, j] > 0).numpy()].tolist())
+        assert set(r["explanation"].split(" | ")) <= fired, (j, r["explanation"])
+        assert 0.0 <= float(r["detection"]) <= 1.0
+    by_latent = {int(r["latent"]): r for r in interp}
+    for table in ("latents.csv", "catalogue.csv"):
+        for r in rows(out / table):
+            got = by_latent.get(int(r["latent"]))
+            if got is None:
+                assert (r["status"], r["explanation"], r["detection_score"]) == ("not interpreted", "", "nan")
+            else:
+                assert (r["status"], r["explanation"]) == (got["status"], got["explanation"])
+                assert r["detection_score"] == got["detection"]
+    catalogue = rows(out / "catalogue.csv")
+    assert {int(r["latent"]) for r in interp if r["chosen_by"] == "catalogue"} <= {int(r["latent"]) for r in catalogue}
+    assert m["interpretation"]["n_ok"] == len(ok)
+    assert m["interpretation"]["detection"] == pytest.approx(np.mean([float(r["detection"]) for r in ok]))
+
+    steering, targets, s = rows(out / "steering.csv"), rows(out / "steering_latents.csv"), m["steering"]
+    assert len(targets) == s["n_latents"] == 2 and len(steering) == 2 * 3
+    peak = {int(r["latent"]): float(r["max_activation"]) for r in rows(out / "latents.csv")}
+    for r in steering:  # alpha = multiple x the latent's largest held-out activation, in raw space
+        j = int(r["latent"])
+        assert float(r["alpha"]) == pytest.approx(float(r["alpha_max_act"]) * peak[j] / scale) and peak[j] > 0
+        if float(r["alpha"]) == 0:
+            assert float(r["delta_target"]) == float(r["delta_unrelated"]) == 0.0 and float(r["coherence"]) == 1.0
+    assert sorted({float(r["alpha_max_act"]) for r in steering}) == pytest.approx([0, 0.1, 0.3])
+    for t in targets:
+        assert any((c["domain"], c["label"], c["latent"]) == (t["domain"], t["label"], t["latent"]) for c in catalogue)
+        assert t["words"] == " " + t["label"].replace("_", " ")
+    decided = [t["success"] == "True" for t in targets if t["success"] != ""]
+    assert s["success_rate"] == pytest.approx(np.mean(decided))
+
+
 @pytest.mark.parametrize("override, message", [
     (["sae.corpus=[{tmp}/missing.txt]"], "sae.corpus: file not found: .*missing.txt"),
     (["sae.corpus=[{tmp}/empty.txt]"], "sae.corpus: .*empty.txt is empty"),
@@ -119,6 +196,9 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_p
     (["sae.pretrained={tmp}/neither"], "neither|no SAE"),
     (["sae.pretrained={tmp}/wide"], "width 32, but the model's residual stream has width 64"),
     (["sae.steps=5"], "must exceed sae.train.threshold_start_step"),
+    (["sae.interpret=true", "sae.interpretation.window=5"],
+     r"sae.interpretation.window must divide sae.ctx_len \(32\)"),
+    (["sae.steer=true", "sae.steering.alphas=[]"], "steering: alphas must be a non-empty list of finite numbers"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing_complete(tmp_path, override, message):
     from medinterp.sae import SAEConfig, SparseAutoencoder, save_sae
