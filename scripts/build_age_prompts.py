@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 OUT = Path(__file__).resolve().parents[1] / "medinterp" / "data" / "prompts" / "age.yaml"
 AGES = range(1, 101)
 GENDERS = ("female", "male")
@@ -28,6 +28,20 @@ TEMPLATES = (
     ("aged", "The patient is a {gender} aged {age}."),
     ("record", "Patient record: sex {gender}, age in years {age}."),
     ("age_is", "Intake form: the {gender} patient's age is {age}."),
+)
+# Contrast pairs for activation patching: (frame id, prompt with {age}, answer of the younger age, of the older
+# age, (younger, older) ages). The clean prompt has the younger age. Ages of two digits each, so the two prompts
+# tokenize to the same length (Gemma 3 and SmolLM2 split numbers into digits); the answers are single tokens in
+# both tokenizers (scripts/check_pairs.py). The 17 vs 18 pairs probe the legal step and often fail the gap filter.
+PAIR_FRAMES = (
+    ("doctors", "Patients aged {age} are seen by doctors who specialize in treating", " children", " elderly",
+     ((10, 80), (11, 75), (12, 90), (10, 70), (12, 85), (11, 95), (10, 65), (12, 72))),
+    ("considered", "At the age of {age}, people are considered", " children", " adults",
+     ((10, 30), (11, 40), (12, 25), (10, 50), (12, 60), (11, 35), (10, 45), (12, 28))),
+    ("legal", "Under the law, people aged {age} are", " minors", " adults",
+     ((15, 30), (16, 40), (17, 18), (14, 50), (13, 20), (17, 45), (16, 19), (15, 60))),
+    ("school", "Most people aged {age} are still at", " school", " work",
+     ((10, 40), (12, 35), (14, 50), (16, 45), (15, 30), (13, 55), (11, 60), (17, 38))),
 )
 
 
@@ -45,7 +59,8 @@ def build() -> str:
         "description: >-",
         "  Integer ages 1-100 for a female and a male patient (200 items). Labels: age in years",
         "  (numeric), gender, and age band (child 1-12, adolescent 13-17, adult 18-64, older_adult 65+).",
-        "  Used for R-squared, local anisotropy and the 17 vs 18 step.",
+        "  Used for R-squared, local anisotropy and the 17 vs 18 step. Also 32 clean/corrupted pairs (a younger",
+        "  and an older age; answers children/elderly, children/adults, minors/adults, school/work).",
         "term_slot: age",
         "sources:",
         '  - {system: generated, note: "scripts/build_age_prompts.py; templates written by the medinterp authors"}',
@@ -65,6 +80,13 @@ def build() -> str:
                 f"    labels: {{age: {age}, gender: {gender}, band: {band(age)}}}",
                 f'    provenance: {{system: generated, code: "age={age};gender={gender}"}}',
             ]
+    lines.append("pairs:")
+    for frame, text, young_answer, old_answer, ages in PAIR_FRAMES:
+        for young, old in ages:
+            lines.append(
+                f'  - {{id: {frame}_{young}_vs_{old}, clean: "{text.format(age=young)}", '
+                f'corrupted: "{text.format(age=old)}", clean_answer: "{young_answer}", corrupted_answer: "{old_answer}", '
+                f'provenance: {{system: generated, code: "age={young}", corrupted_code: "age={old}"}}}}')
     return "\n".join(lines) + "\n"
 
 

@@ -215,7 +215,8 @@ def test_all_pairs_filtered_gives_no_rows(tiny_handles, dosage):
 
 
 def test_domain_without_pairs_is_empty(tiny_handles):
-    res = run_method(ActivationPatching(), tiny_handles["llama"], load_prompt_set("age"), [])
+    no_pairs = dataclasses.replace(load_prompt_set("age"), pairs=())  # every packaged text set now has pairs
+    res = run_method(ActivationPatching(), tiny_handles["llama"], no_pairs, [])
     assert res.measurements == []
     assert res.artifacts["summary"] == {"n_pairs": 0, "note": "domain has no contrast pairs"}
 

@@ -20,7 +20,7 @@ from medinterp.prompts import PromptSet, PromptSetError, available_prompt_sets, 
 from helpers import prompt_set_error as error_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ("age", "symptoms", "disease", "progression", "drugs", "dosage")
+SHIPPED = ("age", "symptoms", "disease", "progression", "drugs", "dosage", "control")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -294,7 +294,7 @@ def test_disclaimer_required_for_drugs(tmp_path):
 
 
 def test_unknown_packaged_name():
-    with pytest.raises(PromptSetError, match=r"unknown prompt set 'drugz'; valid: age, disease, dosage, drugs, progression, symptoms, synthetic_xray"):
+    with pytest.raises(PromptSetError, match=r"unknown prompt set 'drugz'; valid: age, control, disease, dosage, drugs, progression, symptoms, synthetic_xray"):
         load_prompt_set("drugz")
 
 

@@ -91,7 +91,7 @@ def test_parallel_cells_under_the_joblib_launcher_equal_one_process(tmp_path):
 
 BAD_INPUT = [
     (["model=nope"], "error: unknown model 'nope'; valid: gemma3_270m, gemma3_27b"),
-    (["-m", "domain=age,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, drugs, progression, symptoms, synthetic_xray"),
+    (["-m", "domain=age,nerves"], "error: unknown domain 'nerves'; valid: age, control, disease, dosage, drugs, progression, symptoms, synthetic_xray"),
     (["method=magic"], "error: unknown method 'magic'; valid: ablation, geometry, gradcam, image_lens, neurons, patching, saliency, "
                        "umap"),
     (["judge=gpt9"], "error: unknown judge 'gpt9'; valid: deterministic, local, openai"),

@@ -91,7 +91,7 @@ def bad_files(tmp_path):
              "contrast pairs (no items, templates or labelings); method=umap needs labelled items"),
             (["domain=missing/set.yaml"], f"error: domain=missing/set.yaml: prompt set file not found: "
              f"{tmp_path}/missing/set.yaml"),
-            (["-m", "domain=drugs,nerves"], "error: unknown domain 'nerves'; valid: age, disease, dosage, "
+            (["-m", "domain=drugs,nerves"], "error: unknown domain 'nerves'; valid: age, control, disease, dosage, "
              "drugs, progression, symptoms, synthetic_xray; or a path to a prompt-set .yaml file"))
 
 
