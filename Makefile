@@ -10,6 +10,9 @@ TORCH_SPEC ?= torch==2.13.0
 MAP_DOMAINS ?= age,symptoms,disease,progression,drugs,dosage
 MAP_METHODS ?= umap,saliency,ablation,patching
 MAP_MODEL ?= gemma3_270m
+# The non-medical control run (issue 11): the specificity view of saliency, ablation and patching reads it
+# (docs/validity.md); MAP_CONTROL= (empty) skips it.
+MAP_CONTROL ?= control
 NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
 MAP_DIR ?= outputs/map/$(NOW)
 # MAP_JOBS=N > 1 runs N cells at once (Hydra's joblib launcher; cores / N threads and one model copy per process).
@@ -25,6 +28,8 @@ ATLAS_METHODS ?= umap,saliency,patching
 ATLAS_DIR     ?= outputs/atlas/$(NOW)
 comma := ,
 space := $(subst ,, )
+# the methods of MAP_METHODS that have a specificity view: the control run maps only these
+CONTROL_METHODS = $(subst $(space),$(comma),$(filter saliency ablation patching,$(subst $(comma),$(space),$(MAP_METHODS))))
 
 .PHONY: setup map sae atlas test test-full bench clean llama-wheel
 
@@ -77,6 +82,8 @@ setup: $(VENV)/.stamp
 map: setup
 	$(BIN)/python runners/map.py -m model=$(MAP_MODEL) domain=$(MAP_DOMAINS) method=$(MAP_METHODS) hydra.sweep.dir=$(MAP_DIR) \
 	  $(if $(filter-out 1,$(MAP_JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(MAP_JOBS))
+	$(if $(and $(MAP_CONTROL),$(CONTROL_METHODS)),$(BIN)/python runners/map.py -m model=$(MAP_MODEL) domain=$(MAP_CONTROL) \
+	  method=$(CONTROL_METHODS) hydra.sweep.dir=$(MAP_DIR)/control)
 	$(BIN)/python runners/synthesize.py runs=$(MAP_DIR) out_dir=$(MAP_DIR)/synthesis "map.methods=[$(MAP_METHODS)]"
 	@echo "per-method results: $(MAP_DIR)/<n>_<model>-<domain>-<method>/{per_layer.csv,summary.json,*.png}"
 	@echo "knowledge map:      $(MAP_DIR)/synthesis/$(MAP_MODEL)/{knowledge_map,findings}.{json,png}, report.html"

@@ -1,5 +1,6 @@
 """`make test` is the fast tier and `make test-full` every test; CI (.ci/run) runs the command the README names."""
 import re
+import subprocess
 
 from helpers import ROOT
 
@@ -34,3 +35,15 @@ def test_atlas_maps_both_embedded_models_then_compares_them():
     assert lines[2].startswith('$(BIN)/python runners/compare.py "runs=[')
     text = (ROOT / "Makefile").read_text()
     assert "ATLAS_MODELS  ?= gemma3_270m smollm2_135m" in text and "ATLAS_METHODS ?= umap,saliency,patching" in text
+
+
+def test_map_runs_the_control_for_the_methods_with_a_specificity_view():
+    lines = recipe("map")
+    control = [line for line in lines if "domain=$(MAP_CONTROL)" in line]
+    assert control and "method=$(CONTROL_METHODS)" in lines[lines.index(control[0]) + 1]
+    out = subprocess.run(["make", "-n", "map", "MAP_DIR=/tmp/x", "MAP_METHODS=umap,ablation,patching"], cwd=ROOT,
+                         capture_output=True, text=True).stdout
+    assert "domain=control method=ablation,patching hydra.sweep.dir=/tmp/x/control" in out
+    out = subprocess.run(["make", "-n", "map", "MAP_DIR=/tmp/x", "MAP_METHODS=umap"], cwd=ROOT,
+                         capture_output=True, text=True).stdout
+    assert "domain=control" not in out
