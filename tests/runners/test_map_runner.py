@@ -90,7 +90,7 @@ def test_parallel_cells_under_the_joblib_launcher_equal_one_process(tmp_path):
     assert len(umap) == 2 and all("max relative difference 0," in line for line in umap), proc.stdout
 
 BAD_INPUT = [
-    (["model=nope"], "error: unknown model 'nope'; valid: gemma3_270m, gemma3_27b"),
+    (["model=nope"], "error: unknown model 'nope'; valid: biomistral_7b, clinicalcamel_70b, gemma3_270m, gemma3_27b"),
     (["-m", "domain=age,nerves"], "error: unknown domain 'nerves'; valid: age, control, disease, dosage, drugs, progression, symptoms, synthetic_xray"),
     (["method=magic"], "error: unknown method 'magic'; valid: ablation, geometry, gradcam, image_lens, neurons, patching, saliency, "
                        "umap"),

@@ -44,13 +44,13 @@ def test_run_folder_steps_summary_tables_images(run_folder):
     assert {k: v.name for k, v in p.images.items()} == {"figures/curves_categorical": "curves_categorical.png",
                                                          "figures/umap_grid_mechanism": "umap_grid_mechanism.png"}
     assert p.config["judge"]["api_key_env"] == "OPENAI_API_KEY"
-    assert p.provenance["prompt_set"]["version"] == "1.0.0" and p.provenance["kind"] == "run"
+    assert p.provenance["prompt_set"]["version"] == "1.1.0" and p.provenance["kind"] == "run"
 
 
 def test_run_folder_artifacts(run_folder):
     p = read_folder(run_folder, "tiny_llama-drugs-umap")
     prompts, results = p.artifacts
-    assert (prompts.name, prompts.type, prompts.aliases) == ("prompts-drugs", "prompt-set", ["v1.0.0"])
+    assert (prompts.name, prompts.type, prompts.aliases) == ("prompts-drugs", "prompt-set", ["v1.1.0"])
     assert list(prompts.files) == ["drugs.yaml"]
     assert hashlib.sha256(prompts.files["drugs.yaml"].read_bytes()).hexdigest() == prompts.metadata["sha256"]
     assert (results.name, results.type) == ("results-tiny_llama-drugs-umap", "results")

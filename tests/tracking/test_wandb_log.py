@@ -46,7 +46,7 @@ def test_offline_run_folder(run_folder, offline_records, offline_summary):
     assert run["tags"] == ["ci"]
     config = run["config"]["update"]
     assert config["model"] == {"name": "tiny_llama"} and config["seed"] == 0
-    assert config["provenance"]["prompt_set"]["version"] == "1.0.0"
+    assert config["provenance"]["prompt_set"]["version"] == "1.1.0"
     assert config["provenance"]["model"]["key"] == "tiny_llama-abc"
     assert any("python" in e for e in _by_type(records, "environment"))  # W&B's run metadata is kept here
 
@@ -82,8 +82,8 @@ def test_offline_run_folder(run_folder, offline_records, offline_summary):
     # artifacts: the prompt set (with its version as alias) and the results
     artifacts = {a["name"]: a for a in _by_type(records, "artifact") if a["type"] in ("prompt-set", "results")}
     prompts, results = artifacts["prompts-drugs"], artifacts["results-tiny_llama-drugs-umap"]
-    assert prompts["type"] == "prompt-set" and "v1.0.0" in prompts["aliases"]
-    assert json.loads(prompts["metadata"])["version"] == "1.0.0"
+    assert prompts["type"] == "prompt-set" and "v1.1.0" in prompts["aliases"]
+    assert json.loads(prompts["metadata"])["version"] == "1.1.0"
     assert [c["path"] for c in prompts["manifest"]["contents"]] == ["drugs.yaml"]
     assert sorted(c["path"] for c in results["manifest"]["contents"]) == [
         "config.json", "curves_categorical.png", "per_layer.csv", "summary.json", "umap_grid_mechanism.png"]
@@ -106,7 +106,7 @@ def test_offline_run_folder(run_folder, offline_records, offline_summary):
     assert record["tables"]["tables/per_layer"] == {"columns": table["columns"], "n_rows": 9}
     assert sorted(record["images"]) == ["figures/curves_categorical", "figures/umap_grid_mechanism"]
     assert [(a["name"], a["type"], a["version"]) for a in record["artifacts"]] == [
-        ("prompts-drugs", "prompt-set", "1.0.0"), ("results-tiny_llama-drugs-umap", "results", None)]
+        ("prompts-drugs", "prompt-set", "1.1.0"), ("results-tiny_llama-drugs-umap", "results", None)]
 
 
 def test_offline_synthesis_folder(map_folder, offline_records):
