@@ -41,9 +41,9 @@ def test_map_runs_the_control_for_the_methods_with_a_specificity_view():
     lines = recipe("map")
     control = [line for line in lines if "domain=$(MAP_CONTROL)" in line]
     assert control and "method=$(CONTROL_METHODS)" in lines[lines.index(control[0]) + 1]
-    out = subprocess.run(["make", "-n", "map", "MAP_DIR=/tmp/x", "MAP_METHODS=umap,ablation,patching"], cwd=ROOT,
+    out = subprocess.run(["make", "-n", "map", "MAP_DIR=out/x", "MAP_METHODS=umap,ablation,patching"], cwd=ROOT,
                          capture_output=True, text=True).stdout
-    assert "domain=control method=ablation,patching hydra.sweep.dir=/tmp/x/control" in out
-    out = subprocess.run(["make", "-n", "map", "MAP_DIR=/tmp/x", "MAP_METHODS=umap"], cwd=ROOT,
+    assert "domain=control method=ablation,patching hydra.sweep.dir=out/x/control" in out
+    out = subprocess.run(["make", "-n", "map", "MAP_DIR=out/x", "MAP_METHODS=umap"], cwd=ROOT,
                          capture_output=True, text=True).stdout
     assert "domain=control" not in out
