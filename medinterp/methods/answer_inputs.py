@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.targets import saliency_examples, select_examples
 from medinterp.models import ModelHandle
+from medinterp.models.padding import padding_side
 from medinterp.prompts import PromptSet, load_image
 
 TOKEN_SETS = ("image", "text", "all")  # the positions a method reads (tokens=...)
@@ -117,16 +117,6 @@ class AnswerBatch:
                            self.image_positions.to(device), self.question.to(device), self.n_answer.to(device))
 
 
-@contextmanager
-def _right_padding(tokenizer: Any) -> Iterator[None]:
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = side
-
-
 def _n_ids(tokenizer: Any, text: str, add_special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
@@ -153,7 +143,7 @@ def encode(handle: ModelHandle, examples: Sequence[AnswerExample], teacher_force
         ok = whole[:len(head)] == head
         texts.append(full if ok else prompt)
         n_answer.append(len(whole) - len(head) if ok else 0)
-    with _right_padding(tok):
+    with padding_side(tok, "right"):
         if any(images):
             batch = image_prompts(handle.processor, vision, [load_image(p) for p in images], texts)
             inputs, types, positions = batch.inputs, batch.token_types, batch.image_positions[:, 0]

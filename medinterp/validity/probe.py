@@ -25,6 +25,7 @@ import yaml
 from medinterp.errors import MedinterpError
 from medinterp.metrics import Estimate, mean_with_ci
 from medinterp.models import ModelHandle
+from medinterp.models.padding import padding_side
 from medinterp.prompts import PromptSet
 from medinterp.validation import is_int
 
@@ -155,14 +156,11 @@ def choice_logits(handle: ModelHandle, probe: Probe, batch_size: int = 32) -> to
     """(n_test, n_choices) next-token logits of the choices' first tokens after each question (float32)."""
     tok, out = handle.tokenizer, []
     choice = torch.tensor(probe.choice_ids, device=handle.device)
-    side, tok.padding_side = tok.padding_side, "left"  # the question's last token is the last position
-    try:
+    with padding_side(tok, "left"):  # the question's last token is the last position
         for i in range(0, len(probe.questions), batch_size):
             enc = tok(list(probe.questions[i:i + batch_size]), padding=True, return_tensors="pt").to(handle.device)
             logits = handle.model(**enc, logits_to_keep=1).logits[:, -1]  # (B, V)
             out.append(logits.index_select(-1, choice).float())
-    finally:
-        tok.padding_side = side
     return torch.cat(out)
 
 

@@ -28,6 +28,7 @@ import torch
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.hooks import forward_hooks, record
 from medinterp.models import ModelHandle
+from medinterp.models.padding import padding_side
 from medinterp.prompts import load_prompt_set
 from medinterp.validation import is_int, is_number
 from medinterp.validity.interventions import class_mean_direction, identity, mean_update, mean_updates, steer
@@ -68,8 +69,7 @@ class ValidateSettings:
 def _last_token_readouts(handle: ModelHandle, texts: Sequence[str], batch_size: int) -> torch.Tensor:
     """(n_layers, n_texts, D) residual stream after each block at each text's last token (float64)."""
     parts, tok, rows = handle.parts, handle.tokenizer, []
-    side, tok.padding_side = tok.padding_side, "left"
-    try:
+    with padding_side(tok, "left"):
         for i in range(0, len(texts), batch_size):
             enc = tok(list(texts[i:i + batch_size]), padding=True, return_tensors="pt").to(handle.device)
             store: dict[int, torch.Tensor] = {}
@@ -77,8 +77,6 @@ def _last_token_readouts(handle: ModelHandle, texts: Sequence[str], batch_size: 
             with torch.inference_mode(), forward_hooks(hooks):
                 parts.backbone(**enc)
             rows.append(torch.stack([store[b] for b in range(handle.n_layers)]))
-    finally:
-        tok.padding_side = side
     return torch.cat(rows, dim=1)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from medinterp.errors import MedinterpError
+from medinterp.models.padding import padding_side
 from medinterp.models.processor import image_prompts
 from medinterp.prompts import IMAGE_TOKEN
 from medinterp.validation import check_positive_int
@@ -39,21 +39,10 @@ def require_vlm(handle: Any) -> None:
                              f"medgemma_4b)")
 
 
-@contextmanager
-def _left_padding(tokenizer: Any):
-    """The tokenizer pads on the left inside the block (generation), its own side again after it."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = side
-
-
 def generate_batch(handle: Any, images: Sequence[Any], texts: Sequence[str], max_new_tokens: int) -> list[str]:
     """Greedy answers (one string each) to ``texts[i]`` about ``images[i]`` (PIL images or (H, W, 3) arrays),
     in one padded forward per decoding step."""
-    with _left_padding(handle.processor.tokenizer):
+    with padding_side(handle.processor.tokenizer, "left"):
         batch = image_prompts(handle.processor, handle.parts.vision, images, texts)
     batch = batch.to(handle.device, handle.model.dtype)
     tokenizer = handle.processor.tokenizer

@@ -62,11 +62,11 @@ Modules: :mod:`~medinterp.methods.ablation.generate` (greedy answers, teacher-fo
 :mod:`~medinterp.methods.ablation.method` (:class:`LayerAblation`); the block replacement itself is
 :func:`medinterp.hooks.replace_by_identity`.
 """
-from medinterp.methods.ablation.generate import (answer_hidden, answer_logprobs, decode_answers, greedy_generate,
-                                                padding_side)
+from medinterp.methods.ablation.generate import answer_hidden, answer_logprobs, decode_answers, greedy_generate
 from medinterp.methods.ablation.judging import JudgeCoverage, spearman
 from medinterp.methods.ablation.lesion import LesionScorer, lesion_head, lse_rows, token_metrics
 from medinterp.methods.ablation.method import AblationWork, LayerAblation, select_prompts
+from medinterp.models.padding import padding_side
 
 __all__ = ["AblationWork", "JudgeCoverage", "LayerAblation", "LesionScorer", "answer_hidden", "answer_logprobs",
            "decode_answers", "greedy_generate", "lesion_head", "lse_rows", "padding_side", "select_prompts", "spearman",

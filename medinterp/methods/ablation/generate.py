@@ -9,25 +9,12 @@ then scored on the intact answer by teacher forcing (:func:`answer_logprobs`, th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
 from medinterp.capture.tokens import position_ids
 from medinterp.hooks import output_tensor
 from medinterp.models import ModelHandle
-
-
-@contextmanager
-def padding_side(tokenizer, side: str) -> Iterator[None]:
-    """Temporarily set ``tokenizer.padding_side`` (generation needs left padding); restored in finally."""
-    old = tokenizer.padding_side
-    tokenizer.padding_side = side
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = old
 
 
 def _eos_ids(handle: ModelHandle) -> list[int]:

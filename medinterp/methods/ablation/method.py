@@ -19,7 +19,8 @@ from medinterp.capture.limits import memory_errors, prompt_batches, prompt_names
 from medinterp.errors import MedinterpError
 from medinterp.hooks import replace_by_identity
 from medinterp.judges import DeterministicJudge, JudgeItem, Verdict
-from medinterp.methods.ablation.generate import decode_answers, greedy_generate, padding_side
+from medinterp.methods.ablation.generate import decode_answers, greedy_generate
+from medinterp.models.padding import padding_side
 from medinterp.methods.ablation.judging import JudgeCoverage, constant, spearman, unsent_note
 from medinterp.methods.ablation.lesion import LesionScorer, lesion_head
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
