@@ -80,7 +80,7 @@ def test_runner_writes_a_report_per_folder_and_nothing_else(multirun):
 @pytest.mark.parametrize("args, message", [
     ([], "error: path= is required"),
     (["path=/no/such/folder"], "error: report: no such folder '/no/such/folder'"),
-    (["path={tmp}", "kind=page"], "error: unknown report kind 'page'; valid: auto, map, run, summary"),
+    (["path={tmp}", "kind=page"], "error: unknown report kind 'page'; valid: atlas, auto, map, run, summary"),
     (["path={tmp}/tiny-drugs-umap", "kind=summary"], None),   # any folder can be shown as a summary
 ])
 @pytest.mark.slow
