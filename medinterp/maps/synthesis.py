@@ -425,6 +425,8 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
         for method in params.methods:
             curves_, reason = _channel_curves(index, domain, method, params)
             if reason:
+                if domain == params.control_domain and method not in params.specific_methods:
+                    continue  # the control is run only for the specificity view's methods: not a gap
                 missing.append({"domain": domain, "method": method, "reason": reason})
             else:
                 found[(domain, method)] = curves_

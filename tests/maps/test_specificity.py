@@ -68,3 +68,17 @@ def test_a_lane_without_a_control_run_is_listed_as_missing_under_contrast():
     with pytest.raises(MedinterpError, match=r"unknown map.contrast 'baseline'; valid: control, null"):
         MapParams(contrast="baseline")
     assert math.isfinite(kmap["domains"]["drugs"]["saliency"]["curve"][2])
+
+
+def test_the_control_is_not_a_gap_for_methods_without_a_specificity_view():
+    """make map runs the control for saliency, ablation and patching only: its missing umap is no gap."""
+    umap = [(Row("m", "drugs", "mechanism", "umap", "silhouette_umap", layer, 0.1 * layer, 0.1 * layer - 0.05,
+                 0.1 * layer + 0.05, 8), "u.csv") for layer in range(12)]
+    rows = _rows("drugs", DRUGS) + _rows("control", GENERIC) + umap
+    kmap = build_map(rows, MapParams(methods=("umap", "saliency"), domains=("drugs",), sigma=0.0))
+    assert kmap["missing"] == []
+    assert set(kmap["domains"]["control"]) - {"consensus"} == {"saliency"}
+    # a method with a specificity view that the control lacks is still a gap of the control
+    kmap = build_map(rows, MapParams(methods=("umap", "saliency"), domains=("drugs",), sigma=0.0,
+                                     specific_methods=("umap", "saliency")))
+    assert {"domain": "control", "method": "umap", "reason": "no rows"} in kmap["missing"]
