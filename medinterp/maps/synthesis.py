@@ -34,7 +34,7 @@ from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.io import save_png, write_json
 from medinterp.maps import curves
 from medinterp.maps.findings import FindingsParams, findings
-from medinterp.maps.specificity import specificity
+from medinterp.maps.specificity import specificity, specificity_summary
 from medinterp.results import Row, read_rows
 from medinterp.validation import is_int, is_number
 
@@ -506,6 +506,7 @@ def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, pa
             save_png(knowledge_map_figure(kmap), folder / "knowledge_map.png")
         if with_findings:
             found = findings([r for r, _ in rows], map_silhouettes(kmap), findings_params)
+            found["specificity"] = specificity_summary(kmap)
             write_json(folder / "findings.json", found)
             if figures:
                 from medinterp.maps.plot import findings_figure
