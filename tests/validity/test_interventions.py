@@ -108,3 +108,26 @@ def test_lora_on_chosen_blocks_learns_and_leaves_the_model_intact(tiny_handles):
     torch.testing.assert_close(_logits(handle), intact, rtol=0, atol=0)  # adapters removed
     assert [p.requires_grad for p in model.parameters()] == flags
     assert not any("lora" in name for name, _ in model.named_modules())
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_replaying_the_blocks_below_an_intervention_equals_the_full_forward(tiny_handles, family):
+    from medinterp.prompts import load_prompt_set
+    from medinterp.validity.probe import block_outputs, build_probe, choice_logits, probe_spec
+
+    handle = tiny_handles[family]
+    probe = build_probe(probe_spec("drugs"), load_prompt_set("drugs"), handle.tokenizer, 12)
+    prefix = block_outputs(handle, probe, batch_size=5)  # 3 batches, the last one short
+    x_in, x_out = _block_io(handle, 2)
+    v = class_mean_direction(x_out[0], x_out[1])
+    for name, intervention in [("steer", lambda: steer(handle.parts, {2: v, 3: v}, 2.0)),
+                               ("identity", lambda: identity(handle.parts, (2, 3)))]:
+        with intervention():
+            full = choice_logits(handle, probe, 5)
+            replayed = choice_logits(handle, probe, 5, start_block=2, prefix=prefix)
+            wrong = choice_logits(handle, probe, 5, start_block=3, prefix=prefix)  # replays block 2's intact output
+        torch.testing.assert_close(replayed, full, rtol=0, atol=0, msg=name)
+        if name == "identity":  # (a steering hook still fires on a replayed block's output)
+            assert (wrong - full).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="needs the prefix"):
+        choice_logits(handle, probe, 5, start_block=1)
