@@ -4,7 +4,7 @@ The intervention the validity loop compares across block sets must cost the same
 :class:`LoraBudget` (rank, steps, learning rate, batch) on every ``nn.Linear`` inside the chosen blocks, so
 two sets of N blocks of one model train the same number of parameters for the same number of steps
 (``LoraReport.n_params`` records it). Loss: the mean cross-entropy of the answer tokens given the prompt
-(teacher forcing), AdamW, a fixed seed, the model in eval mode (no dropout). Inside :func:`lora` the model carries the trained adapters; on exit
+(teacher forcing; :func:`answer_loss`), AdamW, a fixed seed, the model in eval mode (no dropout). Inside :func:`lora` the model carries the trained adapters; on exit
 they are removed (``PeftModel.unload``) and every parameter's ``requires_grad`` and the train/eval mode are
 restored, so the next intervention sees the intact model.
 """
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medinterp.capture.tokens import position_ids
 from medinterp.errors import MedinterpError
 from medinterp.models import ModelHandle
 from medinterp.validation import is_int, is_number
@@ -73,7 +74,9 @@ def linear_names(handle: ModelHandle, blocks: Sequence[int]) -> list[str]:
 
 
 def _batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: LoraBudget):
-    """Endless (input_ids, attention_mask, labels) batches: prompt + answer, loss on the answer tokens only."""
+    """Endless (input_ids, attention_mask, targets) batches of prompt + answer, LEFT padded so every row's answer
+    ends at the last position; ``targets`` (B, K) are the last K = longest answer tokens (-100 where a shorter
+    answer or the prompt is), predicted by the logits at positions −K−1..−2."""
     tok = handle.tokenizer
     rows = []
     for prompt, answer in examples:
@@ -81,19 +84,30 @@ def _batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: L
         a = tok(answer, add_special_tokens=False)["input_ids"]
         if not a:
             raise MedinterpError(f"lora: the answer {answer!r} of prompt {prompt!r} has no tokens")
-        rows.append((p + a, [-100] * len(p) + a))
+        rows.append((p + a, len(a)))
     gen = torch.Generator().manual_seed(budget.seed)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     while True:
         for idx in torch.randperm(len(rows), generator=gen).split(budget.batch_size):
             chunk = [rows[i] for i in idx.tolist()]
-            width = max(len(ids) for ids, _ in chunk)
+            width, k = max(len(ids) for ids, _ in chunk), max(n for _, n in chunk)
             ids = torch.full((len(chunk), width), pad)
-            labels = torch.full((len(chunk), width), -100)
+            targets = torch.full((len(chunk), k), -100)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (x, y) in enumerate(chunk):  # right padding: positions start at 0 for every row
-                ids[r, :len(x)], labels[r, :len(y)], mask[r, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-            yield ids, mask, labels
+            for r, (x, n) in enumerate(chunk):
+                ids[r, width - len(x):], mask[r, width - len(x):] = torch.tensor(x), 1
+                targets[r, k - n:] = torch.tensor(x[len(x) - n:])
+            yield ids, mask, targets
+
+
+def answer_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens given the prompt (teacher forcing), with the vocabulary projected
+    only at the K + 1 last positions (``logits_to_keep``): the same loss as ``labels=`` on the whole sequence,
+    without the (B, T, V) logits of the prompt. Position ids follow the real tokens (left padding)."""
+    k = targets.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                   logits_to_keep=k + 1).logits[:, :-1]  # (B, K, V): position -K-1+i predicts answer token i
+    return nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
 @contextmanager
@@ -124,8 +138,8 @@ def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[st
         batches = _batches(handle, examples, budget)
         start = time.perf_counter()
         for _ in tqdm(range(budget.steps), desc=f"lora on blocks {list(chosen)}", unit="step", leave=False):
-            ids, mask, labels = (t.to(handle.device) for t in next(batches))
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            ids, mask, targets = (t.to(handle.device) for t in next(batches))
+            loss = answer_loss(model, ids, mask, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -131,3 +131,32 @@ def test_replaying_the_blocks_below_an_intervention_equals_the_full_forward(tiny
             assert (wrong - full).abs().max() > 1e-4
     with pytest.raises(ValueError, match="needs the prefix"):
         choice_logits(handle, probe, 5, start_block=1)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_the_answer_loss_equals_the_whole_sequence_loss_of_transformers(tiny_handles, family):
+    """Left padding and logits at the last K + 1 positions give the loss of ``labels=`` on right-padded rows."""
+    from medinterp.validity.lora import LoraBudget, _batches, answer_loss
+
+    handle = tiny_handles[family]
+    examples = [("The patient was given aspirin for", " pain relief today"), ("Dose: two", " tablets"),
+                ("A child of six presented with a fever and", " a rash")]
+    ids, mask, targets = next(_batches(handle, examples, LoraBudget(batch_size=3, seed=1)))
+    assert (mask[:, -1] == 1).all() and (targets != -100).sum() == sum(
+        len(handle.tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in examples)
+    rows, labels = [], []
+    for r in range(3):  # the same rows, right padded, with labels on the answer tokens only
+        real = ids[r][mask[r] == 1]
+        n = int((targets[r] != -100).sum())
+        rows.append(real)
+        labels.append(torch.cat([torch.full((len(real) - n,), -100), real[len(real) - n:]]))
+    width = max(len(x) for x in rows)
+    right = torch.stack([torch.nn.functional.pad(x, (0, width - len(x)), value=0) for x in rows])
+    right_mask = torch.stack([torch.nn.functional.pad(torch.ones_like(x), (0, width - len(x))) for x in rows])
+    right_labels = torch.stack([torch.nn.functional.pad(y, (0, width - len(y)), value=-100) for y in labels])
+    with torch.inference_mode():
+        reference = handle.model(input_ids=right, attention_mask=right_mask, labels=right_labels).loss
+        mine = answer_loss(handle.model, ids, mask, targets)
+    torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():  # a target shifted by one position is a different loss
+        assert abs(float(answer_loss(handle.model, ids, mask, targets.roll(1, dims=1))) - float(reference)) > 1e-3
