@@ -156,7 +156,7 @@ def test_the_answer_loss_equals_the_whole_sequence_loss_of_transformers(tiny_han
     right_labels = torch.stack([torch.nn.functional.pad(y, (0, width - len(y)), value=-100) for y in labels])
     with torch.inference_mode():
         reference = handle.model(input_ids=right, attention_mask=right_mask, labels=right_labels).loss
-        mine = answer_loss(handle.model, ids, mask, targets)
+        mine = answer_loss(handle, ids, mask, targets)
     torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
     with torch.inference_mode():  # a target shifted by one position is a different loss
-        assert abs(float(answer_loss(handle.model, ids, mask, targets.roll(1, dims=1))) - float(reference)) > 1e-3
+        assert abs(float(answer_loss(handle, ids, mask, targets.roll(1, dims=1))) - float(reference)) > 1e-3
