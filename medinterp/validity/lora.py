@@ -21,19 +21,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medinterp.capture.tokens import position_ids
-from medinterp.errors import MedinterpError
+from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.hooks import output_tensor
+from medinterp.methods.patching_engine import answer_logits
 from medinterp.models import ModelHandle
 from medinterp.validation import is_int, is_number
 from medinterp.validity.draws import check_blocks
 
 log = logging.getLogger(__name__)
+OBJECTIVES = ("choice", "tokens")
 
 
 @dataclass(frozen=True)
 class LoraBudget:
     """What every LoRA intervention gets: adapter ``rank`` (and ``alpha`` scaling), ``steps`` of AdamW at ``lr``
-    on batches of ``batch_size`` training items, ``seed`` for the adapters' initialisation and the batches."""
+    on batches of ``batch_size`` training items, ``seed`` for the adapters' initialisation and the batches, and the
+    ``objective``: ``choice`` (cross-entropy over the probe's choices at the question's last token: the task the
+    probe scores) or ``tokens`` (the answer word's tokens over the whole vocabulary: plain fine-tuning)."""
 
     rank: int = 4
     alpha: float = 8.0
@@ -41,6 +45,7 @@ class LoraBudget:
     lr: float = 1e-3
     batch_size: int = 8
     seed: int = 0
+    objective: str = "choice"
 
     def __post_init__(self) -> None:
         for name in ("rank", "steps", "batch_size"):
@@ -51,6 +56,8 @@ class LoraBudget:
             value = getattr(self, name)
             if not is_number(value) or value <= 0:
                 raise MedinterpError(f"lora budget: {name} must be a number > 0; got {value!r}")
+        if self.objective not in OBJECTIVES:
+            raise unknown_choice("lora.objective", self.objective, OBJECTIVES)
 
 
 @dataclass
@@ -101,6 +108,39 @@ def _batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: L
             yield ids, mask, targets
 
 
+def _choice_batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], choice_ids: Sequence[int],
+                    budget: LoraBudget):
+    """Endless (input_ids, attention_mask, targets) batches of the questions alone, LEFT padded; ``targets`` (B,)
+    the index in ``choice_ids`` of each answer word's first token."""
+    tok, rows = handle.tokenizer, []
+    for prompt, answer in examples:
+        first = tok(answer, add_special_tokens=False)["input_ids"][:1]
+        if not first or first[0] not in choice_ids:
+            raise MedinterpError(f"lora: the answer {answer!r} of prompt {prompt!r} is not one of the probe's choices")
+        rows.append((tok(prompt)["input_ids"], list(choice_ids).index(first[0])))
+    gen = torch.Generator().manual_seed(budget.seed)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    while True:
+        for idx in torch.randperm(len(rows), generator=gen).split(budget.batch_size):
+            chunk = [rows[i] for i in idx.tolist()]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), pad)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (x, _) in enumerate(chunk):
+                ids[r, width - len(x):], mask[r, width - len(x):] = torch.tensor(x), 1
+            yield ids, mask, torch.tensor([t for _, t in chunk])
+
+
+def choice_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
+                choice_ids: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the right choice among ``choice_ids`` (K,) from the logits at the question's last token:
+    exactly what the probe scores (:func:`medinterp.validity.probe.choice_logits`), differentiable."""
+    out = handle.parts.backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
+    hidden = output_tensor(out.last_hidden_state)[:, -1]  # (B, D)
+    logits = answer_logits(handle, hidden, choice_ids.expand(len(hidden), -1))  # (B, K)
+    return nn.functional.cross_entropy(logits, targets)
+
+
 def answer_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the answer tokens given the prompt (teacher forcing): the backbone's final normed
     hidden states at the K positions before the last (position −K−1+i predicts answer token i), one (B·K, D) ×
@@ -120,12 +160,15 @@ def answer_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targ
 
 @contextmanager
 def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[str, str]],
-         budget: LoraBudget = LoraBudget()) -> Iterator[LoraReport]:
+         budget: LoraBudget = LoraBudget(), choice_ids: Sequence[int] | None = None) -> Iterator[LoraReport]:
     """Train LoRA adapters on every Linear of ``blocks`` for ``budget.steps`` steps on ``examples``
-    ((prompt, answer) pairs); inside the ``with`` block the model carries them; on exit they are removed."""
+    ((prompt, answer) pairs; ``choice_ids``: the probe's choices, needed by the ``choice`` objective); inside the
+    ``with`` block the model carries them; on exit they are removed."""
     from peft import LoraConfig, get_peft_model
 
     chosen = check_blocks(blocks, handle.n_layers)
+    if budget.objective == "choice" and not choice_ids:
+        raise MedinterpError("lora: objective 'choice' needs the probe's choice_ids")
     if not examples:
         raise MedinterpError("lora: no training examples (the probe's training split is empty)")
     model = handle.model
@@ -143,11 +186,16 @@ def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[st
         report.n_params = sum(p.numel() for p in params)
         opt = torch.optim.AdamW(params, lr=budget.lr)
         model.eval()  # no dropout: a run is a function of the budget's seed
-        batches = _batches(handle, examples, budget)
+        if budget.objective == "choice":
+            choices = torch.tensor(list(choice_ids), device=handle.device)
+            batches = _choice_batches(handle, examples, choice_ids, budget)
+        else:
+            batches = _batches(handle, examples, budget)
         start = time.perf_counter()
         for _ in tqdm(range(budget.steps), desc=f"lora on blocks {list(chosen)}", unit="step", leave=False):
             ids, mask, targets = (t.to(handle.device) for t in next(batches))
-            loss = answer_loss(handle, ids, mask, targets)
+            loss = (choice_loss(handle, ids, mask, targets, choices) if budget.objective == "choice"
+                    else answer_loss(handle, ids, mask, targets))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from helpers import without_block
+from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_hooks, record
 from medinterp.validity.interventions import class_mean_direction, identity, mean_update, mean_updates, steer
 from medinterp.validity.lora import LoraBudget, lora
@@ -95,7 +96,7 @@ def test_lora_on_chosen_blocks_learns_and_leaves_the_model_intact(tiny_handles):
         return float(out.mean())
 
     before = logp_yes()
-    with lora(handle, [1, 2], examples, LoraBudget(rank=2, steps=15, lr=5e-2, batch_size=4)) as report:
+    with lora(handle, [1, 2], examples, LoraBudget(rank=2, steps=15, lr=5e-2, batch_size=4, objective="tokens")) as report:
         after = logp_yes()
         adapted = _logits(handle)
     assert report.blocks == (1, 2) and len(report.losses) == 15 and report.tokens > 0
@@ -160,3 +161,41 @@ def test_the_answer_loss_equals_the_whole_sequence_loss_of_transformers(tiny_han
     torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
     with torch.inference_mode():  # a target shifted by one position is a different loss
         assert abs(float(answer_loss(handle, ids, mask, targets.roll(1, dims=1))) - float(reference)) > 1e-3
+
+
+def test_the_choice_objective_learns_the_probed_task_and_equals_a_hand_cross_entropy(tiny_handles):
+    from medinterp.validity.lora import LoraBudget, _choice_batches, choice_loss
+
+    handle = tiny_handles["llama"]
+    tok = handle.tokenizer
+    yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in (" yes", " no"))
+    words = {"apple": " yes", "bread": " yes", "rice": " yes", "soup": " yes",
+             "stone": " no", "glass": " no", "iron": " no", "sand": " no"}
+    examples = [(f"Can you eat {w}? The answer is", a) for w, a in words.items()]
+    choices = torch.tensor([yes, no])
+    ids, mask, targets = next(_choice_batches(handle, examples, [yes, no], LoraBudget(batch_size=8)))
+    with torch.inference_mode():  # reference: the model's own last-token logits, restricted to the two choices
+        rows = [tok(p, return_tensors="pt") for p, _ in examples]
+        last = torch.stack([handle.model(**r).logits[0, -1, choices] for r in rows])
+        want = torch.tensor([0 if a == " yes" else 1 for _, a in examples])
+        reference = torch.nn.functional.cross_entropy(last.float(), want)
+        mine = choice_loss(handle, ids, mask, targets, choices)  # one batch of all 8: the mean is order-free
+    assert sorted(targets.tolist()) == sorted(want.tolist())
+    torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
+
+    def accuracy():
+        with torch.inference_mode():
+            return float(((torch.stack([handle.model(**r).logits[0, -1, choices] for r in rows]).argmax(1)
+                           == want).float().mean()))
+
+    before = accuracy()
+    with lora(handle, [1, 2], examples, LoraBudget(rank=4, steps=40, lr=1e-2, batch_size=8), [yes, no]) as report:
+        trained = accuracy()
+    assert before <= 0.75 and trained >= 0.875 and report.losses[-1] < 0.5 * report.losses[0]
+    with pytest.raises(MedinterpError, match="objective 'choice' needs the probe's choice_ids"):
+        with lora(handle, [1], examples, LoraBudget()):
+            pass
+    with pytest.raises(MedinterpError, match="not one of the probe's choices"):
+        next(_choice_batches(handle, [("Question", " maybe")], [yes, no], LoraBudget()))
+    with pytest.raises(MedinterpError, match=r"unknown lora.objective 'both'; valid: choice, tokens"):
+        LoraBudget(objective="both")
