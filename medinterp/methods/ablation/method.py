@@ -171,7 +171,7 @@ class LayerAblation(Method):
         # the context and the cell's batch limits
         extra_tokens = self.max_new_tokens
         if tokens is not None:
-            require_vision(handle, f"prompt set {prompt_set.domain!r}")
+            require_vision(handle, "the prompt set")
             extra_tokens += handle.parts.vision.grid.n_tokens
         batches = prompt_batches(handle, texts if tokens is None else image_texts(handle.processor, prompts),
                                  cell.batch_size, cell.batch_tokens, prompt_names(prompts), extra_tokens=extra_tokens)
