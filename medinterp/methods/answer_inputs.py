@@ -204,5 +204,5 @@ def head_logits(handle: ModelHandle, normed: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
-__all__ = ["AnswerBatch", "AnswerExample", "TOKEN_SETS", "answer_lengths", "cell_examples", "encode", "forward", "head_logits",
-           "label_words", "token_hits"]
+__all__ = ["AnswerBatch", "AnswerExample", "TOKEN_SETS", "answer_lengths", "cell_examples", "encode", "forward",
+           "head_logits", "label_words", "token_hits"]

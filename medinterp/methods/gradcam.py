@@ -87,7 +87,8 @@ class GradCam(Method):
             raise MedinterpError(f"gradcam: no prompt of {cell.prompt_set.domain!r} has a reference answer "
                                  f"(target=answer); use target=question")
         usable = usable if self.max_prompts is None else usable[:self.max_prompts]
-        passes = min(self.max_answer_tokens, max(answer_lengths(cell.handle, usable))) if self.target == "answer" else 1
+        longest = max(answer_lengths(cell.handle, usable)) if self.target == "answer" else 1
+        passes = min(self.max_answer_tokens, longest)
         return CamWork(usable, cell.batch_size, len(chosen) - len([ex for ex in chosen if ex.answer or
                                                                     self.target == "question"]), passes)
 

@@ -11,8 +11,9 @@ runs a padding round; image_lens' last batch needs fewer lens calls than the oth
 Tolerances: 0 (exact) for the forward-only methods ``umap`` (the activations bit for bit; the UMAP metrics
 themselves are skipped, as in test_multiprocess.py) and ``image_lens``; ``ddp`` is exact for every method (whole
 replicas, the same kernels on the same batches). ``saliency`` and ``gradcam`` under ZeRO-3 take gradients through
-DeepSpeed's own Linear backward on gathered weights, whose float32 sums are ordered otherwise: <= 1e-6 relative
-(measured 1.5e-7 for gradcam on tiny_llava, 2026-12-05). ``neurons`` under ZeRO-3 is refused in one line (its
+DeepSpeed's own Linear backward on gathered weights, whose float32 sums are ordered otherwise: saliency <= 1e-6
+relative (as for text models); gradcam <= 1e-5 (measured 2026-12-05: per_layer.csv 1.5e-7 on tiny_llava, per-item
+``energy_in_box`` 8.4e-6 on tiny_gemma3_vlm, values near 0.005 summed from attention x gradient products). ``neurons`` under ZeRO-3 is refused in one line (its
 interventions run on rank 0 alone after the ranking), tested below. All tests launch torchrun: ``slow``.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ METHODS = {
     "image_lens": ["method=image_lens", *ANSWERED],
     "neurons": ["method=neurons", *ANSWERED],
 }
-ZERO3_TOLERANCE = {"umap": 0.0, "image_lens": 0.0, "saliency": 1e-6, "gradcam": 1e-6}
+ZERO3_TOLERANCE = {"umap": 0.0, "image_lens": 0.0, "saliency": 1e-6, "gradcam": 1e-5}
 STRATEGIES = {"zero3": ["strategy=zero3", "strategy.param_persistence_threshold=0"], "ddp": ["strategy=ddp"]}
 MODELS = ["tiny_llava", "tiny_gemma3_vlm"]
 
