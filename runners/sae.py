@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log, publish,
@@ -47,6 +48,7 @@ from medinterp.sae.activations import ActivationStore, TokenStream, cache_activa
 from medinterp.sae.catalogue import CATALOGUE_KINDS, catalogue_rows, latent_table, top_tokens  # noqa: E402
 from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402
 from medinterp.sae.figures import latent_frequencies, training_curves  # noqa: E402
+from medinterp.sae.outliers import KeptRows, norm_limit, pass_through_outliers  # noqa: E402
 from medinterp.sae.packing import Packed, pack  # noqa: E402
 from medinterp.sae.prompt_codes import prompt_codes  # noqa: E402
 from medinterp.sae.run_state import SAERun  # noqa: E402
@@ -74,6 +76,10 @@ def sae_config(cfg: DictConfig) -> dict:
     check_positive_int("capture_batch", plain["capture_batch"])
     check_positive_int("sae.catalogue.n_per_label", s["catalogue"]["n_per_label"])
     check_seed(s["seed"], "sae.seed")
+    ratio = s["max_norm_ratio"]
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1):
+        raise MedinterpError(f"sae.max_norm_ratio must be a number > 1 (outlier tokens: ||x|| above it times the "
+                             f"median norm) or null (keep every token); got {ratio!r}")
     if s["layer"] is not None and (isinstance(s["layer"], bool) or not isinstance(s["layer"], int)):
         raise MedinterpError(f"sae.layer must be a read-out layer (an integer) or null (the middle); got {s['layer']!r}")
     n_layers = plain["model"].get("n_layers")
@@ -143,7 +149,8 @@ def data_stage(run: SAERun) -> None:
                              + str(run.layer).encode()).hexdigest()[:16]
         stores.append(cache_activations(handle, part.input_ids, part.mask, [run.layer], root / f"{name}-{key}",
                                         batch_contexts=run.cfg["capture_batch"], desc=f"SAE activations ({name})"))
-    run.eval, run.train = stores
+    run.norm_limit = norm_limit(stores[1], run.layer, s["max_norm_ratio"])  # massive activations: outliers.py
+    run.eval, run.train = (KeptRows(store, run.layer, run.norm_limit) for store in stores)
     run.eval_contexts = evals
     run.scale = run.train.scale(run.layer) if s["normalize"] and not s["pretrained"] else 1.0
     write_json(run.out_dir / "corpus.json", {
@@ -152,9 +159,12 @@ def data_stage(run: SAERun) -> None:
         "train_tokens": run.train.n_tokens, "eval_tokens": run.eval.n_tokens,
         "activation_cache": {"train": str(run.train.folder), "eval": str(run.eval.folder)},
         "token_types": {"text": run.train.n_tokens + run.eval.n_tokens, "image": 0},
-        "scale": run.scale, "mean_squared_norm": run.train.mean_squared_norm(run.layer)})
-    log.info("corpus: %d documents, %d tokens (sha256 %s); %d training / %d held-out SAE tokens; scale %.4g",
-             packed.documents, packed.n_tokens, packed.sha256[:12], run.train.n_tokens, run.eval.n_tokens, run.scale)
+        "scale": run.scale, "mean_squared_norm": run.train.mean_squared_norm(run.layer),
+        "outliers": {"max_norm_ratio": s["max_norm_ratio"], "norm_limit": run.norm_limit,
+                     "train": run.train.n_outliers, "eval": run.eval.n_outliers}})
+    log.info("corpus: %d documents, %d tokens (sha256 %s); %d training / %d held-out SAE tokens (%d / %d norm "
+             "outliers left out); scale %.4g", packed.documents, packed.n_tokens, packed.sha256[:12],
+             run.train.n_tokens, run.eval.n_tokens, run.train.n_outliers, run.eval.n_outliers, run.scale)
 
 
 def build_sae(run: SAERun) -> SparseAutoencoder:
@@ -203,6 +213,7 @@ def evaluate_stage(run: SAERun) -> None:
     rec = evaluate_sae(sae, run.eval.batches(run.layer, EVAL_BATCH, scale))
     device = sae.W_enc.device
 
+    @partial(pass_through_outliers, limit=run.norm_limit)  # outlier tokens spliced back unchanged
     def reconstruct(h: torch.Tensor) -> torch.Tensor:
         return sae(h.float().to(device) * scale).to(h.device) / scale
 
@@ -218,7 +229,8 @@ def evaluate_stage(run: SAERun) -> None:
                    "d": sae.config.d, "n_latents": sae.config.n_latents, "k": sae.config.k,
                    "activation": sae.config.activation, "group_sizes": list(sae.config.group_sizes),
                    "threshold": float(sae.threshold.max()), "steps": s["steps"], "batch_size": s["batch_size"],
-                   "train_tokens": run.train.n_tokens, "note": notes}
+                   "train_tokens": run.train.n_tokens, "n_outliers": run.eval.n_outliers,
+                   "n_outliers_train": run.train.n_outliers, "max_norm_ratio": s["max_norm_ratio"], "note": notes}
 
 
 def latents_stage(run: SAERun) -> list[list[str]]:
