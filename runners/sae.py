@@ -56,6 +56,8 @@ from medinterp.sae.splice import ABLATION, splice_metrics  # noqa: E402
 from medinterp.sae.stages import (interpretation_contexts, interpretation_latents, merge_interpretation,  # noqa: E402
                                   steering_targets)
 from medinterp.sae.steering import SteeringConfig, SteeringResult, steer  # noqa: E402
+from medinterp.sae.wandb_curves import training_wandb_logger  # noqa: E402
+from medinterp.tracking import TrackerSettings  # noqa: E402
 from medinterp.validation import check_positive_int, check_retired_settings, check_seed, is_int  # noqa: E402
 
 CHECKPOINTS = "checkpoints"
@@ -198,11 +200,16 @@ def train_stage(run: SAERun) -> None:
             write_rows(run.out_dir / CURVES_BEFORE_RESUME, rows)
     stream = TokenStream(run.train, run.layer, s["batch_size"], seed=s["seed"], scale=run.scale, start_batch=start)
     t = s["trainer"]
-    train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"],
-              logger=CSVLogger(str(run.out_dir), name=CURVES_DIR, version=""),
+    curves = training_wandb_logger(TrackerSettings.from_dict(run.cfg.get("logger")), run.out_dir,
+                                   name=f"{run.handle.name}-sae", group=sweep_group() if HydraConfig.initialized() else None,
+                                   config={"sae": s, "model": run.handle.name, "layer": run.layer})
+    loggers = [CSVLogger(str(run.out_dir), name=CURVES_DIR, version=""), *([curves] if curves else [])]
+    train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"], logger=loggers,
               checkpoint_dir=run.out_dir / CHECKPOINTS, checkpoint_every=s["checkpoint_every"],
               ckpt_path=ckpt if start else None, accelerator=t["accelerator"], devices=t["devices"],
               strategy=t["strategy"], precision=t["precision"], log_every_n_steps=1, seed=s["seed"])
+    if curves:
+        curves.experiment.finish()
     run.sae.eval()
 
 
