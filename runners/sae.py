@@ -201,7 +201,8 @@ def train_stage(run: SAERun) -> None:
     stream = TokenStream(run.train, run.layer, s["batch_size"], seed=s["seed"], scale=run.scale, start_batch=start)
     t = s["trainer"]
     curves = training_wandb_logger(TrackerSettings.from_dict(run.cfg.get("logger")), run.out_dir,
-                                   name=f"{run.handle.name}-sae", group=sweep_group() if HydraConfig.initialized() else None,
+                                   name=f"{run.handle.name}-sae",
+                                   group=sweep_group() if HydraConfig.initialized() else None,
                                    config={"sae": s, "model": run.handle.name, "layer": run.layer})
     loggers = [CSVLogger(str(run.out_dir), name=CURVES_DIR, version=""), *([curves] if curves else [])]
     train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"], logger=loggers,
