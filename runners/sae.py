@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log, publish,
@@ -47,6 +48,7 @@ from medinterp.sae.activations import ActivationStore, TokenStream, cache_activa
 from medinterp.sae.catalogue import CATALOGUE_KINDS, catalogue_rows, latent_table, top_tokens  # noqa: E402
 from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402
 from medinterp.sae.figures import latent_frequencies, training_curves  # noqa: E402
+from medinterp.sae.outliers import KeptRows, norm_limit, pass_through_outliers  # noqa: E402
 from medinterp.sae.packing import Packed, pack  # noqa: E402
 from medinterp.sae.prompt_codes import prompt_codes  # noqa: E402
 from medinterp.sae.run_state import SAERun  # noqa: E402
@@ -54,6 +56,8 @@ from medinterp.sae.splice import ABLATION, splice_metrics  # noqa: E402
 from medinterp.sae.stages import (interpretation_contexts, interpretation_latents, merge_interpretation,  # noqa: E402
                                   steering_targets)
 from medinterp.sae.steering import SteeringConfig, SteeringResult, steer  # noqa: E402
+from medinterp.sae.wandb_curves import training_wandb_logger  # noqa: E402
+from medinterp.tracking import TrackerSettings  # noqa: E402
 from medinterp.validation import check_positive_int, check_retired_settings, check_seed, is_int  # noqa: E402
 
 CHECKPOINTS = "checkpoints"
@@ -74,6 +78,10 @@ def sae_config(cfg: DictConfig) -> dict:
     check_positive_int("capture_batch", plain["capture_batch"])
     check_positive_int("sae.catalogue.n_per_label", s["catalogue"]["n_per_label"])
     check_seed(s["seed"], "sae.seed")
+    ratio = s["max_norm_ratio"]
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1):
+        raise MedinterpError(f"sae.max_norm_ratio must be a number > 1 (outlier tokens: ||x|| above it times the "
+                             f"median norm) or null (keep every token); got {ratio!r}")
     if s["layer"] is not None and (isinstance(s["layer"], bool) or not isinstance(s["layer"], int)):
         raise MedinterpError(f"sae.layer must be a read-out layer (an integer) or null (the middle); got {s['layer']!r}")
     n_layers = plain["model"].get("n_layers")
@@ -143,7 +151,8 @@ def data_stage(run: SAERun) -> None:
                              + str(run.layer).encode()).hexdigest()[:16]
         stores.append(cache_activations(handle, part.input_ids, part.mask, [run.layer], root / f"{name}-{key}",
                                         batch_contexts=run.cfg["capture_batch"], desc=f"SAE activations ({name})"))
-    run.eval, run.train = stores
+    run.norm_limit = norm_limit(stores[1], run.layer, s["max_norm_ratio"])  # massive activations: outliers.py
+    run.eval, run.train = (KeptRows(store, run.layer, run.norm_limit) for store in stores)
     run.eval_contexts = evals
     run.scale = run.train.scale(run.layer) if s["normalize"] and not s["pretrained"] else 1.0
     write_json(run.out_dir / "corpus.json", {
@@ -152,9 +161,12 @@ def data_stage(run: SAERun) -> None:
         "train_tokens": run.train.n_tokens, "eval_tokens": run.eval.n_tokens,
         "activation_cache": {"train": str(run.train.folder), "eval": str(run.eval.folder)},
         "token_types": {"text": run.train.n_tokens + run.eval.n_tokens, "image": 0},
-        "scale": run.scale, "mean_squared_norm": run.train.mean_squared_norm(run.layer)})
-    log.info("corpus: %d documents, %d tokens (sha256 %s); %d training / %d held-out SAE tokens; scale %.4g",
-             packed.documents, packed.n_tokens, packed.sha256[:12], run.train.n_tokens, run.eval.n_tokens, run.scale)
+        "scale": run.scale, "mean_squared_norm": run.train.mean_squared_norm(run.layer),
+        "outliers": {"max_norm_ratio": s["max_norm_ratio"], "norm_limit": run.norm_limit,
+                     "train": run.train.n_outliers, "eval": run.eval.n_outliers}})
+    log.info("corpus: %d documents, %d tokens (sha256 %s); %d training / %d held-out SAE tokens (%d / %d norm "
+             "outliers left out); scale %.4g", packed.documents, packed.n_tokens, packed.sha256[:12],
+             run.train.n_tokens, run.eval.n_tokens, run.train.n_outliers, run.eval.n_outliers, run.scale)
 
 
 def build_sae(run: SAERun) -> SparseAutoencoder:
@@ -188,11 +200,17 @@ def train_stage(run: SAERun) -> None:
             write_rows(run.out_dir / CURVES_BEFORE_RESUME, rows)
     stream = TokenStream(run.train, run.layer, s["batch_size"], seed=s["seed"], scale=run.scale, start_batch=start)
     t = s["trainer"]
-    train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"],
-              logger=CSVLogger(str(run.out_dir), name=CURVES_DIR, version=""),
+    curves = training_wandb_logger(TrackerSettings.from_dict(run.cfg.get("logger")), run.out_dir,
+                                   name=f"{run.handle.name}-sae",
+                                   group=sweep_group() if HydraConfig.initialized() else None,
+                                   config={"sae": s, "model": run.handle.name, "layer": run.layer})
+    loggers = [CSVLogger(str(run.out_dir), name=CURVES_DIR, version=""), *([curves] if curves else [])]
+    train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"], logger=loggers,
               checkpoint_dir=run.out_dir / CHECKPOINTS, checkpoint_every=s["checkpoint_every"],
               ckpt_path=ckpt if start else None, accelerator=t["accelerator"], devices=t["devices"],
               strategy=t["strategy"], precision=t["precision"], log_every_n_steps=1, seed=s["seed"])
+    if curves:
+        curves.experiment.finish()
     run.sae.eval()
 
 
@@ -203,6 +221,7 @@ def evaluate_stage(run: SAERun) -> None:
     rec = evaluate_sae(sae, run.eval.batches(run.layer, EVAL_BATCH, scale))
     device = sae.W_enc.device
 
+    @partial(pass_through_outliers, limit=run.norm_limit)  # outlier tokens spliced back unchanged
     def reconstruct(h: torch.Tensor) -> torch.Tensor:
         return sae(h.float().to(device) * scale).to(h.device) / scale
 
@@ -218,7 +237,8 @@ def evaluate_stage(run: SAERun) -> None:
                    "d": sae.config.d, "n_latents": sae.config.n_latents, "k": sae.config.k,
                    "activation": sae.config.activation, "group_sizes": list(sae.config.group_sizes),
                    "threshold": float(sae.threshold.max()), "steps": s["steps"], "batch_size": s["batch_size"],
-                   "train_tokens": run.train.n_tokens, "note": notes}
+                   "train_tokens": run.train.n_tokens, "n_outliers": run.eval.n_outliers,
+                   "n_outliers_train": run.train.n_outliers, "max_norm_ratio": s["max_norm_ratio"], "note": notes}
 
 
 def latents_stage(run: SAERun) -> list[list[str]]:

@@ -44,6 +44,7 @@ def rows(path: Path) -> list[dict]:
 def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(tmp_path):
     from medinterp.sae import evaluate_sae, load_sae
     from medinterp.sae.activations import ActivationStore
+    from medinterp.sae.outliers import KeptRows
 
     out = run_sae([], tmp_path / "run", tmp_path / "cache")
     m = json.loads((out / "metrics.json").read_text())
@@ -56,9 +57,12 @@ def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(tmp_pa
     assert corpus["sources"] == ["icd10cm", "hpo", "prompts"] and len(corpus["corpus_sha256"]) == 64
     assert corpus["provenance"]["hpo"]["release"].startswith("hp/releases/")
     assert corpus["train_tokens"] >= 1024 and corpus["eval_tokens"] >= 256
-    store = ActivationStore(corpus["activation_cache"]["eval"])
+    limit = corpus["outliers"]["norm_limit"]  # the stores without norm outliers (medinterp/sae/outliers.py)
+    store = KeptRows(ActivationStore(corpus["activation_cache"]["eval"]), 2, limit)
+    train = KeptRows(ActivationStore(corpus["activation_cache"]["train"]), 2, limit)
     assert m["n_eval_tokens"] == store.n_tokens == corpus["eval_tokens"]
-    assert m["scale"] == corpus["scale"] == ActivationStore(corpus["activation_cache"]["train"]).scale(2) != 1.0
+    assert (m["n_outliers"], m["n_outliers_train"]) == (store.n_outliers, train.n_outliers)
+    assert m["scale"] == corpus["scale"] == train.scale(2) != 1.0
     for layout in ("saelens", "dictionary_learning"):
         sae, _, _ = load_sae(out / "sae" / layout, d=64)
         again = evaluate_sae(sae, store.batches(2, 100, m["scale"]), progress=False)
@@ -196,6 +200,7 @@ def test_interpretation_and_steering_fill_the_tables_and_metrics(tmp_path):
     (["sae.pretrained={tmp}/neither"], "neither|no SAE"),
     (["sae.pretrained={tmp}/wide"], "width 32, but the model's residual stream has width 64"),
     (["sae.steps=5"], "must exceed sae.train.threshold_start_step"),
+    (["sae.max_norm_ratio=1"], r"sae.max_norm_ratio must be a number > 1 .* got 1$"),
     (["sae.interpret=true", "sae.interpretation.window=5"],
      r"sae.interpretation.window must divide sae.ctx_len \(32\)"),
     (["sae.steer=true", "sae.steering.alphas=[]"], "steering: alphas must be a non-empty list of finite numbers"),
