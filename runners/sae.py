@@ -37,7 +37,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from medinterp.capture.images import TOKEN_TYPES  # noqa: E402
+from medinterp.capture.images import TOKEN_TYPES, require_vision  # noqa: E402
 from medinterp.errors import MedinterpError  # noqa: E402
 from medinterp.io import atomic_write, save_png, write_json  # noqa: E402
 from medinterp.methods import select_templates  # noqa: E402
@@ -386,6 +386,8 @@ def run_sae(cfg: DictConfig, out_dir: Path) -> Path:
     run.layer = n_layers // 2 if s["layer"] is None else s["layer"]
     if not 0 <= run.layer <= n_layers:
         raise MedinterpError(f"sae.layer={run.layer} is outside {run.handle.name}; valid: 0..{n_layers}")
+    if s["images"]:  # one line on a text-only model before the corpus is read
+        require_vision(run.handle, "sae.images")
     if s["pretrained"]:  # one line on a file in neither layout, or of another width, before any capture
         load_sae(s["pretrained"], d=run.handle.d_model)
     else:
