@@ -52,7 +52,7 @@ from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402
 from medinterp.sae.figures import latent_frequencies, training_curves  # noqa: E402
 from medinterp.sae.image_prompts import image_prompt_sets, split_image_prompts  # noqa: E402
 from medinterp.sae.packing import Packed, pack  # noqa: E402
-from medinterp.sae.prompt_codes import prompt_codes  # noqa: E402
+from medinterp.sae.prompt_codes import image_prompt_codes, prompt_codes  # noqa: E402
 from medinterp.sae.run_state import SAERun  # noqa: E402
 from medinterp.sae.splice import ABLATION, splice_metrics  # noqa: E402
 from medinterp.sae.stages import (interpretation_contexts, interpretation_latents, merge_interpretation,  # noqa: E402
@@ -269,16 +269,24 @@ def catalogue_stage(run: SAERun, tokens: list[list[str]]) -> None:
     for domain in cat["domains"] or []:
         prompt_set = load_prompt_set(domain)
         prompt_set.require_items("the SAE catalogue")
-        prompt_set.require_modality("the SAE catalogue", ("text",))
         prompts = [p for t in select_templates(prompt_set, cat["templates"]) for p in prompt_set.prompts(t)]
         item = {it.id: it for it in prompt_set.items}
         labels = {name: np.array([item[p.item_id].labels[name] for p in prompts], dtype=object)
                   for name, labeling in prompt_set.labelings.items() if labeling.kind in CATALOGUE_KINDS}
         if not labels:
             continue
-        run.prompts[prompt_set.domain] = ([p.text for p in prompts], labels)
-        acts = prompt_codes(run.handle, run.sae, [p.text for p in prompts], run.layer, run.scale,
-                            desc=f"SAE catalogue ({prompt_set.domain})")
+        desc = f"SAE catalogue ({prompt_set.domain})"
+        if prompt_set.modality == "image":  # image + question through the VLM, the run's token types
+            require_vision(run.handle, f"sae.catalogue.domains: prompt set {prompt_set.domain!r}")
+            acts = image_prompt_codes(run.handle, run.sae, prompts, run.layer, run.scale, run.cfg["sae"]["tokens"],
+                                      batch_size=run.cfg["capture_batch"], desc=desc)
+        else:
+            if run.cfg["sae"]["tokens"] == "image":  # a text set has no image token to read
+                run.metrics.setdefault("catalogue_skipped", []).append(prompt_set.domain)
+                log.warning("catalogue: %s skipped (a text prompt set; sae.tokens=image)", prompt_set.domain)
+                continue
+            run.prompts[prompt_set.domain] = ([p.text for p in prompts], labels)  # steering's prompts: text only
+            acts = prompt_codes(run.handle, run.sae, [p.text for p in prompts], run.layer, run.scale, desc=desc)
         run.catalogue += catalogue_rows(prompt_set.domain, labels, acts, tokens, cat["n_per_label"],
                                         [r["token_type"] for r in run.latents])
 
@@ -315,7 +323,8 @@ def steering_stage(run: SAERun, judge) -> None:
     metrics.json."""
     s = run.cfg["sae"]["steering"]
     unit = {r["latent"]: r["max_activation"] / run.scale for r in run.latents}
-    live = [r for r in run.catalogue if unit[r["latent"]] > 0]  # a latent silent on held-out text has no scale
+    live = [r for r in run.catalogue  # a latent silent on held-out text has no scale; image sets are not steered
+            if unit[r["latent"]] > 0 and r["domain"] in run.prompts]
     targets = steering_targets(live, run.prompts, s["n_latents"], s["n_prompts"])
     if not targets:
         run.metrics["steering"] = {"n_latents": 0, "note": "no live catalogue latent with target and unrelated prompts"}

@@ -236,7 +236,8 @@ def test_a_tiny_vlm_run_on_image_prompts_labels_each_latent_s_token_type(tmp_pat
     from medinterp.sae.activations import IMAGE, ActivationStore
     from medinterp.sae.catalogue import token_type_columns
 
-    vlm = [o for o in QUICK if not o.startswith("model=")] + ["model=tiny_llava", "sae.catalogue.domains=[dosage]"]
+    vlm = [o for o in QUICK if not o.startswith("model=")] + ["model=tiny_llava",
+                                                                  "sae.catalogue.domains=[dosage,synthetic_xray]"]
     cfg = compose_map([*vlm, f"cache_dir={tmp_path / 'cache'}", "sae.images=[synthetic_xray]",
                        "sae.image_templates=1", f"sae.tokens={tokens}"], config_name="sae")
     with open_dict(cfg):
@@ -264,4 +265,10 @@ def test_a_tiny_vlm_run_on_image_prompts_labels_each_latent_s_token_type(tmp_pat
     if tokens == "image":  # only image tokens: every live latent is an image latent
         assert {r["token_type"] for r in latents} <= {"image", "dead"}
     by_latent = {r["latent"]: r["token_type"] for r in latents}
-    assert all(r["token_type"] == by_latent[r["latent"]] for r in rows(out / "catalogue.csv"))
+    catalogue = rows(out / "catalogue.csv")
+    assert all(r["token_type"] == by_latent[r["latent"]] for r in catalogue)
+    xray = {(r["labeling"], r["label"]) for r in catalogue if r["domain"] == "synthetic_xray"}
+    assert {"presence", "side", "lobe"} <= {labeling for labeling, _ in xray}  # the image set's labels, ranked
+    domains = {r["domain"] for r in catalogue}
+    assert domains == ({"synthetic_xray"} if tokens == "image" else {"dosage", "synthetic_xray"})
+    assert m.get("catalogue_skipped") == (["dosage"] if tokens == "image" else None)

@@ -241,3 +241,22 @@ def test_image_tokens_need_image_prompts_on_a_vision_language_model(tiny, tiny_v
     with pytest.raises(MedinterpError, match="tokens"):
         cache_activations(tiny, ids, mask, [1], tmp_path / "c", progress=False, tokens="pixels")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("tokens", ["all", "image"])
+def test_image_prompt_codes_are_the_max_of_the_cached_rows_per_prompt(tiny_vlm, tmp_path, tokens):
+    from medinterp.sae import SAEConfig, SparseAutoencoder
+    from medinterp.sae.prompt_codes import image_prompt_codes
+
+    ids, mask = contexts(tiny_vlm, n=1)
+    prompts = xray_prompts()
+    store = cache_activations(tiny_vlm, ids[:0], mask[:0], [2], tmp_path / "c", progress=False, images=prompts,
+                              tokens=tokens)
+    sae = SparseAutoencoder(SAEConfig(tiny_vlm.d_model, 96, 6, "topk"), seed=1)
+    codes = image_prompt_codes(tiny_vlm, sae, prompts, 2, scale=1.5, tokens=tokens, batch_size=3, progress=False)
+    with torch.no_grad():
+        f = sae.encode(store.rows(2, np.arange(store.n_tokens)) * 1.5).numpy()
+    prompt_of = store.array("index")[:, 0]
+    want = np.stack([f[prompt_of == i].max(0) for i in range(len(prompts))])
+    assert (want > 0).any()
+    np.testing.assert_allclose(codes, want, rtol=1e-5, atol=1e-6)
