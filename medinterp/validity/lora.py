@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,6 +82,34 @@ def linear_names(handle: ModelHandle, blocks: Sequence[int]) -> list[str]:
     return [name for name, m in handle.model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside]
 
 
+def _shuffled_left_padded(rows: Sequence[tuple[list[int], Any]], pad: int, budget: LoraBudget, targets):
+    """Endless (input_ids, attention_mask, targets) batches of ``rows`` ((token ids, target) pairs), reshuffled each
+    epoch with ``budget.seed``, LEFT padded with ``pad``; ``targets(chunk)`` builds the batch's targets."""
+    gen = torch.Generator().manual_seed(budget.seed)
+    while True:
+        for idx in torch.randperm(len(rows), generator=gen).split(budget.batch_size):
+            chunk = [rows[i] for i in idx.tolist()]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), pad)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (x, _) in enumerate(chunk):
+                ids[r, width - len(x):], mask[r, width - len(x):] = torch.tensor(x), 1
+            yield ids, mask, targets(chunk)
+
+
+def _pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
+def _answer_targets(chunk) -> torch.Tensor:
+    """(B, K): each row's last K = longest answer tokens, -100 where a shorter answer or the prompt is."""
+    k = max(n for _, n in chunk)
+    targets = torch.full((len(chunk), k), -100)
+    for r, (x, n) in enumerate(chunk):
+        targets[r, k - n:] = torch.tensor(x[len(x) - n:])
+    return targets
+
+
 def _batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: LoraBudget):
     """Endless (input_ids, attention_mask, targets) batches of prompt + answer, LEFT padded so every row's answer
     ends at the last position; ``targets`` (B, K) are the last K = longest answer tokens (-100 where a shorter
@@ -93,19 +122,7 @@ def _batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: L
         if not a:
             raise MedinterpError(f"lora: the answer {answer!r} of prompt {prompt!r} has no tokens")
         rows.append((p + a, len(a)))
-    gen = torch.Generator().manual_seed(budget.seed)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    while True:
-        for idx in torch.randperm(len(rows), generator=gen).split(budget.batch_size):
-            chunk = [rows[i] for i in idx.tolist()]
-            width, k = max(len(ids) for ids, _ in chunk), max(n for _, n in chunk)
-            ids = torch.full((len(chunk), width), pad)
-            targets = torch.full((len(chunk), k), -100)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (x, n) in enumerate(chunk):
-                ids[r, width - len(x):], mask[r, width - len(x):] = torch.tensor(x), 1
-                targets[r, k - n:] = torch.tensor(x[len(x) - n:])
-            yield ids, mask, targets
+    return _shuffled_left_padded(rows, _pad_id(tok), budget, _answer_targets)
 
 
 def _choice_batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], choice_ids: Sequence[int],
@@ -118,17 +135,7 @@ def _choice_batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], ch
         if not first or first[0] not in choice_ids:
             raise MedinterpError(f"lora: the answer {answer!r} of prompt {prompt!r} is not one of the probe's choices")
         rows.append((tok(prompt)["input_ids"], list(choice_ids).index(first[0])))
-    gen = torch.Generator().manual_seed(budget.seed)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    while True:
-        for idx in torch.randperm(len(rows), generator=gen).split(budget.batch_size):
-            chunk = [rows[i] for i in idx.tolist()]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (x, _) in enumerate(chunk):
-                ids[r, width - len(x):], mask[r, width - len(x):] = torch.tensor(x), 1
-            yield ids, mask, torch.tensor([t for _, t in chunk])
+    return _shuffled_left_padded(rows, _pad_id(tok), budget, lambda chunk: torch.tensor([t for _, t in chunk]))
 
 
 def choice_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
