@@ -252,3 +252,14 @@ def skip_with_outputs(parts: BoundModel, outputs: Sequence[torch.Tensor]) -> Ite
     forwards = [(lambda value: lambda *args, **kwargs: value)((out,) if wrap else out) for out in outputs]
     with _swapped_forward(list(parts.layers)[:len(outputs)], forwards):
         yield
+
+
+def start_at(parts: BoundModel, block: int, hidden: torch.Tensor) -> AbstractContextManager[None]:
+    """Make a forward begin at block ``block`` with ``hidden`` (B, T, D) as the residual stream entering it.
+
+    Blocks ``0..block-1`` return ``hidden`` without computing (:func:`skip_with_outputs`; each replaced block ignores
+    its input, so only the last one's output is read); the embedding still runs, its output unused. For an
+    intervention that leaves blocks below ``block`` unchanged, with ``hidden`` recorded from the intact model on the
+    same inputs, the forward is the same as the full one at (n - block)/n of the cost.
+    """
+    return skip_with_outputs(parts, [hidden] * block)

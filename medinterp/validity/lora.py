@@ -4,16 +4,22 @@ The intervention the validity loop compares across block sets must cost the same
 :class:`LoraBudget` (rank, steps, learning rate, batch) on every ``nn.Linear`` inside the chosen blocks, so
 two sets of N blocks of one model train the same number of parameters for the same number of steps
 (``LoraReport.n_params`` records it). Loss: the mean cross-entropy of the answer tokens given the prompt
-(teacher forcing; :func:`answer_loss`), AdamW, a fixed seed, the model in eval mode (no dropout). Inside :func:`lora` the model carries the trained adapters; on exit
-they are removed (``PeftModel.unload``) and every parameter's ``requires_grad`` and the train/eval mode are
-restored, so the next intervention sees the intact model.
+(teacher forcing; :func:`answer_loss`) or of the right choice (:func:`choice_loss`), AdamW, a fixed seed, the
+model in eval mode (no dropout). Inside :func:`lora` the model carries the trained adapters; on exit they are
+removed (``PeftModel.unload``) and every parameter's ``requires_grad`` and the train/eval mode are restored, so the
+next intervention sees the intact model.
+
+Speed: the budget's seed fixes the batches, so every block set trains on the same ``steps`` batches
+(:class:`LoraSteps`, built once per validity run). Blocks below a set's lowest block carry no adapter, so their
+outputs are the intact model's: they are recorded once per lowest block and replayed
+(:func:`medinterp.hooks.start_at`) — the same losses (tested), at (n - s)/n of the forward for lowest block s.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +29,7 @@ from tqdm.auto import tqdm
 
 from medinterp.capture.tokens import position_ids
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.hooks import output_tensor
+from medinterp.hooks import forward_hooks, output_tensor, record, start_at
 from medinterp.models.head import answer_logits, head_logits
 from medinterp.models import ModelHandle
 from medinterp.validation import is_int, is_number
@@ -138,6 +144,50 @@ def _choice_batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], ch
     return _shuffled_left_padded(rows, _pad_id(tok), budget, lambda chunk: torch.tensor([t for _, t in chunk]))
 
 
+class LoraSteps:
+    """The ``budget.steps`` training batches of ``examples`` (left padded; :func:`_batches` / :func:`_choice_batches`),
+    built once and shared by every block set of a validity run, with every block's output in the intact model at
+    every step, recorded in one pass on the first :meth:`entering` (steps x n_layers x (B, T, D): 0.2 GB for
+    Gemma-3-270M's drugs probe; ``replay=False`` records nothing and every step runs every block)."""
+
+    def __init__(self, handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: LoraBudget,
+                 choice_ids: Sequence[int] | None = None, replay: bool = True):
+        if budget.objective == "choice" and not choice_ids:
+            raise MedinterpError("lora: objective 'choice' needs the probe's choice_ids")
+        if not examples:
+            raise MedinterpError("lora: no training examples (the probe's training split is empty)")
+        stream = (_choice_batches(handle, examples, choice_ids, budget) if budget.objective == "choice"
+                  else _batches(handle, examples, budget))
+        self.handle, self.budget, self.replay = handle, budget, replay
+        self.choices = torch.tensor(list(choice_ids or ()), dtype=torch.long, device=handle.device)
+        self.batches = [tuple(t.to(handle.device) for t in next(stream)) for _ in range(budget.steps)]
+        self._outputs: list[list[torch.Tensor]] | None = None  # per step, per block: the intact output (B, T, D)
+
+    @torch.no_grad()  # not inference_mode: the tensors enter the autograd graph of the training steps
+    def entering(self, block: int) -> list[torch.Tensor] | None:
+        """Per step, the intact model's residual stream (B, T, D) entering ``block`` (None for block 0 or without
+        replay). The first call records it for every block: call it while the model is intact (before the
+        adapters are attached)."""
+        if block == 0 or not self.replay:
+            return None
+        if self._outputs is None:
+            layers, self._outputs = list(self.handle.parts.layers), []
+            for ids, mask, _ in tqdm(self.batches, desc="lora: the intact blocks' outputs", leave=False):
+                store: dict[int, torch.Tensor] = {}
+                with forward_hooks([(layer, record(store, b)) for b, layer in enumerate(layers)]):
+                    self.handle.parts.backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                                               use_cache=False)
+                self._outputs.append([store[b] for b in range(len(layers))])
+        return [outputs[block - 1] for outputs in self._outputs]
+
+    def loss(self, k: int) -> tuple[torch.Tensor, int]:
+        """The training loss of step ``k`` in the model as it is now, and the step's number of real tokens."""
+        ids, mask, targets = self.batches[k]
+        if self.budget.objective == "choice":
+            return choice_loss(self.handle, ids, mask, targets, self.choices), int(mask.sum())
+        return answer_loss(self.handle, ids, mask, targets), int(mask.sum())
+
+
 def choice_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
                 choice_ids: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the right choice among ``choice_ids`` (K,) from the logits at the question's last token:
@@ -164,17 +214,21 @@ def answer_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targ
 
 @contextmanager
 def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[str, str]],
-         budget: LoraBudget = LoraBudget(), choice_ids: Sequence[int] | None = None) -> Iterator[LoraReport]:
+         budget: LoraBudget = LoraBudget(), choice_ids: Sequence[int] | None = None,
+         steps: LoraSteps | None = None) -> Iterator[LoraReport]:
     """Train LoRA adapters on every Linear of ``blocks`` for ``budget.steps`` steps on ``examples``
     ((prompt, answer) pairs; ``choice_ids``: the probe's choices, needed by the ``choice`` objective); inside the
-    ``with`` block the model carries them; on exit they are removed."""
+    ``with`` block the model carries them; on exit they are removed. ``steps``: the run's shared
+    :class:`LoraSteps` of these examples and budget (built here when None)."""
     from peft import LoraConfig, get_peft_model
 
     chosen = check_blocks(blocks, handle.n_layers)
-    if budget.objective == "choice" and not choice_ids:
-        raise MedinterpError("lora: objective 'choice' needs the probe's choice_ids")
-    if not examples:
-        raise MedinterpError("lora: no training examples (the probe's training split is empty)")
+    if steps is None:
+        steps = LoraSteps(handle, examples, budget, choice_ids)
+    elif steps.budget != budget:
+        raise ValueError("lora: the shared LoraSteps were built for another budget")
+    start = min(chosen)
+    entering = steps.entering(start)  # while the model is intact
     model = handle.model
     targets = linear_names(handle, chosen)
     if not targets:
@@ -190,22 +244,16 @@ def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[st
         report.n_params = sum(p.numel() for p in params)
         opt = torch.optim.AdamW(params, lr=budget.lr)
         model.eval()  # no dropout: a run is a function of the budget's seed
-        if budget.objective == "choice":
-            choices = torch.tensor(list(choice_ids), device=handle.device)
-            batches = _choice_batches(handle, examples, choice_ids, budget)
-        else:
-            batches = _batches(handle, examples, budget)
-        start = time.perf_counter()
-        for _ in tqdm(range(budget.steps), desc=f"lora on blocks {list(chosen)}", unit="step", leave=False):
-            ids, mask, targets = (t.to(handle.device) for t in next(batches))
-            loss = (choice_loss(handle, ids, mask, targets, choices) if budget.objective == "choice"
-                    else answer_loss(handle, ids, mask, targets))
+        began = time.perf_counter()
+        for k in tqdm(range(budget.steps), desc=f"lora on blocks {list(chosen)}", unit="step", leave=False):
+            with start_at(handle.parts, start, entering[k]) if entering else nullcontext():
+                loss, n_tokens = steps.loss(k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             report.losses.append(float(loss.detach()))
-            report.tokens += int(mask.sum())
-        report.seconds = time.perf_counter() - start
+            report.tokens += n_tokens
+        report.seconds = time.perf_counter() - began
         yield report
     finally:
         peft_model.unload()  # the original Linear modules back in place, adapters gone

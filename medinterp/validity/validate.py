@@ -33,7 +33,7 @@ from medinterp.prompts import load_prompt_set
 from medinterp.validation import is_int, is_number
 from medinterp.validity.interventions import class_mean_direction, identity, mean_update, mean_updates, steer
 from medinterp.validity.lanes import map_lanes
-from medinterp.validity.lora import LoraBudget, lora
+from medinterp.validity.lora import LoraBudget, LoraSteps, lora
 from medinterp.validity.loop import lane_validity
 from medinterp.validity.probe import Probe, accuracy, block_outputs, build_probe, probe_spec, probe_specs, score
 
@@ -148,10 +148,12 @@ def validate(handle: ModelHandle, kmap: Mapping[str, Any], domain: str, interven
                          lambda blocks, a=alpha: steer(handle.parts, {b: directions[b] for b in blocks}, a)))
     else:
         training: list[dict[str, Any]] = []
+        steps = LoraSteps(handle, probes[domain].train, settings.lora, probes[domain].choice_ids)  # shared batches
 
         @contextmanager
         def trained(blocks):
-            with lora(handle, blocks, probes[domain].train, settings.lora, probes[domain].choice_ids) as report:
+            with lora(handle, blocks, probes[domain].train, settings.lora, probes[domain].choice_ids,
+                      steps) as report:
                 training.append({"blocks": list(report.blocks), "n_params": report.n_params, "steps": len(report.losses),
                                  "first_loss": report.losses[0], "last_loss": report.losses[-1],
                                  "tokens": report.tokens, "tokens_per_s": report.tokens_per_s})

@@ -1,6 +1,7 @@
 """Interventions on sets of blocks, checked against hand-built references on tiny random models."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,3 +200,32 @@ def test_the_choice_objective_learns_the_probed_task_and_equals_a_hand_cross_ent
         next(_choice_batches(handle, [("Question", " maybe")], [yes, no], LoraBudget()))
     with pytest.raises(MedinterpError, match=r"unknown lora.objective 'both'; valid: choice, tokens"):
         LoraBudget(objective="both")
+
+
+@pytest.mark.parametrize("family, objective", [("llama", "choice"), ("gemma3", "tokens")])
+def test_lora_replaying_the_intact_blocks_below_gives_the_same_training(tiny_handles, family, objective):
+    """A set whose lowest block is s trains on the recorded residual stream entering s: the same losses step by
+    step as the full forward, and blocks below s are not run."""
+    from medinterp.validity.lora import LoraBudget, LoraSteps, lora
+
+    handle = tiny_handles[family]
+    tok = handle.tokenizer
+    yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in (" yes", " no"))
+    examples = [(f"Is {w} edible? The answer is", a) for w, a in
+                [("apple", " yes"), ("stone", " no"), ("bread", " yes"), ("iron oxide", " no"), ("rice", " yes")]]
+    budget = LoraBudget(rank=2, steps=6, lr=2e-2, batch_size=2, objective=objective)
+    losses, calls = {}, {}
+    for replay in (False, True):
+        steps = LoraSteps(handle, examples, budget, [yes, no], replay=replay)
+        steps.entering(2)  # recorded before counting: the replayed run must not call block 0 while training
+        count = []
+        hook = handle.parts.mlp(0).register_forward_hook(lambda *_: count.append(1))  # block 0 computing
+        try:
+            with lora(handle, [2, 3], examples, budget, [yes, no], steps) as report:
+                pass
+        finally:
+            hook.remove()
+        losses[replay], calls[replay] = report.losses, len(count)
+    assert calls == {False: 6, True: 0}
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5, atol=1e-6)
+    assert losses[True][-1] != losses[True][0]  # it trained
