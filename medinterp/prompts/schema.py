@@ -152,6 +152,11 @@ class ContrastPair:
 
     The two prompts differ by one swapped span; ``clean_answer`` and ``corrupted_answer`` are the
     expected next tokens (leading space included), e.g. ``" twice"`` and ``" once"``.
+
+    An *image pair* (an image set's ``pairs``; docs/multimodal-data.md) asks the same question of two
+    images: ``clean == corrupted`` is the question (one template rendered, with its image placeholder) and
+    ``clean_image`` / ``corrupted_image`` are the two images' absolute paths (different files); a text
+    pair leaves them empty.
     """
 
     id: str
@@ -160,6 +165,12 @@ class ContrastPair:
     clean_answer: str
     corrupted_answer: str
     provenance: Mapping[str, str]
+    clean_image: str = ""
+    corrupted_image: str = ""
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.clean_image)
 
 
 @dataclass(frozen=True)
