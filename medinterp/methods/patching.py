@@ -270,7 +270,7 @@ class ActivationPatching(Method):
         summary: dict[str, Any] = {"n_pairs": len(prompt_set.pairs), "engine": self.engine, "sites": list(self.sites),
                                    "min_gap": self.min_gap}
         if tokens is not None:
-            require_vision(handle, f"prompt set {prompt_set.domain!r}")
+            require_vision(handle, "the prompt set")
             summary["tokens"] = tokens
         if not prompt_set.pairs:
             return PatchingWork({"n_pairs": 0, "note": "domain has no contrast pairs"}, [], [], limits, tokens)

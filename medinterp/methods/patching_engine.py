@@ -37,7 +37,7 @@ position only, for the two answer tokens only. The hooks are :mod:`medinterp.hoo
 skip-with-cached-output: every hook is removed and every ``forward`` restored in ``finally``.
 
 Image pairs (a VLM, an image prompt set's pairs; :mod:`medinterp.methods.patching_images`): the batches'
-sides are :class:`~medinterp.methods.patching_images.ImageTokens` and run through the multimodal backbone with
+sides are :class:`~medinterp.capture.images.ImageTokens` and run through the multimodal backbone with
 their image inputs; read-out 0 is block 0's input; ``resid_diff`` patches the image positions; and
 ``PairBatch.positions`` (the ``tokens`` setting) restricts every site's positions. A site with no position to
 patch runs no forward: its patched LD is the corrupted one.
@@ -66,7 +66,7 @@ from medinterp.hooks import (
     record_input,
     skip_with_outputs,
 )
-from medinterp.methods.patching_images import ImageTokens
+from medinterp.capture.images import ImageTokens
 from medinterp.models import ModelHandle
 
 RESID_SITES = ("resid_diff", "resid_last", "resid_all")

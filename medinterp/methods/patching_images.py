@@ -25,57 +25,16 @@ last read-out, P = 0 for ``image`` (no later block reads it) and 1 for ``text``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from medinterp.capture.images import model_inputs
+from medinterp.capture.images import ImageTokens
 from medinterp.capture.limits import check_context, token_batches
 from medinterp.models import ModelHandle
-from medinterp.models.processor import ImagePromptBatch, image_prompts
+from medinterp.models.processor import image_prompts
 from medinterp.prompts import IMAGE_TOKEN, load_image
 
 EMPTY_SITES = {("resid_diff", "text"), ("resid_last", "image")}  # (site, tokens) that patch no position of a pair
-
-
-@dataclass
-class ImageTokens:
-    """One side (clean or corrupted) of a batch of image pairs, with the interface of
-    :class:`~medinterp.capture.tokens.TokenBatch` the patching engine reads."""
-
-    batch: ImagePromptBatch
-
-    @property
-    def input_ids(self) -> torch.Tensor:  # (B, T)
-        return self.batch.inputs["input_ids"]
-
-    @property
-    def attention_mask(self) -> torch.Tensor:  # (B, T)
-        return self.batch.inputs["attention_mask"]
-
-    @property
-    def last_index(self) -> torch.Tensor:  # (B,) the last real position, left or right padding alike
-        mask = self.attention_mask
-        return (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)
-
-    @property
-    def image(self) -> torch.Tensor:  # (B, T) bool: the image's grid tokens
-        return self.batch.token_types == 1
-
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        """The multimodal backbone's inputs (image inputs included, position ids along the real tokens)."""
-        return model_inputs(self.batch)
-
-    def to(self, device: torch.device) -> ImageTokens:
-        return ImageTokens(self.batch.to(device))
-
-    def rows(self, index: torch.Tensor) -> ImageTokens:
-        """The pairs ``index`` of this batch (every tensor input is per row: ids, masks, pixel values)."""
-        b = self.batch
-        inputs = {k: v[index.to(v.device)] for k, v in b.inputs.items()}
-        keep = index.tolist()
-        return ImageTokens(ImagePromptBatch(inputs, [b.prompts[i] for i in keep], b.token_types[index.to(b.token_types.device)],
-                                            b.image_positions[index.to(b.image_positions.device)], b.extra))
 
 
 def token_positions(side: ImageTokens, tokens: str) -> torch.Tensor | None:
