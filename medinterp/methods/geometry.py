@@ -44,7 +44,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from medinterp.capture.images import ImageTokens, encode_images, image_batch_order, require_vision, token_masks
+from medinterp.capture.images import (
+    ImageTokens,
+    encode_images,
+    image_batch_order,
+    pool_weight,
+    require_vision,
+    token_masks,
+)
 from medinterp.capture.lens import lens_logits, output_logits
 from medinterp.capture.limits import memory_errors, prompt_batches, prompt_names
 from medinterp.capture.residual import readout_modules
@@ -263,10 +270,10 @@ def _batch_inputs(handle: ModelHandle, work: GeometryWork, idx: np.ndarray):
         batch = tokens.to(handle.device)
         return batch, real, lambda hidden: reduce_tokens(hidden, batch, work.reduction), \
             [(m, False) for m in readout_modules(handle.parts)]
-    images = ImageTokens(encode_images(handle, [work.prompts[p] for p in idx]))
-    real = token_masks(images.batch, handle.tokenizer.all_special_ids)[work.tokens]
-    batch = ImageTokens(images.batch.to(handle.device, handle.model.dtype))
-    weight = (real / real.sum(-1, keepdim=True)).to(handle.device)  # (B, T): the mean over the type's tokens
+    images = encode_images(handle, [work.prompts[p] for p in idx])
+    weight = pool_weight(images, handle.tokenizer.all_special_ids, work.tokens)  # (B, T): the mean over the type
+    real = weight > 0
+    batch, weight = ImageTokens(images.to(handle.device, handle.model.dtype)), weight.to(handle.device)
     layers = handle.parts.layers
     return batch, real, lambda hidden: torch.einsum("btd,bt->bd", hidden, weight.to(hidden.dtype)), \
         [(layers[0], True), *((m, False) for m in layers)]

@@ -28,11 +28,10 @@ from collections.abc import Sequence
 
 import torch
 
-from medinterp.capture.images import ImageTokens
+from medinterp.capture.images import ImageTokens, encode_images
 from medinterp.capture.limits import check_context, token_batches
 from medinterp.models import ModelHandle
-from medinterp.models.processor import image_prompts
-from medinterp.prompts import IMAGE_TOKEN, load_image
+from medinterp.prompts import IMAGE_TOKEN, Prompt
 
 EMPTY_SITES = {("resid_diff", "text"), ("resid_last", "image")}  # (site, tokens) that patch no position of a pair
 
@@ -46,10 +45,10 @@ def token_positions(side: ImageTokens, tokens: str) -> torch.Tensor | None:
 
 
 def encode_side(handle: ModelHandle, question_images: Sequence[tuple[str, str]]) -> ImageTokens:
-    """``(question, image path)`` per pair → the processor's batch (placeholder replaced by the processor's)."""
-    texts = [q.replace(IMAGE_TOKEN, handle.processor.image_token) for q, _ in question_images]
-    return ImageTokens(image_prompts(handle.processor, handle.parts.vision, [load_image(p) for _, p in question_images],
-                                     texts))
+    """``(question, image path)`` per pair → the processor's batch, as the capture encodes an image set's prompts."""
+    prompts = [Prompt("", "", q, (q.index(IMAGE_TOKEN), q.index(IMAGE_TOKEN) + len(IMAGE_TOKEN)), image)
+               for q, image in question_images]
+    return ImageTokens(encode_images(handle, prompts))
 
 
 def image_pair_groups(handle: ModelHandle, lengths: Sequence[int], names: Sequence[str], batch_size: int,

@@ -198,7 +198,7 @@ class PromptSet:
     labelings; :meth:`require_items` turns that into one line for methods that need items.
     ``sha256`` is the hash of the file's bytes (an image set: of the file's bytes and every image's, in item
     order) and ``source`` the path or package resource it was read from. ``modality`` is ``text`` or
-    ``image``; an image set has ``term_slot=""`` (the image is the term) and no pairs. ``key`` combines domain, version and hash, so cached activations are invalidated whenever the
+    ``image``; an image set has ``term_slot=""`` (the image is the term) and image pairs (``ContrastPair.has_images``). ``key`` combines domain, version and hash, so cached activations are invalidated whenever the
     file changes. ``disclaimer`` and ``sources`` are copied from the file ("" and () when absent).
     Treat the mappings as read-only: the dataclass is frozen, but plain dicts keep it picklable.
     """

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
-import torch
 from helpers import load_tiny, run_cell_in_process
 
 from medinterp.capture.images import capture_image_batch, encode_images, token_masks
