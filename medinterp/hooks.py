@@ -125,6 +125,17 @@ def patch(source_BTD: torch.Tensor, mask_BT: torch.Tensor) -> Hook:
     return hook
 
 
+def patch_input(source_BTD: torch.Tensor, mask_BT: torch.Tensor) -> Callable[..., Any]:
+    """A forward pre-hook (register with ``forward_pre_hooks(..., with_kwargs=True)``) that replaces the module's
+    input hidden states (its first positional argument, or ``hidden_states=``) at the ``mask_BT`` positions by
+    ``source_BTD``: :func:`patch` on a block's input (a VLM's read-out 0, written after the embedding module)."""
+    def hook(_module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        patched = torch.where(mask_BT.to(hidden.device)[..., None], source_BTD.to(hidden.device, hidden.dtype), hidden)
+        return ((patched, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": patched})
+    return hook
+
+
 def add(vector_D: torch.Tensor, start: int = 0) -> Hook:
     """A forward hook that adds ``vector_D`` (D,) to the output at every position ``>= start`` of every row (a new
     tensor, in the output's dtype; a tuple output keeps its other elements). A zero vector leaves the output

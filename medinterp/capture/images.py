@@ -30,6 +30,7 @@ batch or alone. Batches are cut by :func:`image_batch_order`, counting each prom
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,47 @@ def pool_weight(batch: ImagePromptBatch, special_ids: Sequence[int], tokens: str
 def model_inputs(batch: ImagePromptBatch) -> dict[str, torch.Tensor]:
     """The backbone's inputs: the processor's, plus position ids along the real tokens."""
     return {**batch.inputs, "position_ids": position_ids(batch.inputs["attention_mask"])}
+
+
+@dataclass
+class ImageTokens:
+    """A processor batch of image prompts seen through the interface of :class:`~medinterp.capture.tokens.TokenBatch`
+    that per-position methods read (ids, mask, last index, model inputs, to, rows): one side of a batch of image
+    pairs for patching, a geometry batch."""
+
+    batch: ImagePromptBatch
+
+    @property
+    def input_ids(self) -> torch.Tensor:  # (B, T)
+        return self.batch.inputs["input_ids"]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:  # (B, T)
+        return self.batch.inputs["attention_mask"]
+
+    @property
+    def last_index(self) -> torch.Tensor:  # (B,) the last real position, left or right padding alike
+        mask = self.attention_mask
+        return (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)
+
+    @property
+    def image(self) -> torch.Tensor:  # (B, T) bool: the image's grid tokens
+        return self.batch.token_types == 1
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """The multimodal backbone's inputs (image inputs included, position ids along the real tokens)."""
+        return model_inputs(self.batch)
+
+    def to(self, device: torch.device) -> ImageTokens:
+        return ImageTokens(self.batch.to(device))
+
+    def rows(self, index: torch.Tensor) -> ImageTokens:
+        """The pairs ``index`` of this batch (every tensor input is per row: ids, masks, pixel values)."""
+        b = self.batch
+        inputs = {k: v[index.to(v.device)] for k, v in b.inputs.items()}
+        index = index.to(b.token_types.device)
+        return ImageTokens(ImagePromptBatch(inputs, [b.prompts[i] for i in index.tolist()], b.token_types[index],
+                                            b.image_positions[index], b.extra))
 
 
 @torch.inference_mode()

@@ -19,6 +19,14 @@ Linearity is a property of a block: block ``b`` maps read-out ``b`` to ``b + 1``
 read-out. Contextualization treats the prompt set's templates as the contexts of each term (the reduced vectors of
 one item across templates); fewer than 3 templates make it NaN with a note.
 
+Image prompt sets (a VLM; ``tokens=image|text|all``, medinterp/methods/tokens.py): the token set read is the
+image's grid tokens, the prompt's text tokens (special tokens excluded) or both, with the masks of
+medinterp/capture/images.py. The ``tokens`` rows are the sampled tokens of that type; the reduced set is one
+vector per prompt, the mean over that type's tokens (labeling ``mean``, whatever the cell's ``reduction``); the
+logit lens stays at each prompt's last token (a text token) under every ``tokens``. Read-out 0 is block 0's
+input (the image features are merged after the embedding module), and the model's own output distribution is
+the whole VLM's on the image inputs. Rows and summary.json carry ``tokens``; text sets are unchanged.
+
 As a method (medinterp/methods/base.py): model units are prompt batches (cut by the activation capture's helper,
 ``batch_size`` and ``batch_tokens``), one forward each (the model's own, so the final distribution is its real
 output); local units are the read-out layers, in this process by default (``n_jobs = 1``: torch on the model's
@@ -36,13 +44,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from medinterp.capture.images import (
+    ImageTokens,
+    encode_images,
+    image_batch_order,
+    pool_weight,
+    require_vision,
+    token_masks,
+)
 from medinterp.capture.lens import lens_logits, output_logits
 from medinterp.capture.limits import memory_errors, prompt_batches, prompt_names
 from medinterp.capture.residual import readout_modules
 from medinterp.capture.tokens import encode, reduce_tokens
 from medinterp.errors import MedinterpError
-from medinterp.hooks import forward_hooks, record
+from medinterp.hooks import forward_hooks, record, record_input
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
+from medinterp.methods.tokens import MODALITIES as TOKEN_MODALITIES, check_token_setting, token_type
 from medinterp.metrics import Estimate, finite_mean_with_ci
 from medinterp.metrics.contextual import intra_similarity, mev, self_similarity
 from medinterp.metrics.intrinsic_dim import intrinsic_dims
@@ -95,6 +112,8 @@ class GeometryWork:
     reduced: np.ndarray | None = None  # rank 0: (n_layers + 1, N, D) float32, the reduced read-outs
     rows: np.ndarray | None = None  # rank 0: (n_layers + 1, R, D) float32, the sampled token rows
     lens: np.ndarray | None = None  # rank 0: (n_layers + 1, 3, M) float64: lens_kl, lens_rank, lens_top1_agree
+    tokens: str | None = None  # image sets: the token type read (image | text | all); None: a text set
+    prompts: list[Any] | None = None  # image sets: the prompts (their images), in the order of ``texts``
 
     @property
     def n_units(self) -> int:
@@ -142,8 +161,12 @@ class Geometry(Method):
     n_boot: int = 200
     seed: int = 0
     n_jobs: int = 1  # local units in worker processes (1: in this process, torch on the model's device)
+    tokens: str | None = None  # image prompt sets: the token set read, image | text | all (null: all); text sets: null
+
+    modalities = TOKEN_MODALITIES  # text sets and image sets (read by token type)
 
     def __post_init__(self) -> None:
+        check_token_setting("geometry", self.tokens)
         for name, low in (("k_mle", 2), ("n_folds", 2), ("n_pairs", 1), ("n_boot", 1), ("n_jobs", 1)):
             value = getattr(self, name)
             if not is_int(value) or value < low:
@@ -158,16 +181,23 @@ class Geometry(Method):
     # -- the Method seam (medinterp/methods/base.py) -------------------------------------------------------
     def prepare(self, cell: Cell) -> GeometryWork:
         h, ps = cell.handle, cell.prompt_set
+        tokens = token_type("geometry", self.tokens, ps)
         prompts = [p for t in cell.templates for p in ps.prompts(t)]  # template-major, as cell.points
         texts = [p.text for p in prompts]
-        batches = prompt_batches(h, texts, cell.batch_size, cell.batch_tokens, prompt_names(prompts))
-        special = h.tokenizer(texts, return_special_tokens_mask=True)["special_tokens_mask"]
-        lengths = [len(mask) - sum(mask) for mask in special]  # non-special tokens per prompt
+        if tokens is None:
+            batches = prompt_batches(h, texts, cell.batch_size, cell.batch_tokens, prompt_names(prompts))
+            special = h.tokenizer(texts, return_special_tokens_mask=True)["special_tokens_mask"]
+            lengths = [len(mask) - sum(mask) for mask in special]  # non-special tokens per prompt
+        else:
+            require_vision(h, "the prompt set")
+            batches = image_batch_order(h, prompts, cell.batch_size, cell.batch_tokens)
+            lengths = image_token_counts(h, prompts, batches, tokens)
         offsets, sampled = token_sample(lengths, self.max_rows, cell.seed)
         return GeometryWork([p.item_id for p in prompts], [p.template_id for p in prompts], len(cell.templates), texts,
                             [p.term_span for p in prompts], batches, offsets, sampled,
-                            lens_sample(len(prompts), self.lens_max_prompts, cell.seed), cell.reduction, h.n_layers,
-                            h.d_model, cell.batch_size, cell.batch_tokens)
+                            lens_sample(len(prompts), self.lens_max_prompts, cell.seed),
+                            cell.reduction if tokens is None else "mean", h.n_layers, h.d_model, cell.batch_size,
+                            cell.batch_tokens, tokens=tokens, prompts=None if tokens is None else prompts)
 
     def run_unit(self, handle: ModelHandle, work: GeometryWork, i: int) -> dict[str, np.ndarray]:
         """One forward of batch ``i``: its prompts' reduced read-outs, sampled token rows and logit-lens stats."""
@@ -202,6 +232,9 @@ class Geometry(Method):
         items = [v for _, vs in per_layer for v in vs]
         labelings = {TOKENS: "every non-pad, non-special token (sampled)",
                      work.reduction: f"one vector per prompt (reduction={work.reduction})"}
+        if work.tokens is not None:
+            labelings = {TOKENS: f"the {work.tokens} tokens of the image prompts (sampled)",
+                         work.reduction: f"one vector per prompt: the mean over its {work.tokens} tokens"}
         lens = "the last token of the lens prompts (logit lens)"
         labelings[LENS] = f"{labelings[LENS]}; {lens}" if LENS in labelings else lens
         # no key with the word "token": W&B leaves out files with secret-looking keys (medinterp/secrets.py)
@@ -209,7 +242,41 @@ class Geometry(Method):
                    "lens_prompts": len(work.lens_prompts), "prompts": len(work.texts),
                    "lens_max_prompts": self.lens_max_prompts, "contexts_per_term": work.n_templates,
                    "labelings": labelings, "notes": layer_notes(measurements)}
-        return MethodResult(measurements, artifacts={"summary": summary}, items=items)
+        if work.tokens is not None:
+            summary["tokens"] = work.tokens
+        return MethodResult(measurements, artifacts={"summary": summary}, items=items, tokens=work.tokens or "")
+
+
+def image_token_counts(handle: ModelHandle, prompts: Sequence[Any], batches: Sequence[np.ndarray],
+                       tokens: str) -> list[int]:
+    """Tokens of type ``tokens`` per image prompt (the processor's expansion of the placeholder, per batch)."""
+    counts = [0] * len(prompts)
+    for idx in batches:
+        mask = token_masks(encode_images(handle, [prompts[i] for i in idx]), handle.tokenizer.all_special_ids)[tokens]
+        for i, n in zip(idx, mask.sum(-1).tolist()):
+            counts[int(i)] = int(n)
+    return counts
+
+
+def _batch_inputs(handle: ModelHandle, work: GeometryWork, idx: np.ndarray):
+    """One batch's inputs on the model's device, its (B, T) cpu mask of the tokens measured, the (B, T, D) -> (B, D)
+    reduction and the read-out hooks' modules with whether each records its input (an image set's read-out 0)."""
+    texts = [work.texts[p] for p in idx]
+    if work.tokens is None:
+        spans = [work.spans[p] for p in idx] if work.reduction == "term" else None
+        tokens = encode(handle.tokenizer, texts, work.reduction, spans)
+        real = (tokens.pool_weight > 0 if work.reduction == "mean" else
+                encode(handle.tokenizer, texts, "mean").pool_weight > 0)
+        batch = tokens.to(handle.device)
+        return batch, real, lambda hidden: reduce_tokens(hidden, batch, work.reduction), \
+            [(m, False) for m in readout_modules(handle.parts)]
+    images = encode_images(handle, [work.prompts[p] for p in idx])
+    weight = pool_weight(images, handle.tokenizer.all_special_ids, work.tokens)  # (B, T): the mean over the type
+    real = weight > 0
+    batch, weight = ImageTokens(images.to(handle.device, handle.model.dtype)), weight.to(handle.device)
+    layers = handle.parts.layers
+    return batch, real, lambda hidden: torch.einsum("btd,bt->bd", hidden, weight.to(hidden.dtype)), \
+        [(layers[0], True), *((m, False) for m in layers)]
 
 
 def forward_batch(handle: ModelHandle, work: GeometryWork, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -220,9 +287,7 @@ def forward_batch(handle: ModelHandle, work: GeometryWork, idx: np.ndarray) -> d
     KL(final || lens) in nats, rank of the final top-1 under the lens (0 = top), top-1 agreement (0/1).
     """
     texts = [work.texts[p] for p in idx]
-    spans = [work.spans[p] for p in idx] if work.reduction == "term" else None
-    tokens = encode(handle.tokenizer, texts, work.reduction, spans)
-    real = tokens.pool_weight > 0 if work.reduction == "mean" else encode(handle.tokenizer, texts, "mean").pool_weight > 0
+    batch, real, reduce_batch, readouts = _batch_inputs(handle, work, idx)
     counts = real.sum(-1).numpy()
     expected = work.offsets[idx + 1] - work.offsets[idx]
     if not np.array_equal(counts, expected):
@@ -233,18 +298,18 @@ def forward_batch(handle: ModelHandle, work: GeometryWork, idx: np.ndarray) -> d
     gid = torch.as_tensor(work.offsets[idx])[:, None] + real.long().cumsum(-1) - 1
     in_sample = torch.as_tensor(np.isin(gid.numpy(), work.sampled)) & real
     lens_rows = torch.as_tensor(np.flatnonzero(np.isin(idx, work.lens_prompts)))
-    batch = tokens.to(handle.device)
     sel, lens_rows_dev = in_sample.to(handle.device), lens_rows.to(handle.device)
     last_dev = batch.last_index[lens_rows_dev]
 
     def reduce(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (reduce_tokens(hidden, batch, work.reduction).float().cpu(), hidden[sel].float().cpu(),
+        return (reduce_batch(hidden).float().cpu(), hidden[sel].float().cpu(),
                 hidden[lens_rows_dev, last_dev])  # the last read-out vectors of the lens prompts, model dtype
 
     captured: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-    modules = readout_modules(handle.parts)
+    modules = readouts
     with torch.inference_mode():
-        with forward_hooks([(m, record(captured, layer, reduce)) for layer, m in enumerate(modules)]):
+        with forward_hooks([(m, (record_input if is_input else record)(captured, layer, reduce))
+                            for layer, (m, is_input) in enumerate(modules)]):
             final = output_logits(handle, batch)[lens_rows_dev]  # (m, V) the model's own output distribution
         # every read-out of the lens prompts in ONE pass over the head: the pass is bound by reading the (V, D) weight
         # (Gemma-3-270M: 671 MB), not by its m (L + 1) rows; also without lens prompts (under ZeRO-3 every rank's

@@ -24,7 +24,13 @@ pairs' ``ld_patched`` artifact entries are NaN).
 
 Rows (labeling ``pairs``): ``p_<site>`` per layer, the mean P over kept pairs with a bootstrap CI,
 and at layer −1 ``ld_clean`` and ``ld_corrupt`` (means over the same pairs). The engine and the sites
-are described in :mod:`medinterp.methods.patching_engine`. Templates and labelings do not apply:
+are described in :mod:`medinterp.methods.patching_engine`.
+
+Image prompt sets (a VLM; ``tokens=image|text|all``, medinterp/methods/tokens.py): their pairs ask one question of
+two images (synthetic_xray: the opacity in one lung vs the other); each run gets its own image inputs, and
+``tokens`` restricts every site to the image positions, the text positions or neither. The definitions
+(read-out 0, resid_diff, what ``text`` covers) are in :mod:`medinterp.methods.patching_images`; rows and
+summary.json carry ``tokens`` (empty for text sets, whose tables are unchanged). Templates and labelings do not apply:
 pairs are complete prompts. The seed draws the bootstrap and, with ``pair_fraction < 1``, the random
 subset of pairs used (:func:`sample_pairs`; the robustness experiment's seed axis).
 """
@@ -41,6 +47,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from medinterp.capture import encode
+from medinterp.capture.images import require_vision
 from medinterp.capture.limits import DEFAULT_BATCH_TOKENS, check_context, memory_errors, token_batches
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
@@ -54,6 +61,8 @@ from medinterp.methods.patching_engine import (
     reference_logit_diff,
     site_layers,
 )
+from medinterp.methods.patching_images import EMPTY_SITES, encode_side, image_pair_groups, token_positions
+from medinterp.methods.tokens import MODALITIES as TOKEN_MODALITIES, check_token_setting, token_type
 from medinterp.metrics import finite_mean_with_ci
 from medinterp.models import ModelHandle
 from medinterp.prompts import ContrastPair
@@ -102,7 +111,8 @@ def check_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[ContrastPair
     if on_length_mismatch not in LENGTH_POLICIES:
         raise unknown_choice("on_length_mismatch", on_length_mismatch, LENGTH_POLICIES)
     kept, skipped = [], []
-    for pair in pairs:
+    for pair in pairs:  # an image pair's question is the same text twice: its checks are the answers'
+
         n_clean = len(tokenizer(pair.clean)["input_ids"])
         n_corrupt = len(tokenizer(pair.corrupted)["input_ids"])
         if n_clean != n_corrupt:
@@ -160,6 +170,21 @@ def sample_pairs(pairs: Sequence[CheckedPair], fraction: float, seed: int) -> li
     return [pairs[i] for i in chosen]
 
 
+def image_pair_batches(handle: ModelHandle, pairs: Sequence[CheckedPair], tokens: str, batch_size: int,
+                       batch_tokens: int | None = DEFAULT_BATCH_TOKENS) -> list[tuple[list[int], PairBatch]]:
+    """:func:`pair_batches` for image pairs: each side encoded by the processor with its own image, and the
+    positions of ``tokens`` (:func:`~medinterp.methods.patching_images.token_positions`)."""
+    out = []
+    for idx in image_pair_groups(handle, [p.n_tokens for p in pairs], [p.pair.id for p in pairs], batch_size,
+                                 batch_tokens):
+        chosen = [pairs[i].pair for i in idx]
+        clean = encode_side(handle, [(p.clean, p.clean_image) for p in chosen])
+        corrupt = encode_side(handle, [(p.corrupted, p.corrupted_image) for p in chosen])
+        answers = torch.tensor([[pairs[i].clean_token, pairs[i].corrupt_token] for i in idx])
+        out.append((idx, PairBatch(clean, corrupt, answers, token_positions(clean, tokens))))
+    return out
+
+
 def pair_batches(handle: ModelHandle, pairs: Sequence[CheckedPair], batch_size: int,
                  batch_tokens: int | None = DEFAULT_BATCH_TOKENS) -> list[tuple[list[int], PairBatch]]:
     """Pairs batched by token length (less padding), at most ``batch_size`` pairs and ``batch_tokens``
@@ -186,6 +211,7 @@ class PatchingWork:
     checked: list[CheckedPair]
     batches: list[tuple[list[int], PairBatch]]
     limits: tuple[int, int | None]  # the cell's (batch_size, batch_tokens), for the out-of-memory message
+    tokens: str | None = None  # image sets: the token type patched (image | text | all); None: a text set
 
     @property
     def n_units(self) -> int:
@@ -209,8 +235,12 @@ class ActivationPatching(Method):
     engine: str = "fast"  # fast (prefix reuse) | naive (a full forward per site and layer)
     on_length_mismatch: str = "error"  # error | skip
     pair_fraction: float = 1.0  # < 1: a seeded random subset of the checked pairs (robustness across seeds)
+    tokens: str | None = None  # image prompt sets: patch image | text | all positions (null: all); text sets: null
+
+    modalities = TOKEN_MODALITIES  # text pairs and image pairs (patched by token type)
 
     def __post_init__(self) -> None:
+        check_token_setting("patching", self.tokens)
         sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
         if not sites:
             raise MedinterpError(f"patching method: sites must list at least one of {', '.join(SITES)}")
@@ -236,26 +266,31 @@ class ActivationPatching(Method):
         """Check the pairs, batch them, and run the logit guard on the first batch (deterministic: every rank
         does the same, so every rank runs the same forward passes)."""
         handle, prompt_set, limits = cell.handle, cell.prompt_set, (cell.batch_size, cell.batch_tokens)
+        tokens = token_type("patching", self.tokens, prompt_set)
         summary: dict[str, Any] = {"n_pairs": len(prompt_set.pairs), "engine": self.engine, "sites": list(self.sites),
                                    "min_gap": self.min_gap}
+        if tokens is not None:
+            require_vision(handle, "the prompt set")
+            summary["tokens"] = tokens
         if not prompt_set.pairs:
-            return PatchingWork({"n_pairs": 0, "note": "domain has no contrast pairs"}, [], [], limits)
+            return PatchingWork({"n_pairs": 0, "note": "domain has no contrast pairs"}, [], [], limits, tokens)
         checked, skipped = check_pairs(handle.tokenizer, prompt_set.pairs, self.on_length_mismatch)
         for entry in skipped:
             log.warning("patching: skipping pair %r: %s", entry["id"], entry["reason"])
         summary.update(n_skipped=len(skipped), skipped_pairs=skipped)
         if not checked:
             summary.update(n_filtered=0, filtered_pairs=[], n_kept=0, note="no pair passed the tokenizer checks")
-            return PatchingWork(summary, [], [], limits)
+            return PatchingWork(summary, [], [], limits, tokens)
         if self.pair_fraction < 1:
             checked = sample_pairs(checked, self.pair_fraction, self.seed)
             summary.update(pair_fraction=self.pair_fraction, sampled_pairs=[c.pair.id for c in checked])
-        batches = pair_batches(handle, checked, *limits)
+        batches = (pair_batches(handle, checked, *limits) if tokens is None else
+                   image_pair_batches(handle, checked, tokens, *limits))
         _, first = batches[0]
         with torch.inference_mode():  # once per run: our two-row LM head against the model's own logits
             ours = float(_logit_diff(handle, first.clean.to(handle.device), first.answer_ids.to(handle.device))[0])
         summary["logit_check_abs_diff"] = _check_logits(handle, first, ours)
-        return PatchingWork(summary, checked, batches, limits)
+        return PatchingWork(summary, checked, batches, limits, tokens)
 
     def run_unit(self, handle: ModelHandle, work: PatchingWork, i: int) -> dict[str, Any]:
         """Batch ``i``: LDs of its pairs (clean, corrupted, patched per site), and forward counts."""
@@ -269,8 +304,9 @@ class ActivationPatching(Method):
     def finish(self, handle: ModelHandle, work: PatchingWork, results: Sequence[dict[str, Any]]) -> MethodResult:
         """Scores and rows from every batch's LDs (any order: each result carries its pair indices)."""
         summary, checked = dict(work.summary), work.checked
+        tokens = work.tokens or ""
         if not checked:
-            return MethodResult([], {"summary": summary})
+            return MethodResult([], {"summary": summary}, tokens=tokens)
         n, n_layers = len(checked), handle.n_layers
         ld_clean, ld_corrupt = np.zeros(n), np.zeros(n)
         ld_patched = {s: np.zeros((len(site_layers(s, n_layers)), n)) for s in self.sites}
@@ -301,8 +337,9 @@ class ActivationPatching(Method):
         items = self._item_values(n_layers, ids, keep, gap, ld_clean, ld_corrupt, scores)
         if not keep.any():
             summary["note"] = f"every pair has |LD_clean - LD_corrupt| < min_gap={self.min_gap}"
-            return MethodResult([], artifacts, items)
-        return MethodResult(self._measurements(n_layers, ld_clean[keep], ld_corrupt[keep], scores), artifacts, items)
+            return MethodResult([], artifacts, items, tokens)
+        rows = self._measurements(n_layers, ld_clean[keep], ld_corrupt[keep], scores, work.tokens)
+        return MethodResult(rows, artifacts, items, tokens)
 
     # -- pieces ----------------------------------------------------------------------------------------
     def _item_values(self, n_layers: int, ids: list[str], keep: np.ndarray, gap: np.ndarray, ld_clean: np.ndarray,
@@ -322,11 +359,15 @@ class ActivationPatching(Method):
         return out
 
     def _measurements(self, n_layers: int, ld_clean: np.ndarray, ld_corrupt: np.ndarray,
-                      scores: dict[str, np.ndarray]) -> list[Measurement]:
-        """Rows: ld_clean / ld_corrupt at layer −1, then p_<site> per reported layer."""
+                      scores: dict[str, np.ndarray], tokens: str | None = None) -> list[Measurement]:
+        """Rows: ld_clean / ld_corrupt at layer −1, then p_<site> per reported layer (a site with no position of
+        the token type to patch says so in ``note``: its P is 0 by definition)."""
         out = [Measurement(LABELING, "ld_clean", -1, finite_mean_with_ci(ld_clean, n_boot=self.n_boot, seed=self.seed)),
                Measurement(LABELING, "ld_corrupt", -1, finite_mean_with_ci(ld_corrupt, n_boot=self.n_boot, seed=self.seed))]
         for site, p in scores.items():
+            note = (f"patches nothing: an image pair's {site} has no {tokens} positions (P = 0)"
+                    if (site, tokens) in EMPTY_SITES else "")
             for row, layer in enumerate(site_layers(site, n_layers)):
-                out.append(Measurement(LABELING, f"p_{site}", layer, finite_mean_with_ci(p[row], n_boot=self.n_boot, seed=self.seed)))
+                out.append(Measurement(LABELING, f"p_{site}", layer,
+                                       finite_mean_with_ci(p[row], n_boot=self.n_boot, seed=self.seed), note))
         return out

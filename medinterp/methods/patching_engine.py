@@ -36,6 +36,12 @@ Both engines run the clean prompts once (caching every site they need) and compu
 position only, for the two answer tokens only. The hooks are :mod:`medinterp.hooks`' record, patch and
 skip-with-cached-output: every hook is removed and every ``forward`` restored in ``finally``.
 
+Image pairs (a VLM, an image prompt set's pairs; :mod:`medinterp.methods.patching_images`): the batches'
+sides are :class:`~medinterp.capture.images.ImageTokens` and run through the multimodal backbone with
+their image inputs; read-out 0 is block 0's input; ``resid_diff`` patches the image positions; and
+``PairBatch.positions`` (the ``tokens`` setting) restricts every site's positions. A site with no position to
+patch runs no forward: its patched LD is the corrupted one.
+
 References: Zhang & Nanda 2023 (arXiv 2309.16042); Heimersheim & Nanda 2024 (arXiv 2404.15255).
 """
 from __future__ import annotations
@@ -49,7 +55,17 @@ import torch
 from torch import nn
 
 from medinterp.capture import TokenBatch
-from medinterp.hooks import forward_hooks, output_tensor, patch, record, skip_with_outputs
+from medinterp.hooks import (
+    forward_hooks,
+    forward_pre_hooks,
+    output_tensor,
+    patch,
+    patch_input,
+    record,
+    record_input,
+    skip_with_outputs,
+)
+from medinterp.capture.images import ImageTokens
 from medinterp.models import ModelHandle
 from medinterp.models.head import answer_logits
 
@@ -61,18 +77,26 @@ ENGINES = ("fast", "naive")
 
 @dataclass
 class PairBatch:
-    """Clean and corrupted prompts of the same pairs, padded alike, with each pair's answer tokens."""
+    """Clean and corrupted prompts of the same pairs, padded alike, with each pair's answer tokens; image pairs:
+    ``positions`` restricts every site to one token type's positions (None: no restriction)."""
 
-    clean: TokenBatch
-    corrupt: TokenBatch
+    clean: TokenBatch | ImageTokens
+    corrupt: TokenBatch | ImageTokens
     answer_ids: torch.Tensor  # (B, 2): [clean answer token, corrupted answer token]
+    positions: torch.Tensor | None = None  # (B, T) bool
+
+    @property
+    def images(self) -> bool:
+        return isinstance(self.clean, ImageTokens)
 
     def to(self, device: torch.device) -> PairBatch:
-        return PairBatch(self.clean.to(device), self.corrupt.to(device), self.answer_ids.to(device))
+        positions = None if self.positions is None else self.positions.to(device)
+        return PairBatch(self.clean.to(device), self.corrupt.to(device), self.answer_ids.to(device), positions)
 
     def rows(self, index: torch.Tensor) -> PairBatch:
         """The pairs ``index`` of this batch."""
-        return PairBatch(self.clean.rows(index), self.corrupt.rows(index), self.answer_ids[index])
+        positions = None if self.positions is None else self.positions[index]
+        return PairBatch(self.clean.rows(index), self.corrupt.rows(index), self.answer_ids[index], positions)
 
 
 @dataclass
@@ -91,33 +115,42 @@ def site_layers(site: str, n_layers: int) -> list[int]:
     return list(range(n_layers + 1)) if site in RESID_SITES else list(range(1, n_layers + 1))
 
 
-def _site_module(handle: ModelHandle, site: str, layer: int) -> tuple[nn.Module, int]:
-    """The module whose output is patched for ``site`` at reported ``layer``, and the first block to compute."""
+def _site_module(handle: ModelHandle, site: str, layer: int, images: bool = False) -> tuple[nn.Module, int, bool]:
+    """The module patched for ``site`` at reported ``layer``, the first block to compute, and whether its *input*
+    (not its output) is patched: read-out 0 of image prompts is block 0's input (image features merged)."""
     parts = handle.parts
     if site in RESID_SITES:  # read-out l: the embedding (l = 0) or block l − 1; blocks l.. must run
-        return (parts.embed if layer == 0 else parts.layers[layer - 1]), layer
+        if layer == 0 and images:
+            return parts.layers[0], 0, True
+        return (parts.embed if layer == 0 else parts.layers[layer - 1]), layer, False
     block = layer - 1  # attn/mlp of block b are reported at b + 1; block b itself must run
-    return (parts.attn(block) if site == "attn" else parts.mlp(block)), block
+    return (parts.attn(block) if site == "attn" else parts.mlp(block)), block, False
 
 
 def _position_mask(site: str, batch: PairBatch) -> torch.Tensor:
-    """(B, T) bool: the positions ``site`` patches."""
+    """(B, T) bool: the positions ``site`` patches (within ``batch.positions`` when set)."""
     clean = batch.clean
-    if site == "resid_diff":
-        return (clean.input_ids != batch.corrupt.input_ids) & clean.attention_mask.bool()
-    if site == "resid_last":
+    if site == "resid_diff":  # where the inputs differ: the token ids, and an image pair's image positions
+        mask = clean.input_ids != batch.corrupt.input_ids
+        if batch.images:
+            mask = mask | clean.image
+        mask = mask & clean.attention_mask.bool()
+    elif site == "resid_last":
         mask = torch.zeros_like(clean.attention_mask, dtype=torch.bool)
         mask[torch.arange(mask.shape[0], device=mask.device), clean.last_index] = True
-        return mask
-    return clean.attention_mask.bool()  # resid_all, attn, mlp: every real position
+    else:
+        mask = clean.attention_mask.bool()  # resid_all, attn, mlp: every real position
+    return mask if batch.positions is None else mask & batch.positions
 
 
 # --------------------------------------------------------------------------------------------------
 # The logit difference at the last position (the two answer tokens only: medinterp/models/head.py)
 # --------------------------------------------------------------------------------------------------
-def _logit_diff(handle: ModelHandle, tokens: TokenBatch, answer_ids: torch.Tensor) -> torch.Tensor:
-    """Run the backbone (embed → blocks → final norm) on ``tokens``; LD at each row's last position, (B,)."""
-    out = handle.parts.backbone(**tokens.model_inputs(), use_cache=False)
+def _logit_diff(handle: ModelHandle, tokens: TokenBatch | ImageTokens, answer_ids: torch.Tensor) -> torch.Tensor:
+    """Run the backbone (embed → blocks → final norm; image prompts: the multimodal one) on ``tokens``; LD at each
+    row's last position, (B,)."""
+    backbone = handle.parts.vision.backbone if isinstance(tokens, ImageTokens) else handle.parts.backbone
+    out = backbone(**tokens.model_inputs(), use_cache=False)
     hidden = output_tensor(out.last_hidden_state if hasattr(out, "last_hidden_state") else out)
     last_BD = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.last_index.to(hidden.device)]
     logits = answer_logits(handle, last_BD, answer_ids.to(last_BD.device))
@@ -125,12 +158,19 @@ def _logit_diff(handle: ModelHandle, tokens: TokenBatch, answer_ids: torch.Tenso
 
 
 @torch.inference_mode()
-def reference_logit_diff(handle: ModelHandle, tokens: TokenBatch, answer_ids: torch.Tensor, row: int = 0) -> float:
-    """LD of one prompt from the model's own forward (its LM head, scaling and capping), unpadded.
+def reference_logit_diff(handle: ModelHandle, tokens: TokenBatch | ImageTokens, answer_ids: torch.Tensor,
+                         row: int = 0) -> float:
+    """LD of one prompt from the model's own forward (its LM head, scaling and capping), unpadded (image prompts:
+    the whole VLM on the row's inputs, images included).
 
     A run-time guard for :func:`answer_logits` on architectures the tests do not cover (a family that
     scales its logits elsewhere would otherwise give silently wrong LDs).
     """
+    if isinstance(tokens, ImageTokens):
+        one = tokens.rows(torch.tensor([row])).to(handle.device)
+        logits = handle.model(**one.model_inputs(), use_cache=False).logits
+        last = logits[0, int(one.last_index[0])].float()
+        return float(last[answer_ids[row, 0]] - last[answer_ids[row, 1]])
     ids = tokens.input_ids[row][tokens.attention_mask[row].bool()][None].to(handle.device)
     try:
         logits = handle.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
@@ -143,8 +183,9 @@ def reference_logit_diff(handle: ModelHandle, tokens: TokenBatch, answer_ids: to
 # --------------------------------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------------------------------
-def _site_keys(handle: ModelHandle, sites: Sequence[str]) -> dict[tuple[str, int], tuple[nn.Module, int]]:
-    """Every (site kind, layer) the sites need from the clean run → (module, first block to compute).
+def _site_keys(handle: ModelHandle, sites: Sequence[str],
+               images: bool = False) -> dict[tuple[str, int], tuple[nn.Module, int, bool]]:
+    """Every (site kind, layer) the sites need from the clean run → (module, first block to compute, input?).
 
     The three residual sites share one cache (key ``("resid", l)``).
     """
@@ -152,7 +193,7 @@ def _site_keys(handle: ModelHandle, sites: Sequence[str]) -> dict[tuple[str, int
     for site in sites:
         kind = "resid" if site in RESID_SITES else site
         for layer in site_layers(site, handle.n_layers):
-            keys[(kind, layer)] = _site_module(handle, site, layer)
+            keys[(kind, layer)] = _site_module(handle, site, layer, images)
     return keys
 
 
@@ -172,9 +213,11 @@ def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], eng
     parts, n = handle.parts, handle.n_layers
 
     # 1. Clean run: cache the output of every module a site patches.
-    wanted = _site_keys(handle, sites)
+    wanted = _site_keys(handle, sites, batch.images)
     clean_cache: dict[Any, torch.Tensor] = {}
-    with forward_hooks([(module, record(clean_cache, key)) for key, (module, _) in wanted.items()]):
+    recorders = [(module, (record_input if is_input else record)(clean_cache, key))
+                 for key, (module, _, is_input) in wanted.items()]
+    with forward_hooks(recorders):
         ld_clean = _logit_diff(handle, batch.clean, batch.answer_ids)
 
     # 2. Corrupted run: cache every block's output (the fast engine replays them below the patch).
@@ -204,10 +247,15 @@ def patch_pairs(handle: ModelHandle, batch: PairBatch, sites: Sequence[str], eng
         kind = "resid" if site in RESID_SITES else site
         rows = []
         for layer in site_layers(site, n):
-            module, first_block = wanted[(kind, layer)]
+            if not mask.any():  # nothing to patch: the patched run is the corrupted run
+                rows.append(ld_corrupt[kept])
+                continue
+            module, first_block, is_input = wanted[(kind, layer)]
             skipped = first_block if engine == "fast" else 0
-            with skip_with_outputs(parts, block_outputs[:skipped]), \
-                    forward_hooks([(module, patch(clean_cache[(kind, layer)], mask))]):
+            source = clean_cache[(kind, layer)]
+            hooks = (forward_pre_hooks([(module, patch_input(source, mask))], with_kwargs=True) if is_input else
+                     forward_hooks([(module, patch(source, mask))]))
+            with skip_with_outputs(parts, block_outputs[:skipped]), hooks:
                 rows.append(_logit_diff(handle, batch.corrupt, batch.answer_ids))
             n_forwards += 1
             n_block_calls += n - skipped

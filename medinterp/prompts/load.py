@@ -32,7 +32,9 @@ Rules, in the order they are checked:
 9. each template renders every item to a different prompt (image sets: a different prompt or image).
 
 An image set (``modality: image``; docs/multimodal-data.md) follows the same rules with these changes:
-no ``term_slot`` and no ``pairs`` (the image is the term); at least :data:`MIN_IMAGE_TEMPLATES` templates,
+no ``term_slot`` (the image is the term); ``pairs`` are *image pairs* (the same question asked of two images:
+``id``, ``template`` (a template without slots), ``clean_image`` and ``corrupted_image`` (two different files,
+relative to the YAML), ``clean_answer``, ``corrupted_answer``, ``provenance``); at least :data:`MIN_IMAGE_TEMPLATES` templates,
 each a question holding :data:`~medinterp.prompts.schema.IMAGE_TOKEN` exactly once, with an optional
 ``answer_type`` (closed/open); items carry ``image`` (a path relative to the YAML file), optional ``slots``,
 optional ``answers`` (one string for every template, or a mapping template id -> answer) and an optional
@@ -83,7 +85,7 @@ REQUIRED_KEYS = ("domain", "version", "description", "sources")  # every file
 ITEM_SECTIONS = ("term_slot", "labelings", "templates", "items")  # all (labelled items) or none (pairs only)
 OPTIONAL_KEYS = ("disclaimer", "pairs", "modality")
 IMAGE_SECTIONS = ("labelings", "templates", "items")  # an image set (modality: image) needs all of them
-TEXT_ONLY_KEYS = ("term_slot", "pairs")  # refused in an image set: the image is the term
+TEXT_ONLY_KEYS = ("term_slot",)  # refused in an image set: the image is the term
 DISCLAIMER_REQUIRED = frozenset({"drugs", "dosage", "synthetic_xray"})  # not clinical advice / not clinical data
 MIN_TEMPLATES = 3  # paraphrases per domain, so no result hangs on one wording
 MIN_IMAGE_TEMPLATES = 1  # an image set's templates are questions, not paraphrases of one prompt
@@ -94,6 +96,7 @@ ITEM_KEYS = ("id", "slots", "labels", "provenance")
 IMAGE_ITEM_KEYS = ("id", "image", "slots", "labels", "provenance", "answers", "box")
 IMAGE_ITEM_REQUIRED = ("id", "image", "labels", "provenance")
 PAIR_KEYS = ("id", "clean", "corrupted", "clean_answer", "corrupted_answer", "provenance")
+IMAGE_PAIR_KEYS = ("id", "template", "clean_image", "corrupted_image", "clean_answer", "corrupted_answer", "provenance")
 
 
 # --------------------------------------------------------------------------- YAML reading
@@ -213,7 +216,7 @@ def _check_header(data: dict[str, Any], source: str, stem: str, modality: str = 
         for key in TEXT_ONLY_KEYS:
             if key in data:
                 raise _fail(source, "", f"'{key}' is not allowed in an image set (modality: image): the image is the "
-                                        f"term ({IMAGE_TOKEN} in each template) and pairs are text-only")
+                                        f"term ({IMAGE_TOKEN} in each template)")
     has_items = modality == "image" or any(key in data for key in ITEM_SECTIONS)
     sections = IMAGE_SECTIONS if modality == "image" else ITEM_SECTIONS
     for key in REQUIRED_KEYS + (sections if has_items else ()):
@@ -447,6 +450,38 @@ def _parse_pairs(value: Any, source: str) -> tuple[ContrastPair, ...]:
     return tuple(pairs)
 
 
+def _parse_image_pairs(value: Any, templates: tuple[Template, ...], base_dir: Path,
+                       source: str) -> tuple[ContrastPair, ...]:
+    """Image pairs (module docstring): the template's question asked of two different, decodable images."""
+    by_id = {t.id: t for t in templates}
+    seen: set[str] = set()
+    pairs = []
+    for i, entry in enumerate(_list(value, source, "", "pairs")):
+        ident, where = _id(entry, i, "pair", seen, source)
+        _keys(entry, IMAGE_PAIR_KEYS, IMAGE_PAIR_KEYS, source, where)
+        fields = {key: _text(entry[key], source, where, key) for key in IMAGE_PAIR_KEYS[1:6]}
+        template = by_id.get(fields.pop("template"))
+        if template is None:
+            raise _fail(source, where, f"unknown template {entry['template']!r}; valid: {', '.join(by_id)}")
+        if template.slots:
+            raise _fail(source, where, f"template '{template.id}' has slots ({', '.join(template.slots)}); an image "
+                                       "pair's question must have none")
+        for key in ("clean_image", "corrupted_image"):
+            fields[key] = str((base_dir / fields[key]).resolve())
+            try:
+                check_image(Path(fields[key]))
+            except ValueError as err:
+                raise _fail(source, where, f"{key}: {err}") from None
+        if file_sha256(fields["clean_image"]) == file_sha256(fields["corrupted_image"]):
+            raise _fail(source, where, "clean_image and corrupted_image are the same picture")
+        if fields["clean_answer"] == fields["corrupted_answer"]:
+            raise _fail(source, where, "clean_answer and corrupted_answer are identical")
+        question, _ = render_image_question(template.text, {})
+        pairs.append(ContrastPair(id=ident, clean=question, corrupted=question,
+                                  provenance=_provenance(entry["provenance"], source, where), **fields))
+    return tuple(pairs)
+
+
 def _check_distinct_prompts(templates: tuple[Template, ...], items: tuple[Item, ...], term_slot: str, source: str,
                             modality: str = "text") -> None:
     """A template must not render two items to the same text (it would be missing a slot); in an image set,
@@ -486,8 +521,10 @@ def parse_prompt_set(raw: bytes, source: str, stem: str, base_dir: Path | None =
         items = _parse_items(data["items"], labelings, source, modality, templates, base_dir or Path(source).parent)
         _check_template_slots(templates, items, source)
         _check_label_statistics(labelings, items, source)
-        for item in items:  # the key changes when an image does
-            digest.update(file_sha256(item.image).encode())
+        pairs = _parse_image_pairs(data.get("pairs", []), templates, base_dir or Path(source).parent, source)
+        images = [item.image for item in items] + [path for p in pairs for path in (p.clean_image, p.corrupted_image)]
+        for image in images:  # the key changes when an image does
+            digest.update(file_sha256(image).encode())
     elif "items" in data:
         term_slot = data["term_slot"]
         labelings = _parse_labelings(data["labelings"], source)
@@ -497,7 +534,8 @@ def parse_prompt_set(raw: bytes, source: str, stem: str, base_dir: Path | None =
         _check_label_statistics(labelings, items, source)
     else:  # a patching-only file: pairs are whole prompts
         term_slot, labelings, templates, items = "", {}, (), ()
-    pairs = _parse_pairs(data.get("pairs", []), source)
+    if modality != "image":
+        pairs = _parse_pairs(data.get("pairs", []), source)
     _check_distinct_prompts(templates, items, term_slot, source, modality)
     return PromptSet(
         domain=data["domain"],

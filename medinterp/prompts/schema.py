@@ -152,6 +152,11 @@ class ContrastPair:
 
     The two prompts differ by one swapped span; ``clean_answer`` and ``corrupted_answer`` are the
     expected next tokens (leading space included), e.g. ``" twice"`` and ``" once"``.
+
+    An *image pair* (an image set's ``pairs``; docs/multimodal-data.md) asks the same question of two
+    images: ``clean == corrupted`` is the question (one template rendered, with its image placeholder) and
+    ``clean_image`` / ``corrupted_image`` are the two images' absolute paths (different files); a text
+    pair leaves them empty.
     """
 
     id: str
@@ -160,6 +165,12 @@ class ContrastPair:
     clean_answer: str
     corrupted_answer: str
     provenance: Mapping[str, str]
+    clean_image: str = ""
+    corrupted_image: str = ""
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.clean_image)
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,7 @@ class PromptSet:
     labelings; :meth:`require_items` turns that into one line for methods that need items.
     ``sha256`` is the hash of the file's bytes (an image set: of the file's bytes and every image's, in item
     order) and ``source`` the path or package resource it was read from. ``modality`` is ``text`` or
-    ``image``; an image set has ``term_slot=""`` (the image is the term) and no pairs. ``key`` combines domain, version and hash, so cached activations are invalidated whenever the
+    ``image``; an image set has ``term_slot=""`` (the image is the term) and image pairs (``ContrastPair.has_images``). ``key`` combines domain, version and hash, so cached activations are invalidated whenever the
     file changes. ``disclaimer`` and ``sources`` are copied from the file ("" and () when absent).
     Treat the mappings as read-only: the dataclass is frozen, but plain dicts keep it picklable.
     """

@@ -52,6 +52,10 @@ def scans() -> dict:
     }
 
 
+PAIR = {"id": "a_vs_c", "template": "any", "clean_image": "img/a.png", "corrupted_image": "img/c.png",
+        "clean_answer": " yes", "corrupted_answer": " no", "provenance": {"system": "T", "code": "1"}}  # an image pair
+
+
 def write(tmp_path: Path, data: dict, stem: str = "scans") -> Path:
     for value, name in enumerate("abcd"):
         if not (tmp_path / "img" / f"{name}.png").exists():
@@ -121,6 +125,19 @@ def test_load_image_gives_rgb(tmp_path):
     assert image.mode == "RGB" and image.size == (WIDTH, HEIGHT) and image.getpixel((3, 3)) == (90, 90, 90)
 
 
+def test_image_pairs_ask_one_question_of_two_images_and_key_the_set(tmp_path):
+    ps = load_prompt_set(write(tmp_path, changed(lambda d: d.update(pairs=[PAIR]))))
+    (pair,) = ps.pairs
+    assert pair.clean == pair.corrupted == "<image>\nIs there a finding?" and pair.has_images
+    assert (pair.clean_image, pair.corrupted_image) == (str((tmp_path / "img/a.png").resolve()),
+                                                        str((tmp_path / "img/c.png").resolve()))
+    png(tmp_path / "img" / "e.png", 7)  # a picture only a pair uses: changing it changes the set's key
+    path = write(tmp_path, changed(lambda d: d.update(pairs=[{**PAIR, "corrupted_image": "img/e.png"}])))
+    before = load_prompt_set(path).sha256
+    png(tmp_path / "img" / "e.png", 8)
+    assert load_prompt_set(path).sha256 != before
+
+
 def test_an_absolute_image_path_is_kept(tmp_path):
     other = png(tmp_path / "elsewhere" / "z.png", 200)
     data = changed(lambda d: d["items"][0].update(image=str(other)))
@@ -155,7 +172,17 @@ BAD = [
     ("placeholder in a slot", lambda d: d["items"][0]["slots"].update(organ="<image>"),
      "item 'a': slot 'organ' contains the image placeholder <image>"),
     ("term slot", lambda d: d.update(term_slot="organ"), "'term_slot' is not allowed in an image set (modality: image)"),
-    ("pairs", lambda d: d.update(pairs=[]), "'pairs' is not allowed in an image set (modality: image)"),
+    ("pair with a text pair's fields", lambda d: d.update(pairs=[{**PAIR, "clean": "x"}]), "pair 'a_vs_c': "),
+    ("pair unknown template", lambda d: d.update(pairs=[{**PAIR, "template": "nope"}]),
+     "pair 'a_vs_c': unknown template 'nope'; valid: any, where"),
+    ("pair template with slots", lambda d: d.update(pairs=[{**PAIR, "template": "where"}]),
+     "pair 'a_vs_c': template 'where' has slots (organ); an image pair's question must have none"),
+    ("pair missing image", lambda d: d.update(pairs=[{**PAIR, "corrupted_image": "img/nope.png"}]),
+     "pair 'a_vs_c': corrupted_image: image file not found: "),
+    ("pair same picture", lambda d: d.update(pairs=[{**PAIR, "corrupted_image": "img/a.png"}]),
+     "pair 'a_vs_c': clean_image and corrupted_image are the same picture"),
+    ("pair same answers", lambda d: d.update(pairs=[{**PAIR, "corrupted_answer": " yes"}]),
+     "pair 'a_vs_c': clean_answer and corrupted_answer are identical"),
     ("modality", lambda d: d.update(modality="audio"), "modality must be one of text, image, got 'audio'"),
     ("no templates", lambda d: d.update(templates=[]), "needs at least 1 templates, found 0"),
     ("same prompt and image", lambda d: d["items"][1].update(image="img/a.png", slots={"organ": "lung", "x": "1"}),

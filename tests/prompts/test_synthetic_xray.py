@@ -36,7 +36,9 @@ def test_the_packaged_name_generates_into_the_cache(default_set):
         assert image.size == (224, 224) and image.mode == "L"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert (manifest["version"], manifest["n_items"], manifest["size"], manifest["seed"]) == (VERSION, 64, 224, 0)
-    assert set(manifest["sha256"]) == {"synthetic_xray.yaml"} | {f"images/xray_{i:03d}.png" for i in range(64)}
+    swapped = {f"pairs/xray_{int(p.clean_image[-7:-4]):03d}_{p.corrupted_image.split('_')[-1]}" for p in ps.pairs}
+    assert set(manifest["sha256"]) == ({"synthetic_xray.yaml"} | {f"images/xray_{i:03d}.png" for i in range(64)}
+                                       | swapped)
     assert "synthetic_xray" in available_prompt_sets()
 
 
@@ -97,7 +99,7 @@ def test_the_opacity_is_inside_its_box(side, lobe):
 def test_regeneration_is_byte_identical(tmp_path):
     first, second = write_set(tmp_path / "a", **SMALL), write_set(tmp_path / "b", **SMALL)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert len(files) == 12  # YAML, manifest, 10 images
+    assert len(files) == 20  # YAML, manifest, 10 images, 8 swapped-side images (the 8 items with an opacity)
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert first.read_bytes() == second.read_bytes()
@@ -143,3 +145,28 @@ def test_bad_settings_are_one_line(tmp_path, settings, message):
 def test_the_domain_config_names_the_packaged_set():
     config = yaml.safe_load((ROOT / "conf" / "domain" / "synthetic_xray.yaml").read_text())
     assert config == {"prompt_set": "synthetic_xray", "labelings": None}
+
+
+def test_pairs_swap_only_the_opacity_side(default_set):
+    """Each pair: the item's picture and the same picture with the opacity in the other lung, asked about the
+    item's lung (yes vs no); the pixels differ only around the two opacities (not the body, ribs or noise)."""
+    ps, _ = default_set
+    items = {i.image: i for i in ps.items}
+    present = [i for i in ps.items if i.labels["presence"] == "present"]
+    assert len(ps.pairs) == len(present) == 51
+    for pair in ps.pairs:
+        item = items[pair.clean_image]
+        side = item.labels["side"]
+        assert pair.clean == pair.corrupted == f"<image>\nIs there an opacity in the {side} lung?"
+        assert (pair.clean_answer, pair.corrupted_answer) == (" yes", " no") and pair.has_images
+    pair = ps.pairs[0]
+    with Image.open(pair.clean_image) as a, Image.open(pair.corrupted_image) as b:
+        diff = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
+    x0, y0, x1, y1 = items[pair.clean_image].box
+    inside = np.zeros_like(diff, dtype=bool)
+    inside[y0:y1, x0:x1] = True
+    assert diff[inside].max() > 50  # the clean opacity is gone
+    changed = diff > 3  # beyond 8-bit rounding of the Gaussian tails
+    left_half, right_half = changed[:, :112].sum(), changed[:, 112:].sum()
+    assert left_half > 0 and right_half > 0  # one opacity removed on one side, one added on the other
+    assert changed.mean() < 0.1  # the rest of the picture is the same
