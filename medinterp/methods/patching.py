@@ -112,7 +112,6 @@ def check_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[ContrastPair
         raise unknown_choice("on_length_mismatch", on_length_mismatch, LENGTH_POLICIES)
     kept, skipped = [], []
     for pair in pairs:  # an image pair's question is the same text twice: its checks are the answers'
-
         n_clean = len(tokenizer(pair.clean)["input_ids"])
         n_corrupt = len(tokenizer(pair.corrupted)["input_ids"])
         if n_clean != n_corrupt:
