@@ -6,7 +6,7 @@ from pathlib import Path
 
 import medinterp  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads; medinterp/__init__.py)
 
-from helpers import ROOT, TINY_FAMILIES, run_cell_in_process, run_runner  # noqa: F401
+from helpers import ROOT, TINY_FAMILIES, TINY_VLM_FAMILIES, load_tiny, run_cell_in_process, run_runner  # noqa: F401
 
 import pytest
 
@@ -41,6 +41,13 @@ def tiny_handles(cache_dir):
 
     return {f: load_model(ModelSpec(name=f"tiny_{f}", source="tiny", family=f, n_layers=4), "cpu", cache_dir)
             for f in TINY_FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def vlms(cache_dir):
+    """One loaded tiny vision-language model per family (tiny_llava, tiny_gemma3_vlm), built once per session.
+    Shared: a test that changes weights loads its own (tests/methods/test_vlm_tokens.py ``vlm``)."""
+    return {f: load_tiny(f, cache_dir) for f in TINY_VLM_FAMILIES}
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss")
+TINY_VLM_FAMILIES = ("llava", "gemma3_vlm")  # tiny_llava, tiny_gemma3_vlm (conf/model/)
 
 
 def run_runner(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = True,

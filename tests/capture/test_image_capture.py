@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_tiny
 from medinterp.capture.images import (capture_image_batch, capture_image_indices, encode_images, image_readout,
                                       image_tokens, model_inputs, pool_weight, token_masks)
 from medinterp.errors import MedinterpError
@@ -14,12 +13,6 @@ from medinterp.models import ModelSpec, load_model
 from medinterp.prompts import load_prompt_set
 
 VLMS = {"llava": 36, "gemma3_vlm": 16}  # image tokens per prompt: 6 x 6, 4 x 4 (docs/multimodal.md)
-
-
-@pytest.fixture(scope="module")
-def vlms(cache_dir):
-    return {f: load_tiny(f, cache_dir)
-            for f in VLMS}
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_tiny
+from helpers import TINY_VLM_FAMILIES
 from medinterp.capture.images import type_masks
 from medinterp.methods.saliency.grads import batch_stats, grad_plan, image_inputs, target_losses
 from medinterp.methods.saliency.images import encode_image_targets, image_examples, image_pixels
@@ -14,13 +14,7 @@ from medinterp.methods.targets import make_batch
 from medinterp.models.image_tokens import token_types
 from medinterp.prompts import load_prompt_set
 
-VLMS = ("llava", "gemma3_vlm")
-
-
-@pytest.fixture(scope="module")
-def vlms(cache_dir):
-    return {f: load_tiny(f, cache_dir)
-            for f in VLMS}
+VLMS = TINY_VLM_FAMILIES
 
 
 @pytest.fixture(scope="module")

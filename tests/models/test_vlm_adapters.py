@@ -5,22 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_tiny
+from helpers import TINY_VLM_FAMILIES
 from medinterp.errors import MedinterpError
 from medinterp.models import load_model
 from medinterp.models.arch.vision import ImageGrid, patch_grid, pooled_grid
 from medinterp.models.image_tokens import image_positions, token_types
 from medinterp.models.processor import image_prompts, render_prompt
 
-VLMS = ("llava", "gemma3_vlm")
+VLMS = TINY_VLM_FAMILIES
 GRIDS = {"llava": ImageGrid(6, 6), "gemma3_vlm": ImageGrid(4, 4)}  # docs/multimodal.md; conf/model/tiny_*.yaml
 QUESTIONS = ["Is there an opacity?", "Is there an opacity in the left lower lobe of this chest radiograph?"]
-
-
-@pytest.fixture(scope="module")
-def vlms(cache_dir):
-    return {f: load_tiny(f, cache_dir)
-            for f in VLMS}
 
 
 def images(n: int, side: int = 50, seed: int = 0) -> list[np.ndarray]:

@@ -5,21 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_tiny
+from helpers import TINY_VLM_FAMILIES
 from medinterp.errors import MedinterpError
 from medinterp.models.processor import image_prompts
 from medinterp.vqa import Question
 from medinterp.vqa.generate import answer_texts, generate_batch, load_image
 
-VLMS = ("llava", "gemma3_vlm")
+VLMS = TINY_VLM_FAMILIES
 QUESTIONS = ["Is there an opacity?", "Which lung holds the opacity in this chest radiograph?", "Any finding?"]
 NEW = 6  # max_new_tokens
-
-
-@pytest.fixture(scope="module")
-def vlms(cache_dir):
-    return {f: load_tiny(f, cache_dir)
-            for f in VLMS}
 
 
 def images(n: int, seed: int = 0) -> list[np.ndarray]:
