@@ -18,6 +18,8 @@ Contents, in the order a reader needs them:
 - :func:`add` (*add*): a hook that adds a vector to a module's output from some position on (steering,
   mean-ablation);
 - :func:`record_update`: a hook that sums a block's update (output − input) over masked positions;
+- :func:`identity_at`: a hook that makes a decoder block the identity at some positions only (its output
+  there is its input; the other positions are computed as usual): a token-type-restricted lesion;
 - :func:`replace_by_identity` (*replace-by-identity*): a decoder block returns its input and computes
   nothing, keeping a KV cache consistent with placeholder keys/values;
 - :func:`skip_with_outputs` (*skip-with-cached-output*): the first blocks return outputs recorded in
@@ -146,6 +148,28 @@ def record_update(sums: dict[Any, torch.Tensor], key: Any, mask_BT: torch.Tensor
         update = (output_tensor(output) - inputs[0]).double()  # (B, T, D)
         total = (update * mask_BT.to(update.device)[..., None]).sum((0, 1))
         sums[key] = sums[key] + total if key in sums else total
+    return hook
+
+
+def identity_at(mask_BT: torch.Tensor, tail: bool) -> Hook:
+    """A forward hook (registered with keyword arguments) on a decoder block: its output equals its input at the
+    ``mask_BT`` positions (B, W) and is the block's own elsewhere. The block still runs everywhere, so the other
+    positions read this block's keys/values of every position (they depend only on the block's input, which the
+    edit leaves alone); only the lesioned positions' updates are dropped.
+
+    Positions beyond the mask's width ``W`` (answer tokens appended for teacher forcing, or generated) take
+    ``tail``; a call shorter than ``W`` is a decoding step with a KV cache (its positions are all new) and takes
+    ``tail`` everywhere. An all-True mask with ``tail=True`` gives the outputs of :func:`replace_by_identity`.
+    """
+    def hook(_module, args, kwargs, output):
+        hidden_in, hidden = (args[0] if args else kwargs["hidden_states"]), output_tensor(output)
+        B, T = hidden.shape[:2]
+        W = mask_BT.shape[1]
+        fill = torch.full((B, max(T - W, 0) if T >= W else T), tail, dtype=torch.bool, device=hidden.device)
+        mask = torch.cat([mask_BT.to(hidden.device), fill], 1) if T >= W else fill  # (B, T)
+        edited = torch.where(mask[..., None], hidden_in.to(hidden.dtype), hidden)
+        return (edited, *output[1:]) if isinstance(output, (tuple, list)) else edited
+    hook.with_kwargs = True  # forward_hooks registers it with_kwargs
     return hook
 
 

@@ -3,6 +3,7 @@
     python runners/sae.py                                  (make sae: Gemma-3-270M, the middle layer, expansion 8)
     python runners/sae.py model=tiny_gemma3 sae.layer=1 sae/arch=topk logger=none
     python runners/sae.py sae.corpus=[icd10cm,/data/notes.txt] sae/train=full device=cuda
+    python runners/sae.py model=tiny_llava sae.images=[synthetic_xray] sae.tokens=image   (a VLM's image tokens)
 
 Stages, each a function below (docs/sae.md, "The runner"): corpus -> packed contexts -> activation cache ->
 training (Lightning; checkpoints, resume) -> evaluation (FVU, L0, dead fraction, CE-loss recovered, KL) ->
@@ -24,6 +25,7 @@ import json
 import logging
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log, publish,
@@ -36,6 +38,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from medinterp.capture.images import TOKEN_TYPES, require_vision  # noqa: E402
 from medinterp.errors import MedinterpError  # noqa: E402
 from medinterp.io import atomic_write, save_png, write_json  # noqa: E402
 from medinterp.methods import select_templates  # noqa: E402
@@ -44,16 +47,21 @@ from medinterp.sae import (SAEConfig, SparseAutoencoder, TrainConfig, evaluate_s
                            load_sae, save_sae)
 from medinterp.sae.autointerp import InterpConfig, interpret  # noqa: E402
 from medinterp.sae.activations import ActivationStore, TokenStream, cache_activations  # noqa: E402
-from medinterp.sae.catalogue import CATALOGUE_KINDS, catalogue_rows, latent_table, top_tokens  # noqa: E402
+from medinterp.sae.catalogue import (CATALOGUE_KINDS, TOKEN_TYPE_THRESHOLD, catalogue_rows, latent_table,  # noqa: E402
+                                    top_tokens)
 from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402
 from medinterp.sae.figures import latent_frequencies, training_curves  # noqa: E402
+from medinterp.sae.image_prompts import image_prompt_sets, split_image_prompts  # noqa: E402
+from medinterp.sae.outliers import KeptRows, norm_limit, pass_through_outliers  # noqa: E402
 from medinterp.sae.packing import Packed, pack  # noqa: E402
-from medinterp.sae.prompt_codes import prompt_codes  # noqa: E402
+from medinterp.sae.prompt_codes import image_prompt_codes, prompt_codes  # noqa: E402
 from medinterp.sae.run_state import SAERun  # noqa: E402
 from medinterp.sae.splice import ABLATION, splice_metrics  # noqa: E402
 from medinterp.sae.stages import (interpretation_contexts, interpretation_latents, merge_interpretation,  # noqa: E402
                                   steering_targets)
 from medinterp.sae.steering import SteeringConfig, SteeringResult, steer  # noqa: E402
+from medinterp.sae.wandb_curves import training_wandb_logger  # noqa: E402
+from medinterp.tracking import TrackerSettings  # noqa: E402
 from medinterp.validation import check_positive_int, check_retired_settings, check_seed, is_int  # noqa: E402
 
 CHECKPOINTS = "checkpoints"
@@ -74,12 +82,17 @@ def sae_config(cfg: DictConfig) -> dict:
     check_positive_int("capture_batch", plain["capture_batch"])
     check_positive_int("sae.catalogue.n_per_label", s["catalogue"]["n_per_label"])
     check_seed(s["seed"], "sae.seed")
+    ratio = s["max_norm_ratio"]
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1):
+        raise MedinterpError(f"sae.max_norm_ratio must be a number > 1 (outlier tokens: ||x|| above it times the "
+                             f"median norm) or null (keep every token); got {ratio!r}")
     if s["layer"] is not None and (isinstance(s["layer"], bool) or not isinstance(s["layer"], int)):
         raise MedinterpError(f"sae.layer must be a read-out layer (an integer) or null (the middle); got {s['layer']!r}")
     n_layers = plain["model"].get("n_layers")
     if s["layer"] is not None and n_layers is not None and not 0 <= s["layer"] <= n_layers:
         raise MedinterpError(f"sae.layer={s['layer']} is outside {plain['model']['name']}; valid: 0..{n_layers}")
     s["corpus"] = check_corpus_sources(s["corpus"])
+    check_image_settings(s)
     if s["pretrained"] and not Path(s["pretrained"]).expanduser().exists():
         raise MedinterpError(f"sae.pretrained: no SAE at {Path(s['pretrained']).expanduser().absolute()}")
     TrainConfig(**s["train"])  # one line on a bad training setting
@@ -88,6 +101,20 @@ def sae_config(cfg: DictConfig) -> dict:
                              f"({s['train']['threshold_start_step']}): the inference threshold would never be set")
     check_stage_settings(s)
     return plain
+
+
+def check_image_settings(s: dict) -> None:
+    """One line on a bad ``sae.tokens`` / ``sae.images`` (not an image set; ``tokens=image`` without images)."""
+    if s["tokens"] not in TOKEN_TYPES:
+        raise MedinterpError(f"sae.tokens must be one of {', '.join(TOKEN_TYPES)}; got {s['tokens']!r}")
+    if not isinstance(s["images"], list):
+        raise MedinterpError(f"sae.images must be a list of image prompt sets (e.g. [synthetic_xray]); got "
+                             f"{s['images']!r}")
+    if s["tokens"] == "image" and not s["images"]:
+        raise MedinterpError("sae.tokens=image needs image prompts: sae.images=[<an image prompt set>] on a "
+                             "vision-language model (e.g. model=tiny_llava sae.images=[synthetic_xray])")
+    for prompt_set in image_prompt_sets(s["images"]):
+        select_templates(prompt_set, s["image_templates"])
 
 
 def check_stage_settings(s: dict) -> None:
@@ -134,16 +161,21 @@ def data_stage(run: SAERun) -> None:
                              f"training; add text or lower sae.eval_tokens")
     evals = Packed(packed.input_ids[:n_eval], packed.mask[:n_eval], packed.sha256, packed.documents)
     trains = Packed(packed.input_ids[n_eval:], packed.mask[n_eval:], packed.sha256, packed.documents)
+    images = split_image_prompts(image_prompt_sets(s["images"]), s["image_templates"],
+                                 s["eval_tokens"] / (s["eval_tokens"] + s["train_tokens"]), s["seed"])
     from medinterp.capture.cache import model_key
 
     root = Path(run.cfg["cache_dir"]) / "sae_activations" / model_key(handle)
     stores = []
-    for name, part in (("eval", evals), ("train", trains)):
+    for name, part, prompts in (("eval", evals, images.eval), ("train", trains, images.train)):
         key = hashlib.sha256(part.input_ids.numpy().tobytes() + part.mask.numpy().tobytes()
-                             + str(run.layer).encode()).hexdigest()[:16]
+                             + str(run.layer).encode()
+                             + (f"\n{s['tokens']}\n{images.key}".encode() if s["images"] else b"")).hexdigest()[:16]
         stores.append(cache_activations(handle, part.input_ids, part.mask, [run.layer], root / f"{name}-{key}",
-                                        batch_contexts=run.cfg["capture_batch"], desc=f"SAE activations ({name})"))
-    run.eval, run.train = stores
+                                        batch_contexts=run.cfg["capture_batch"], desc=f"SAE activations ({name})",
+                                        images=prompts, tokens=s["tokens"]))
+    run.norm_limit = norm_limit(stores[1], run.layer, s["max_norm_ratio"])  # massive activations: outliers.py
+    run.eval, run.train = (KeptRows(store, run.layer, run.norm_limit) for store in stores)
     run.eval_contexts = evals
     run.scale = run.train.scale(run.layer) if s["normalize"] and not s["pretrained"] else 1.0
     write_json(run.out_dir / "corpus.json", {
@@ -151,10 +183,15 @@ def data_stage(run: SAERun) -> None:
         "packed": packed.summary(), "held_out_contexts": n_eval, "training_contexts": len(trains.input_ids),
         "train_tokens": run.train.n_tokens, "eval_tokens": run.eval.n_tokens,
         "activation_cache": {"train": str(run.train.folder), "eval": str(run.eval.folder)},
-        "token_types": {"text": run.train.n_tokens + run.eval.n_tokens, "image": 0},
-        "scale": run.scale, "mean_squared_norm": run.train.mean_squared_norm(run.layer)})
-    log.info("corpus: %d documents, %d tokens (sha256 %s); %d training / %d held-out SAE tokens; scale %.4g",
-             packed.documents, packed.n_tokens, packed.sha256[:12], run.train.n_tokens, run.eval.n_tokens, run.scale)
+        "tokens": s["tokens"], "images": s["images"],
+        "image_prompts": {"held_out": len(images.eval), "training": len(images.train)},
+        "token_types": {t: sum(store.meta["rows_per_type"][t] for store in stores) for t in ("text", "image")},
+        "scale": run.scale, "mean_squared_norm": run.train.mean_squared_norm(run.layer),
+        "outliers": {"max_norm_ratio": s["max_norm_ratio"], "norm_limit": run.norm_limit,
+                     "train": run.train.n_outliers, "eval": run.eval.n_outliers}})
+    log.info("corpus: %d documents, %d tokens (sha256 %s); %d training / %d held-out SAE tokens (%d / %d norm "
+             "outliers left out); scale %.4g", packed.documents, packed.n_tokens, packed.sha256[:12],
+             run.train.n_tokens, run.eval.n_tokens, run.train.n_outliers, run.eval.n_outliers, run.scale)
 
 
 def build_sae(run: SAERun) -> SparseAutoencoder:
@@ -188,11 +225,17 @@ def train_stage(run: SAERun) -> None:
             write_rows(run.out_dir / CURVES_BEFORE_RESUME, rows)
     stream = TokenStream(run.train, run.layer, s["batch_size"], seed=s["seed"], scale=run.scale, start_batch=start)
     t = s["trainer"]
-    train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"],
-              logger=CSVLogger(str(run.out_dir), name=CURVES_DIR, version=""),
+    curves = training_wandb_logger(TrackerSettings.from_dict(run.cfg.get("logger")), run.out_dir,
+                                   name=f"{run.handle.name}-sae",
+                                   group=sweep_group() if HydraConfig.initialized() else None,
+                                   config={"sae": s, "model": run.handle.name, "layer": run.layer})
+    loggers = [CSVLogger(str(run.out_dir), name=CURVES_DIR, version=""), *([curves] if curves else [])]
+    train_sae(run.sae, stream, TrainConfig(**s["train"]), max_steps=s["steps"], logger=loggers,
               checkpoint_dir=run.out_dir / CHECKPOINTS, checkpoint_every=s["checkpoint_every"],
               ckpt_path=ckpt if start else None, accelerator=t["accelerator"], devices=t["devices"],
               strategy=t["strategy"], precision=t["precision"], log_every_n_steps=1, seed=s["seed"])
+    if curves:
+        curves.experiment.finish()
     run.sae.eval()
 
 
@@ -203,6 +246,7 @@ def evaluate_stage(run: SAERun) -> None:
     rec = evaluate_sae(sae, run.eval.batches(run.layer, EVAL_BATCH, scale))
     device = sae.W_enc.device
 
+    @partial(pass_through_outliers, limit=run.norm_limit)  # outlier tokens spliced back unchanged
     def reconstruct(h: torch.Tensor) -> torch.Tensor:
         return sae(h.float().to(device) * scale).to(h.device) / scale
 
@@ -218,7 +262,8 @@ def evaluate_stage(run: SAERun) -> None:
                    "d": sae.config.d, "n_latents": sae.config.n_latents, "k": sae.config.k,
                    "activation": sae.config.activation, "group_sizes": list(sae.config.group_sizes),
                    "threshold": float(sae.threshold.max()), "steps": s["steps"], "batch_size": s["batch_size"],
-                   "train_tokens": run.train.n_tokens, "note": notes}
+                   "train_tokens": run.train.n_tokens, "n_outliers": run.eval.n_outliers,
+                   "n_outliers_train": run.train.n_outliers, "max_norm_ratio": s["max_norm_ratio"], "note": notes}
 
 
 def latents_stage(run: SAERun) -> list[list[str]]:
@@ -228,7 +273,11 @@ def latents_stage(run: SAERun) -> list[list[str]]:
         f = torch.cat([sae.encode(x.to(sae.W_enc.device)).cpu() for x in run.eval.batches(run.layer, EVAL_BATCH, scale)])
     tok = run.handle.tokenizer
     tokens = top_tokens(f, run.eval.array("token_ids"), lambda i: tok.decode([i]), keep=run.cfg["sae"]["top_tokens"])
-    run.latents = latent_table(f, tokens, sae.config.group_ends)
+    run.latents = latent_table(f, tokens, sae.config.group_ends, run.eval.array("token_types"))
+    run.metrics["tokens"] = run.cfg["sae"]["tokens"]
+    run.metrics["latent_token_types"] = {t: sum(r["token_type"] == t for r in run.latents)
+                                         for t in ("image", "text", "both", "dead")}
+    run.metrics["token_type_threshold"] = TOKEN_TYPE_THRESHOLD
     return tokens
 
 
@@ -240,17 +289,26 @@ def catalogue_stage(run: SAERun, tokens: list[list[str]]) -> None:
     for domain in cat["domains"] or []:
         prompt_set = load_prompt_set(domain)
         prompt_set.require_items("the SAE catalogue")
-        prompt_set.require_modality("the SAE catalogue", ("text",))
         prompts = [p for t in select_templates(prompt_set, cat["templates"]) for p in prompt_set.prompts(t)]
         item = {it.id: it for it in prompt_set.items}
         labels = {name: np.array([item[p.item_id].labels[name] for p in prompts], dtype=object)
                   for name, labeling in prompt_set.labelings.items() if labeling.kind in CATALOGUE_KINDS}
         if not labels:
             continue
-        run.prompts[prompt_set.domain] = ([p.text for p in prompts], labels)
-        acts = prompt_codes(run.handle, run.sae, [p.text for p in prompts], run.layer, run.scale,
-                            desc=f"SAE catalogue ({prompt_set.domain})")
-        run.catalogue += catalogue_rows(prompt_set.domain, labels, acts, tokens, cat["n_per_label"])
+        desc = f"SAE catalogue ({prompt_set.domain})"
+        if prompt_set.modality == "image":  # image + question through the VLM, the run's token types
+            require_vision(run.handle, f"sae.catalogue.domains: prompt set {prompt_set.domain!r}")
+            acts = image_prompt_codes(run.handle, run.sae, prompts, run.layer, run.scale, run.cfg["sae"]["tokens"],
+                                      batch_size=run.cfg["capture_batch"], desc=desc)
+        else:
+            if run.cfg["sae"]["tokens"] == "image":  # a text set has no image token to read
+                run.metrics.setdefault("catalogue_skipped", []).append(prompt_set.domain)
+                log.warning("catalogue: %s skipped (a text prompt set; sae.tokens=image)", prompt_set.domain)
+                continue
+            run.prompts[prompt_set.domain] = ([p.text for p in prompts], labels)  # steering's prompts: text only
+            acts = prompt_codes(run.handle, run.sae, [p.text for p in prompts], run.layer, run.scale, desc=desc)
+        run.catalogue += catalogue_rows(prompt_set.domain, labels, acts, tokens, cat["n_per_label"],
+                                        [r["token_type"] for r in run.latents])
 
 
 def interpretation_stage(run: SAERun, judge) -> None:
@@ -285,7 +343,8 @@ def steering_stage(run: SAERun, judge) -> None:
     metrics.json."""
     s = run.cfg["sae"]["steering"]
     unit = {r["latent"]: r["max_activation"] / run.scale for r in run.latents}
-    live = [r for r in run.catalogue if unit[r["latent"]] > 0]  # a latent silent on held-out text has no scale
+    live = [r for r in run.catalogue  # a latent silent on held-out text has no scale; image sets are not steered
+            if unit[r["latent"]] > 0 and r["domain"] in run.prompts]
     targets = steering_targets(live, run.prompts, s["n_latents"], s["n_prompts"])
     if not targets:
         run.metrics["steering"] = {"n_latents": 0, "note": "no live catalogue latent with target and unrelated prompts"}
@@ -356,6 +415,8 @@ def run_sae(cfg: DictConfig, out_dir: Path) -> Path:
     run.layer = n_layers // 2 if s["layer"] is None else s["layer"]
     if not 0 <= run.layer <= n_layers:
         raise MedinterpError(f"sae.layer={run.layer} is outside {run.handle.name}; valid: 0..{n_layers}")
+    if s["images"]:  # one line on a text-only model before the corpus is read
+        require_vision(run.handle, "sae.images")
     if s["pretrained"]:  # one line on a file in neither layout, or of another width, before any capture
         load_sae(s["pretrained"], d=run.handle.d_model)
     else:

@@ -21,7 +21,9 @@ taken as fixed (they pool every layer, so their uncertainty is small next to one
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,3 +64,42 @@ def specificity(domain: np.ndarray, domain_first: int, control: np.ndarray, cont
 
     width = np.sqrt(part(domain_half, domain_first, sd_d) ** 2 + part(control_half, control_first, sd_c) ** 2)
     return SpecificityCurve(lo, value, width)
+
+
+def _layers(intervals) -> set[int]:
+    return {layer for a, b in intervals or () for layer in range(a, b + 1)}
+
+
+def specificity_summary(kmap: Mapping[str, Any]) -> dict[str, Any]:
+    """What the specificity view says about each lane of a knowledge map (``findings.json`` → ``specificity``).
+
+    Per medical domain and method with a specificity view: the absolute lane, the specificity lane, the control's
+    own lane of that method, ``generic_overlap`` = the Jaccard index of the absolute lane's layers with the
+    control's (1: the lane is where the method points for any text), ``specific_layers`` = the read-outs whose
+    specificity band lies above 0 (raw spec(l) − w(l) > 0: the layer matters more for the domain than for the
+    control, beyond the CI), and ``verdict``: ``yes`` when there is such a layer, ``no`` when there is none.
+    """
+    lanes: dict[str, dict[str, Any]] = {}
+    control = None
+    for domain, entries in kmap["domains"].items():
+        for method, e in entries.items():
+            if not isinstance(e, Mapping) or "specificity" not in e:
+                continue
+            view = e["specificity"]
+            control = view["control"]
+            absolute = e.get("absolute_intervals", e["intervals"])
+            base = kmap["domains"].get(control, {}).get(method, {})
+            base_layers, abs_layers = _layers(base.get("intervals")), _layers(absolute)
+            union = abs_layers | base_layers
+            specific = [layer for layer, (v, w) in enumerate(zip(view["raw"], view["half_width"]))
+                        if v is not None and w is not None and math.isfinite(v - w) and v - w > 0]
+            lanes.setdefault(domain, {})[method] = {
+                "absolute": absolute, "specificity": view["intervals"], "control_lane": base.get("intervals", []),
+                "generic_overlap": len(abs_layers & base_layers) / len(union) if union else None,
+                "specific_layers": specific, "verdict": "yes" if specific else "no",
+                "view": e.get("view", "absolute" if kmap.get("params", {}).get("contrast") is None else "specificity")}
+    if not lanes:
+        return {"available": False, "missing": ["a control run (domain=control) of saliency, ablation or patching"]}
+    return {"available": True, "control": control,
+            "rule": "specific layer: spec(l) - w(l) > 0 (z-scored domain minus control, its 95 % band above 0)",
+            "lanes": lanes}

@@ -34,7 +34,7 @@ from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.io import save_png, write_json
 from medinterp.maps import curves
 from medinterp.maps.findings import FindingsParams, findings
-from medinterp.maps.specificity import specificity
+from medinterp.maps.specificity import specificity, specificity_summary
 from medinterp.results import Row, read_rows
 from medinterp.validation import is_int, is_number
 
@@ -425,6 +425,8 @@ def build_map(rows: Sequence[tuple[Row, str]], params: MapParams) -> dict[str, A
         for method in params.methods:
             curves_, reason = _channel_curves(index, domain, method, params)
             if reason:
+                if domain == params.control_domain and method not in params.specific_methods:
+                    continue  # the control is run only for the specificity view's methods: not a gap
                 missing.append({"domain": domain, "method": method, "reason": reason})
             else:
                 found[(domain, method)] = curves_
@@ -504,6 +506,7 @@ def synthesize(paths: str | Path | Iterable[str | Path], out_dir: str | Path, pa
             save_png(knowledge_map_figure(kmap), folder / "knowledge_map.png")
         if with_findings:
             found = findings([r for r, _ in rows], map_silhouettes(kmap), findings_params)
+            found["specificity"] = specificity_summary(kmap)
             write_json(folder / "findings.json", found)
             if figures:
                 from medinterp.maps.plot import findings_figure

@@ -14,7 +14,8 @@ import yaml
 
 from medinterp.report import html as h
 from medinterp.report.common import REPORT_NAME, footer, header, load_json, pngs, when, write_page
-from medinterp.report.tables import FINDINGS_HEADERS, findings_rows, map_headers, map_rows
+from medinterp.maps.specificity import specificity_summary
+from medinterp.report.tables import FINDINGS_HEADERS, findings_rows, intervals, map_headers, map_rows
 
 MAP_NOTE = ("Selected layers per method as closed read-out ranges (0 = embeddings, l = output of block l); "
             "the small text is the metric the method contributed. Consensus: layers selected by at least "
@@ -44,6 +45,28 @@ def findings_section(found: Mapping[str, Any], png: Path | None) -> str:
     return body + (h.figure(png) if png else "")
 
 
+SPECIFICITY_NOTE = ("Each lane of saliency, ablation and patching in two views: absolute (the method's own curve) and "
+                    "specificity (z-scored domain curve minus z-scored control curve; docs/validity.md). The map's "
+                    "lanes use the view in the 'map uses' column (map.contrast). Generic overlap: Jaccard index of the "
+                    "absolute lane with the control's lane (1 = the same layers for any text). Specific layers: "
+                    "read-outs whose specificity band lies above 0.")
+
+
+def specificity_section(kmap: Mapping[str, Any]) -> str:
+    """The specificity view of every lane that has one (empty when the map had no control run)."""
+    summary = specificity_summary(kmap)
+    if not summary["available"]:
+        return ""
+    rows = [[f"<b>{h.text(d)}</b>", h.text(m), h.text(e["view"]), h.text(intervals(e["absolute"])),
+             h.text(intervals(e["specificity"])), h.text(intervals(e["control_lane"])),
+             "—" if e["generic_overlap"] is None else f"{e['generic_overlap']:.2f}",
+             h.text(", ".join(map(str, e["specific_layers"])) or "none"), h.text(e["verdict"])]
+            for d, es in summary["lanes"].items() for m, e in es.items()]
+    return h.table(["domain", "method", "map uses", "absolute lane", "specificity lane",
+                    f"{summary['control']} lane", "generic overlap", "specific layers", "domain-specific"],
+                   rows, note=SPECIFICITY_NOTE)
+
+
 def _sources(kmap: Mapping[str, Any]) -> str:
     rows = [[h.text(d), h.text(m), h.text(e["source"])] for d, es in kmap["domains"].items()
             for m, e in es.items() if isinstance(e, Mapping) and e.get("source")]
@@ -61,6 +84,9 @@ def map_page(model_dir: Path) -> str:
              "read-outs": f"0–{kmap.get('n_layers', '?')}", "domains": ", ".join(kmap["domains"]) or "none",
              "methods": ", ".join(params.get("methods", [])) or "—"}
     sections = [h.Section("map", "Knowledge map", map_section(kmap, figures.pop("knowledge_map.png", None)))]
+    spec = specificity_section(kmap)
+    if spec:
+        sections.append(h.Section("specificity", "Specificity view (domain vs control)", spec))
     if found is not None:
         sections.append(h.Section("findings", "Findings", findings_section(found, figures.pop("findings.png", None))))
     if figures:

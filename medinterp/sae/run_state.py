@@ -17,7 +17,8 @@ class SAERun:
     """cfg: conf/sae.yaml resolved (plain containers); out_dir: the run folder; handle: the loaded language model;
     layer: the read-out layer; train / eval: the activation stores (eval: held-out contexts, rows in context order,
     ``eval.array("index")`` their (context, position)); eval_contexts: those held-out contexts' token ids and mask;
-    scale: the factor applied to raw activations before the SAE (x_hat / scale is raw again); sae: the trained or
+    scale: the factor applied to raw activations before the SAE (x_hat / scale is raw again); norm_limit: the
+    raw norm above which a token is an outlier (outliers.py; the stores are the kept rows); sae: the trained or
     loaded SAE; metrics: metrics.json; latents: latents.csv rows; catalogue: catalogue.csv rows; prompts: per catalogued domain (prompt texts,
     {labeling: label per prompt}) for steering."""
 
@@ -29,6 +30,7 @@ class SAERun:
     eval: ActivationStore | None = None
     eval_contexts: Packed | None = None
     scale: float = 1.0
+    norm_limit: float = float("inf")
     sae: SparseAutoencoder | None = None
     metrics: dict = field(default_factory=dict)
     latents: list[dict] = field(default_factory=list)

@@ -26,7 +26,8 @@ from medinterp.validity.lanes import Lane
 from medinterp.validity.score import validity
 
 Scores = Mapping[str, np.ndarray]  # probe name -> (n_items,) per-item score (1/0, NaN: broken)
-Evaluate = Callable[[Sequence[str] | None], Scores]  # the named probes' scores (None: every probe)
+Evaluate = Callable[[Sequence[str] | None, Sequence[int]], Scores]  # the named probes' scores (None: every probe)
+# under an intervention at the given blocks (an evaluator may skip recomputing the blocks below them)
 Intervene = Callable[[tuple[int, ...]], AbstractContextManager]
 
 
@@ -57,7 +58,7 @@ def run_set(blocks: tuple[int, ...], intact: Scores, evaluate: Evaluate, interve
     if memo is not None and (key in memo or (blocks, None) in memo):
         return memo.get(key) or memo[(blocks, None)]
     with intervene(blocks):
-        scores = evaluate(names)
+        scores = evaluate(names, blocks)
     out = SetResult(blocks)
     for probe, values in scores.items():
         out.scores[probe] = np.asarray(values, dtype=float)

@@ -4,7 +4,7 @@ The intervention the validity loop compares across block sets must cost the same
 :class:`LoraBudget` (rank, steps, learning rate, batch) on every ``nn.Linear`` inside the chosen blocks, so
 two sets of N blocks of one model train the same number of parameters for the same number of steps
 (``LoraReport.n_params`` records it). Loss: the mean cross-entropy of the answer tokens given the prompt
-(teacher forcing), AdamW, a fixed seed, the model in eval mode (no dropout). Inside :func:`lora` the model carries the trained adapters; on exit
+(teacher forcing; :func:`answer_loss`), AdamW, a fixed seed, the model in eval mode (no dropout). Inside :func:`lora` the model carries the trained adapters; on exit
 they are removed (``PeftModel.unload``) and every parameter's ``requires_grad`` and the train/eval mode are
 restored, so the next intervention sees the intact model.
 """
@@ -15,23 +15,30 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medinterp.errors import MedinterpError
+from medinterp.capture.tokens import position_ids
+from medinterp.errors import MedinterpError, unknown_choice
+from medinterp.hooks import output_tensor
+from medinterp.methods.patching_engine import answer_logits
 from medinterp.models import ModelHandle
 from medinterp.validation import is_int, is_number
 from medinterp.validity.draws import check_blocks
 
 log = logging.getLogger(__name__)
+OBJECTIVES = ("choice", "tokens")
 
 
 @dataclass(frozen=True)
 class LoraBudget:
     """What every LoRA intervention gets: adapter ``rank`` (and ``alpha`` scaling), ``steps`` of AdamW at ``lr``
-    on batches of ``batch_size`` training items, ``seed`` for the adapters' initialisation and the batches."""
+    on batches of ``batch_size`` training items, ``seed`` for the adapters' initialisation and the batches, and the
+    ``objective``: ``choice`` (cross-entropy over the probe's choices at the question's last token: the task the
+    probe scores) or ``tokens`` (the answer word's tokens over the whole vocabulary: plain fine-tuning)."""
 
     rank: int = 4
     alpha: float = 8.0
@@ -39,6 +46,7 @@ class LoraBudget:
     lr: float = 1e-3
     batch_size: int = 8
     seed: int = 0
+    objective: str = "choice"
 
     def __post_init__(self) -> None:
         for name in ("rank", "steps", "batch_size"):
@@ -49,6 +57,8 @@ class LoraBudget:
             value = getattr(self, name)
             if not is_number(value) or value <= 0:
                 raise MedinterpError(f"lora budget: {name} must be a number > 0; got {value!r}")
+        if self.objective not in OBJECTIVES:
+            raise unknown_choice("lora.objective", self.objective, OBJECTIVES)
 
 
 @dataclass
@@ -72,8 +82,38 @@ def linear_names(handle: ModelHandle, blocks: Sequence[int]) -> list[str]:
     return [name for name, m in handle.model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside]
 
 
+def _shuffled_left_padded(rows: Sequence[tuple[list[int], Any]], pad: int, budget: LoraBudget, targets):
+    """Endless (input_ids, attention_mask, targets) batches of ``rows`` ((token ids, target) pairs), reshuffled each
+    epoch with ``budget.seed``, LEFT padded with ``pad``; ``targets(chunk)`` builds the batch's targets."""
+    gen = torch.Generator().manual_seed(budget.seed)
+    while True:
+        for idx in torch.randperm(len(rows), generator=gen).split(budget.batch_size):
+            chunk = [rows[i] for i in idx.tolist()]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), pad)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (x, _) in enumerate(chunk):
+                ids[r, width - len(x):], mask[r, width - len(x):] = torch.tensor(x), 1
+            yield ids, mask, targets(chunk)
+
+
+def _pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
+def _answer_targets(chunk) -> torch.Tensor:
+    """(B, K): each row's last K = longest answer tokens, -100 where a shorter answer or the prompt is."""
+    k = max(n for _, n in chunk)
+    targets = torch.full((len(chunk), k), -100)
+    for r, (x, n) in enumerate(chunk):
+        targets[r, k - n:] = torch.tensor(x[len(x) - n:])
+    return targets
+
+
 def _batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: LoraBudget):
-    """Endless (input_ids, attention_mask, labels) batches: prompt + answer, loss on the answer tokens only."""
+    """Endless (input_ids, attention_mask, targets) batches of prompt + answer, LEFT padded so every row's answer
+    ends at the last position; ``targets`` (B, K) are the last K = longest answer tokens (-100 where a shorter
+    answer or the prompt is), predicted by the logits at positions −K−1..−2."""
     tok = handle.tokenizer
     rows = []
     for prompt, answer in examples:
@@ -81,29 +121,61 @@ def _batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], budget: L
         a = tok(answer, add_special_tokens=False)["input_ids"]
         if not a:
             raise MedinterpError(f"lora: the answer {answer!r} of prompt {prompt!r} has no tokens")
-        rows.append((p + a, [-100] * len(p) + a))
-    gen = torch.Generator().manual_seed(budget.seed)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    while True:
-        for idx in torch.randperm(len(rows), generator=gen).split(budget.batch_size):
-            chunk = [rows[i] for i in idx.tolist()]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad)
-            labels = torch.full((len(chunk), width), -100)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (x, y) in enumerate(chunk):  # right padding: positions start at 0 for every row
-                ids[r, :len(x)], labels[r, :len(y)], mask[r, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-            yield ids, mask, labels
+        rows.append((p + a, len(a)))
+    return _shuffled_left_padded(rows, _pad_id(tok), budget, _answer_targets)
+
+
+def _choice_batches(handle: ModelHandle, examples: Sequence[tuple[str, str]], choice_ids: Sequence[int],
+                    budget: LoraBudget):
+    """Endless (input_ids, attention_mask, targets) batches of the questions alone, LEFT padded; ``targets`` (B,)
+    the index in ``choice_ids`` of each answer word's first token."""
+    tok, rows = handle.tokenizer, []
+    for prompt, answer in examples:
+        first = tok(answer, add_special_tokens=False)["input_ids"][:1]
+        if not first or first[0] not in choice_ids:
+            raise MedinterpError(f"lora: the answer {answer!r} of prompt {prompt!r} is not one of the probe's choices")
+        rows.append((tok(prompt)["input_ids"], list(choice_ids).index(first[0])))
+    return _shuffled_left_padded(rows, _pad_id(tok), budget, lambda chunk: torch.tensor([t for _, t in chunk]))
+
+
+def choice_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
+                choice_ids: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the right choice among ``choice_ids`` (K,) from the logits at the question's last token:
+    exactly what the probe scores (:func:`medinterp.validity.probe.choice_logits`), differentiable."""
+    out = handle.parts.backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
+    hidden = output_tensor(out.last_hidden_state)[:, -1]  # (B, D)
+    logits = answer_logits(handle, hidden, choice_ids.expand(len(hidden), -1))  # (B, K)
+    return nn.functional.cross_entropy(logits, targets)
+
+
+def answer_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens given the prompt (teacher forcing): the backbone's final normed
+    hidden states at the K positions before the last (position −K−1+i predicts answer token i), one (B·K, D) ×
+    (D, V) product through the LM head, the model's logit soft-cap, then cross-entropy over the whole vocabulary.
+    The same loss as ``labels=`` on the whole sequence, without the prompt's (B, T, V) logits (and without the
+    batched product a sliced 3-D input sends ``nn.Linear`` to, 4x slower on a CPU). Position ids follow the real
+    tokens (left padding)."""
+    k = targets.shape[1]
+    out = handle.parts.backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
+    hidden = output_tensor(out.last_hidden_state)[:, -k - 1:-1]  # (B, K, D)
+    logits = handle.parts.lm_head(hidden.reshape(-1, hidden.shape[-1])).float()  # (B·K, V)
+    cap = handle.parts.logit_softcap
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return nn.functional.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
 
 @contextmanager
 def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[str, str]],
-         budget: LoraBudget = LoraBudget()) -> Iterator[LoraReport]:
+         budget: LoraBudget = LoraBudget(), choice_ids: Sequence[int] | None = None) -> Iterator[LoraReport]:
     """Train LoRA adapters on every Linear of ``blocks`` for ``budget.steps`` steps on ``examples``
-    ((prompt, answer) pairs); inside the ``with`` block the model carries them; on exit they are removed."""
+    ((prompt, answer) pairs; ``choice_ids``: the probe's choices, needed by the ``choice`` objective); inside the
+    ``with`` block the model carries them; on exit they are removed."""
     from peft import LoraConfig, get_peft_model
 
     chosen = check_blocks(blocks, handle.n_layers)
+    if budget.objective == "choice" and not choice_ids:
+        raise MedinterpError("lora: objective 'choice' needs the probe's choice_ids")
     if not examples:
         raise MedinterpError("lora: no training examples (the probe's training split is empty)")
     model = handle.model
@@ -121,11 +193,16 @@ def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[st
         report.n_params = sum(p.numel() for p in params)
         opt = torch.optim.AdamW(params, lr=budget.lr)
         model.eval()  # no dropout: a run is a function of the budget's seed
-        batches = _batches(handle, examples, budget)
+        if budget.objective == "choice":
+            choices = torch.tensor(list(choice_ids), device=handle.device)
+            batches = _choice_batches(handle, examples, choice_ids, budget)
+        else:
+            batches = _batches(handle, examples, budget)
         start = time.perf_counter()
         for _ in tqdm(range(budget.steps), desc=f"lora on blocks {list(chosen)}", unit="step", leave=False):
-            ids, mask, labels = (t.to(handle.device) for t in next(batches))
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            ids, mask, targets = (t.to(handle.device) for t in next(batches))
+            loss = (choice_loss(handle, ids, mask, targets, choices) if budget.objective == "choice"
+                    else answer_loss(handle, ids, mask, targets))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

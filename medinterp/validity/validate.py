@@ -35,7 +35,7 @@ from medinterp.validity.interventions import class_mean_direction, identity, mea
 from medinterp.validity.lanes import map_lanes
 from medinterp.validity.lora import LoraBudget, lora
 from medinterp.validity.loop import lane_validity
-from medinterp.validity.probe import Probe, accuracy, build_probe, probe_spec, probe_specs, score
+from medinterp.validity.probe import Probe, accuracy, block_outputs, build_probe, probe_spec, probe_specs, score
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,12 @@ def validate(handle: ModelHandle, kmap: Mapping[str, Any], domain: str, interven
         probes[d] = build_probe(probe_spec(d), load_prompt_set(d), handle.tokenizer, settings.max_items,
                                 seed=settings.seed)
 
-    def evaluate(names: Sequence[str] | None) -> dict[str, np.ndarray]:
-        return {n: score(handle, probes[n], settings.batch_size) for n in (names or probes)}
+    prefixes = {d: block_outputs(handle, p, settings.batch_size) for d, p in probes.items()}
+
+    def evaluate(names: Sequence[str] | None, blocks: Sequence[int] = ()) -> dict[str, np.ndarray]:
+        """The probes' scores; blocks below the first intervened one are replayed from the intact model."""
+        start = min(blocks, default=0)
+        return {n: score(handle, probes[n], settings.batch_size, start, prefixes[n]) for n in (names or probes)}
 
     intact_scores = evaluate(None)
     result: dict[str, Any] = {
@@ -147,7 +151,7 @@ def validate(handle: ModelHandle, kmap: Mapping[str, Any], domain: str, interven
 
         @contextmanager
         def trained(blocks):
-            with lora(handle, blocks, probes[domain].train, settings.lora) as report:
+            with lora(handle, blocks, probes[domain].train, settings.lora, probes[domain].choice_ids) as report:
                 training.append({"blocks": list(report.blocks), "n_params": report.n_params, "steps": len(report.losses),
                                  "first_loss": report.losses[0], "last_loss": report.losses[-1],
                                  "tokens": report.tokens, "tokens_per_s": report.tokens_per_s})

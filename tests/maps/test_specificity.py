@@ -68,3 +68,36 @@ def test_a_lane_without_a_control_run_is_listed_as_missing_under_contrast():
     with pytest.raises(MedinterpError, match=r"unknown map.contrast 'baseline'; valid: control, null"):
         MapParams(contrast="baseline")
     assert math.isfinite(kmap["domains"]["drugs"]["saliency"]["curve"][2])
+
+
+def test_the_control_is_not_a_gap_for_methods_without_a_specificity_view():
+    """make map runs the control for saliency, ablation and patching only: its missing umap is no gap."""
+    umap = [(Row("m", "drugs", "mechanism", "umap", "silhouette_umap", layer, 0.1 * layer, 0.1 * layer - 0.05,
+                 0.1 * layer + 0.05, 8), "u.csv") for layer in range(12)]
+    rows = _rows("drugs", DRUGS) + _rows("control", GENERIC) + umap
+    kmap = build_map(rows, MapParams(methods=("umap", "saliency"), domains=("drugs",), sigma=0.0))
+    assert kmap["missing"] == []
+    assert set(kmap["domains"]["control"]) - {"consensus"} == {"saliency"}
+    # a method with a specificity view that the control lacks is still a gap of the control
+    kmap = build_map(rows, MapParams(methods=("umap", "saliency"), domains=("drugs",), sigma=0.0,
+                                     specific_methods=("umap", "saliency")))
+    assert {"domain": "control", "method": "umap", "reason": "no rows"} in kmap["missing"]
+
+
+def test_the_summary_names_generic_lanes_and_the_layers_beyond_the_control():
+    from medinterp.maps.specificity import specificity_summary
+    from medinterp.report.knowledge_map import specificity_section
+
+    params = dict(methods=("saliency",), domains=("drugs",), sigma=0.0, percentile=75.0)
+    kmap = build_map(_rows("drugs", DRUGS, half=0.05) + _rows("control", GENERIC, half=0.05), MapParams(**params))
+    lane = specificity_summary(kmap)["lanes"]["drugs"]["saliency"]
+    control_lane = kmap["domains"]["control"]["saliency"]["intervals"]
+    assert lane["absolute"] == [[1, 3]] and lane["specificity"] == [[8, 9]] and lane["control_lane"] == control_lane
+    assert lane["generic_overlap"] == 1.0 and control_lane == [[1, 3]]  # the absolute lane is the control's
+    assert lane["specific_layers"] == [8, 9] and lane["verdict"] == "yes" and lane["view"] == "absolute"
+    # wide bands: no layer's band clears 0, so no layer is specific beyond the CI
+    wide = build_map(_rows("drugs", DRUGS, half=5.0) + _rows("control", GENERIC, half=5.0), MapParams(**params))
+    assert specificity_summary(wide)["lanes"]["drugs"]["saliency"]["verdict"] == "no"
+    assert "<td>8, 9</td>" in specificity_section(kmap)
+    assert specificity_summary(build_map(_rows("drugs", DRUGS), MapParams(**params)))["available"] is False
+    assert specificity_section(build_map(_rows("drugs", DRUGS), MapParams(**params))) == ""

@@ -44,6 +44,7 @@ def rows(path: Path) -> list[dict]:
 def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(tmp_path):
     from medinterp.sae import evaluate_sae, load_sae
     from medinterp.sae.activations import ActivationStore
+    from medinterp.sae.outliers import KeptRows
 
     out = run_sae([], tmp_path / "run", tmp_path / "cache")
     m = json.loads((out / "metrics.json").read_text())
@@ -56,9 +57,12 @@ def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(tmp_pa
     assert corpus["sources"] == ["icd10cm", "hpo", "prompts"] and len(corpus["corpus_sha256"]) == 64
     assert corpus["provenance"]["hpo"]["release"].startswith("hp/releases/")
     assert corpus["train_tokens"] >= 1024 and corpus["eval_tokens"] >= 256
-    store = ActivationStore(corpus["activation_cache"]["eval"])
+    limit = corpus["outliers"]["norm_limit"]  # the stores without norm outliers (medinterp/sae/outliers.py)
+    store = KeptRows(ActivationStore(corpus["activation_cache"]["eval"]), 2, limit)
+    train = KeptRows(ActivationStore(corpus["activation_cache"]["train"]), 2, limit)
     assert m["n_eval_tokens"] == store.n_tokens == corpus["eval_tokens"]
-    assert m["scale"] == corpus["scale"] == ActivationStore(corpus["activation_cache"]["train"]).scale(2) != 1.0
+    assert (m["n_outliers"], m["n_outliers_train"]) == (store.n_outliers, train.n_outliers)
+    assert m["scale"] == corpus["scale"] == train.scale(2) != 1.0
     for layout in ("saelens", "dictionary_learning"):
         sae, _, _ = load_sae(out / "sae" / layout, d=64)
         again = evaluate_sae(sae, store.batches(2, 100, m["scale"]), progress=False)
@@ -196,9 +200,15 @@ def test_interpretation_and_steering_fill_the_tables_and_metrics(tmp_path):
     (["sae.pretrained={tmp}/neither"], "neither|no SAE"),
     (["sae.pretrained={tmp}/wide"], "width 32, but the model's residual stream has width 64"),
     (["sae.steps=5"], "must exceed sae.train.threshold_start_step"),
+    (["sae.max_norm_ratio=1"], r"sae.max_norm_ratio must be a number > 1 .* got 1$"),
     (["sae.interpret=true", "sae.interpretation.window=5"],
      r"sae.interpretation.window must divide sae.ctx_len \(32\)"),
     (["sae.steer=true", "sae.steering.alphas=[]"], "steering: alphas must be a non-empty list of finite numbers"),
+    (["sae.tokens=image"], r"sae.tokens=image needs image prompts: sae.images=\[<an image prompt set>\]"),
+    (["sae.tokens=pixels"], "sae.tokens must be one of image, text, all; got 'pixels'"),
+    (["sae.images=[disease]"], "prompt set 'disease' is an text prompt set; sae.images"),
+    (["sae.images=[synthetic_xray]", "sae.image_templates=[nope]"], "template for domain 'synthetic_xray'"),
+    (["sae.images=[synthetic_xray]"], "sae.images holds images, but model 'tiny_gemma3' is a text-only model"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing_complete(tmp_path, override, message):
     from medinterp.sae import SAEConfig, SparseAutoencoder, save_sae
@@ -220,3 +230,50 @@ def test_the_cli_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: sae.corpus: file not found: {tmp_path}/none.jsonl"
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tokens", ["all", "image"])
+def test_a_tiny_vlm_run_on_image_prompts_labels_each_latent_s_token_type(tmp_path, tokens):
+    """model=tiny_llava sae.images=[synthetic_xray]: the caches hold the image prompts' tokens with their types,
+    and latents.csv's token columns equal a recomputation from the saved SAE on the held-out cache."""
+    from medinterp.sae import load_sae
+    from medinterp.sae.activations import IMAGE, ActivationStore
+    from medinterp.sae.catalogue import token_type_columns
+
+    vlm = [o for o in QUICK if not o.startswith("model=")] + ["model=tiny_llava",
+                                                                  "sae.catalogue.domains=[dosage,synthetic_xray]"]
+    cfg = compose_map([*vlm, f"cache_dir={tmp_path / 'cache'}", "sae.images=[synthetic_xray]",
+                       "sae.image_templates=1", f"sae.tokens={tokens}"], config_name="sae")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    out = runner("sae").run_sae(cfg, tmp_path / "run")
+    m = json.loads((out / "metrics.json").read_text())
+    corpus = json.loads((out / "corpus.json").read_text())
+    assert math.isfinite(m["fvu"]) and m["tokens"] == tokens and m["token_type_threshold"] == 0.9
+    assert corpus["image_prompts"] == {"held_out": 13, "training": 51}  # 64 items, held-out share 256 / 1280
+    store = ActivationStore(corpus["activation_cache"]["eval"])
+    types = store.array("token_types")
+    assert store.meta["rows_per_type"]["image"] == int((types == IMAGE).sum()) >= 13 * 35  # 6 x 6 grid, first dropped
+    assert (types == IMAGE).all() if tokens == "image" else (types != IMAGE).any()
+    assert (corpus["token_types"]["text"] == 0) == (tokens == "image")  # tokens=image: no text row cached
+    sae, _, _ = load_sae(out / "sae" / "saelens")
+    with torch.no_grad():
+        f = sae.encode(store.rows(m["layer"], np.arange(store.n_tokens)) * m["scale"])
+    want = token_type_columns(f, types)
+    latents = rows(out / "latents.csv")
+    assert [r["token_type"] for r in latents] == [w["token_type"] for w in want]
+    np.testing.assert_allclose([float(r["image_share"]) for r in latents], [w["image_share"] for w in want],
+                               rtol=1e-4)
+    assert m["latent_token_types"] == {t: sum(w["token_type"] == t for w in want)
+                                       for t in ("image", "text", "both", "dead")}
+    if tokens == "image":  # only image tokens: every live latent is an image latent
+        assert {r["token_type"] for r in latents} <= {"image", "dead"}
+    by_latent = {r["latent"]: r["token_type"] for r in latents}
+    catalogue = rows(out / "catalogue.csv")
+    assert all(r["token_type"] == by_latent[r["latent"]] for r in catalogue)
+    xray = {(r["labeling"], r["label"]) for r in catalogue if r["domain"] == "synthetic_xray"}
+    assert {"presence", "side", "lobe"} <= {labeling for labeling, _ in xray}  # the image set's labels, ranked
+    domains = {r["domain"] for r in catalogue}
+    assert domains == ({"synthetic_xray"} if tokens == "image" else {"dosage", "synthetic_xray"})
+    assert m.get("catalogue_skipped") == (["dosage"] if tokens == "image" else None)

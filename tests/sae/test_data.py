@@ -172,3 +172,91 @@ def test_the_stream_is_a_function_of_the_batch_index_and_each_epoch_reads_every_
     with pytest.raises(MedinterpError, match="sae.batch_size .64. is larger than the 50 cached"):
         TokenStream(store, 2, batch_size=64)
     assert isinstance(ActivationStore(tmp_path / "c").rows(2, [0]), torch.Tensor)
+
+
+# ------------------------------------------------------------------------------------------ image prompts (VLMs)
+@pytest.fixture(scope="module")
+def tiny_vlm(cache_dir):
+    from medinterp.models import ModelSpec, load_model
+
+    return load_model(ModelSpec(name="tiny_llava", source="tiny", family="llava", n_layers=4), "cpu", cache_dir)
+
+
+def xray_prompts(n=5):
+    from medinterp.prompts import load_prompt_set
+
+    prompt_set = load_prompt_set("synthetic_xray")
+    return prompt_set.prompts(prompt_set.templates[0].id)[:n] + prompt_set.prompts(prompt_set.templates[-1].id)[:2]
+
+
+def test_image_prompt_rows_are_the_multimodal_capture_at_their_typed_tokens(tiny_vlm, tmp_path, monkeypatch):
+    from medinterp.capture.images import capture_image_batch, encode_images, type_masks
+    from medinterp.capture.residual import capture_batch
+
+    ids, mask = contexts(tiny_vlm, n=3)
+    prompts = xray_prompts()
+    store = cache_activations(tiny_vlm, ids, mask, [0, 2], tmp_path / "all", batch_contexts=2, shard_tokens=50,
+                              progress=False, images=prompts, tokens="all")
+    batch = encode_images(tiny_vlm, prompts)  # all 7 prompts at once (the cache: 2 at a time)
+    masks = type_masks(batch.inputs["input_ids"], batch.token_types, tiny_vlm.tokenizer.all_special_ids)
+    first = batch.inputs["attention_mask"].argmax(-1)
+    sel = masks["all"].clone()
+    sel[torch.arange(7), first] = False
+    grid = tiny_vlm.parts.vision.grid.n_tokens
+    image_first = int((batch.token_types[torch.arange(7), first] == 1).sum())  # prompts opening on the image
+    keep = token_mask(mask)
+    n_text = int(keep.sum())
+    assert store.meta["rows_per_type"] == {"text": n_text + int((sel & masks["text"]).sum()),
+                                           "image": 7 * grid - image_first}
+    text_ref = capture_batch(tiny_vlm, act.token_batch(ids, mask), [0, 2], None)
+    image_ref = capture_image_batch(tiny_vlm, batch, [0, 2], None)  # (7, T, d): read-out 0 = input of block 0
+    for i, layer in enumerate([0, 2]):
+        want = torch.cat([text_ref[i][keep], image_ref[i][sel]])
+        torch.testing.assert_close(store.rows(layer, np.arange(store.n_tokens)), want, atol=1e-5, rtol=1e-5)
+    types = store.array("token_types")
+    assert (types[:n_text] == act.TEXT).all() and types[n_text:].tolist() == batch.token_types[sel].tolist()
+    index = store.array("index")
+    assert index[n_text:].tolist() == [[3 + b, t] for b, t in sel.nonzero().tolist()]  # prompt i = context 3 + i
+    image_id = tiny_vlm.model.config.image_token_id
+    assert (store.array("token_ids")[types == act.IMAGE] == image_id).all()
+    assert not np.isin(store.array("token_ids")[n_text:][types[n_text:] == act.TEXT],
+                       tiny_vlm.tokenizer.all_special_ids).any()
+
+    monkeypatch.setattr(act, "capture_batch", lambda *a, **k: pytest.fail("tokens=image captured the text contexts"))
+    only = cache_activations(tiny_vlm, ids, mask, [2], tmp_path / "image", batch_contexts=3, progress=False,
+                             images=prompts, tokens="image")
+    assert (only.array("token_types") == act.IMAGE).all() and only.n_tokens == 7 * grid - image_first
+    all_rows = store.rows(2, np.nonzero(types == act.IMAGE)[0])
+    torch.testing.assert_close(only.rows(2, np.arange(only.n_tokens)), all_rows, atol=1e-5, rtol=1e-5)
+    assert only.meta["tokens"] == "image" and only.meta["n_image_prompts"] == 7
+
+
+def test_image_tokens_need_image_prompts_on_a_vision_language_model(tiny, tiny_vlm, tmp_path):
+    ids, mask = contexts(tiny, n=2)
+    with pytest.raises(MedinterpError, match=r"^sae.tokens=image needs image prompts: sae.images=\[") as err:
+        cache_activations(tiny_vlm, ids, mask, [1], tmp_path / "a", progress=False, tokens="image")
+    assert "\n" not in str(err.value)
+    with pytest.raises(MedinterpError, match="sae.images holds images, but model 'tiny_gemma3' is a text-only model"):
+        cache_activations(tiny, ids, mask, [1], tmp_path / "b", progress=False, images=xray_prompts(1))
+    with pytest.raises(MedinterpError, match="tokens"):
+        cache_activations(tiny, ids, mask, [1], tmp_path / "c", progress=False, tokens="pixels")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("tokens", ["all", "image"])
+def test_image_prompt_codes_are_the_max_of_the_cached_rows_per_prompt(tiny_vlm, tmp_path, tokens):
+    from medinterp.sae import SAEConfig, SparseAutoencoder
+    from medinterp.sae.prompt_codes import image_prompt_codes
+
+    ids, mask = contexts(tiny_vlm, n=1)
+    prompts = xray_prompts()
+    store = cache_activations(tiny_vlm, ids[:0], mask[:0], [2], tmp_path / "c", progress=False, images=prompts,
+                              tokens=tokens)
+    sae = SparseAutoencoder(SAEConfig(tiny_vlm.d_model, 96, 6, "topk"), seed=1)
+    codes = image_prompt_codes(tiny_vlm, sae, prompts, 2, scale=1.5, tokens=tokens, batch_size=3, progress=False)
+    with torch.no_grad():
+        f = sae.encode(store.rows(2, np.arange(store.n_tokens)) * 1.5).numpy()
+    prompt_of = store.array("index")[:, 0]
+    want = np.stack([f[prompt_of == i].max(0) for i in range(len(prompts))])
+    assert (want > 0).any()
+    np.testing.assert_allclose(codes, want, rtol=1e-5, atol=1e-6)

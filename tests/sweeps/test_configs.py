@@ -12,7 +12,7 @@ from helpers import ROOT, runner
 from medinterp.prompts import load_prompt_set
 
 SWEEPS = ROOT / "sweeps"
-RUNNER_CONFIG = {"runners/map.py": "map", "runners/synthesize.py": "synthesize"}
+RUNNER_CONFIG = {"runners/map.py": "map", "runners/synthesize.py": "synthesize", "runners/sae.py": "sae"}
 DOMAINS = ("age", "symptoms", "disease", "progression", "drugs", "dosage")
 
 
@@ -47,6 +47,23 @@ def test_hydra_sweep_files_compose_with_their_runner(name, runner, jobs):
 def test_umap_sweep_selects_the_umap_method():
     cfg = composed("map", ["+sweep=umap_params", "method.n_neighbors=30"])
     assert cfg.hydra.runtime.choices.method == "umap" and cfg.method.n_neighbors == 30
+
+
+def test_sae_sweep_expands_to_expansion_k_lr_jobs_that_build_their_sae():
+    """sweeps/sweep/sae_params.yaml: 3 x 3 x 3 jobs; each job's overrides reach the SAE and its TrainConfig."""
+    from medinterp.sae import SAEConfig, TrainConfig
+
+    cfg = composed("sae", ["+sweep=sae_params"])
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert set(params) == {"sae.expansion", "sae.k", "sae.train.lr"} and n_jobs(params) == 27
+    jobs = list(itertools.product(*[[f"{k}={v}" for v in str(vs).split(",")] for k, vs in params.items()]))
+    for job in (jobs[0], jobs[-1]):
+        one = composed("sae", ["+sweep=sae_params", *job])
+        m = one.sae.expansion * 640  # Gemma-3-270M's d_model
+        SAEConfig(640, m, one.sae.k, one.sae.activation)  # k <= m: a valid SAE
+        assert TrainConfig(**one.sae.train).lr_for(m) == float(job[2].split("=")[1])
+    assert [j[0] for j in (jobs[0], jobs[-1])] == ["sae.expansion=4", "sae.expansion=16"]
 
 
 def test_robustness_template_ids_are_the_prompt_sets_in_file_order():
@@ -98,7 +115,7 @@ def test_robustness_center_factor_sets_the_umap_methods_centring_and_leaves_patc
     assert composed("map", ["+experiment=robustness", "robustness.center=none"]).method.center == "template"
 
 
-@pytest.mark.parametrize("name", ["map_grid", "umap_bayes"])
+@pytest.mark.parametrize("name", ["map_grid", "umap_bayes", "sae_grid"])
 def test_wandb_sweeps_hand_hydra_key_value_arguments(name):
     """What `wandb agent` runs (its own argument builder) composes with the program's Hydra config."""
     utils = pytest.importorskip("wandb.sdk.launch.sweeps.utils")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from helpers import without_block
+from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_hooks, record
 from medinterp.validity.interventions import class_mean_direction, identity, mean_update, mean_updates, steer
 from medinterp.validity.lora import LoraBudget, lora
@@ -95,7 +96,7 @@ def test_lora_on_chosen_blocks_learns_and_leaves_the_model_intact(tiny_handles):
         return float(out.mean())
 
     before = logp_yes()
-    with lora(handle, [1, 2], examples, LoraBudget(rank=2, steps=15, lr=5e-2, batch_size=4)) as report:
+    with lora(handle, [1, 2], examples, LoraBudget(rank=2, steps=15, lr=5e-2, batch_size=4, objective="tokens")) as report:
         after = logp_yes()
         adapted = _logits(handle)
     assert report.blocks == (1, 2) and len(report.losses) == 15 and report.tokens > 0
@@ -108,3 +109,93 @@ def test_lora_on_chosen_blocks_learns_and_leaves_the_model_intact(tiny_handles):
     torch.testing.assert_close(_logits(handle), intact, rtol=0, atol=0)  # adapters removed
     assert [p.requires_grad for p in model.parameters()] == flags
     assert not any("lora" in name for name, _ in model.named_modules())
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_replaying_the_blocks_below_an_intervention_equals_the_full_forward(tiny_handles, family):
+    from medinterp.prompts import load_prompt_set
+    from medinterp.validity.probe import block_outputs, build_probe, choice_logits, probe_spec
+
+    handle = tiny_handles[family]
+    probe = build_probe(probe_spec("drugs"), load_prompt_set("drugs"), handle.tokenizer, 12)
+    prefix = block_outputs(handle, probe, batch_size=5)  # 3 batches, the last one short
+    x_in, x_out = _block_io(handle, 2)
+    v = class_mean_direction(x_out[0], x_out[1])
+    for name, intervention in [("steer", lambda: steer(handle.parts, {2: v, 3: v}, 2.0)),
+                               ("identity", lambda: identity(handle.parts, (2, 3)))]:
+        with intervention():
+            full = choice_logits(handle, probe, 5)
+            replayed = choice_logits(handle, probe, 5, start_block=2, prefix=prefix)
+            wrong = choice_logits(handle, probe, 5, start_block=3, prefix=prefix)  # replays block 2's intact output
+        torch.testing.assert_close(replayed, full, rtol=0, atol=0, msg=name)
+        if name == "identity":  # (a steering hook still fires on a replayed block's output)
+            assert (wrong - full).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="needs the prefix"):
+        choice_logits(handle, probe, 5, start_block=1)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_the_answer_loss_equals_the_whole_sequence_loss_of_transformers(tiny_handles, family):
+    """Left padding and logits at the last K + 1 positions give the loss of ``labels=`` on right-padded rows."""
+    from medinterp.validity.lora import LoraBudget, _batches, answer_loss
+
+    handle = tiny_handles[family]
+    examples = [("The patient was given aspirin for", " pain relief today"), ("Dose: two", " tablets"),
+                ("A child of six presented with a fever and", " a rash")]
+    ids, mask, targets = next(_batches(handle, examples, LoraBudget(batch_size=3, seed=1)))
+    assert (mask[:, -1] == 1).all() and (targets != -100).sum() == sum(
+        len(handle.tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in examples)
+    rows, labels = [], []
+    for r in range(3):  # the same rows, right padded, with labels on the answer tokens only
+        real = ids[r][mask[r] == 1]
+        n = int((targets[r] != -100).sum())
+        rows.append(real)
+        labels.append(torch.cat([torch.full((len(real) - n,), -100), real[len(real) - n:]]))
+    width = max(len(x) for x in rows)
+    right = torch.stack([torch.nn.functional.pad(x, (0, width - len(x)), value=0) for x in rows])
+    right_mask = torch.stack([torch.nn.functional.pad(torch.ones_like(x), (0, width - len(x))) for x in rows])
+    right_labels = torch.stack([torch.nn.functional.pad(y, (0, width - len(y)), value=-100) for y in labels])
+    with torch.inference_mode():
+        reference = handle.model(input_ids=right, attention_mask=right_mask, labels=right_labels).loss
+        mine = answer_loss(handle, ids, mask, targets)
+    torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():  # a target shifted by one position is a different loss
+        assert abs(float(answer_loss(handle, ids, mask, targets.roll(1, dims=1))) - float(reference)) > 1e-3
+
+
+def test_the_choice_objective_learns_the_probed_task_and_equals_a_hand_cross_entropy(tiny_handles):
+    from medinterp.validity.lora import LoraBudget, _choice_batches, choice_loss
+
+    handle = tiny_handles["llama"]
+    tok = handle.tokenizer
+    yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in (" yes", " no"))
+    words = {"apple": " yes", "bread": " yes", "rice": " yes", "soup": " yes",
+             "stone": " no", "glass": " no", "iron": " no", "sand": " no"}
+    examples = [(f"Can you eat {w}? The answer is", a) for w, a in words.items()]
+    choices = torch.tensor([yes, no])
+    ids, mask, targets = next(_choice_batches(handle, examples, [yes, no], LoraBudget(batch_size=8)))
+    with torch.inference_mode():  # reference: the model's own last-token logits, restricted to the two choices
+        rows = [tok(p, return_tensors="pt") for p, _ in examples]
+        last = torch.stack([handle.model(**r).logits[0, -1, choices] for r in rows])
+        want = torch.tensor([0 if a == " yes" else 1 for _, a in examples])
+        reference = torch.nn.functional.cross_entropy(last.float(), want)
+        mine = choice_loss(handle, ids, mask, targets, choices)  # one batch of all 8: the mean is order-free
+    assert sorted(targets.tolist()) == sorted(want.tolist())
+    torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
+
+    def accuracy():
+        with torch.inference_mode():
+            return float(((torch.stack([handle.model(**r).logits[0, -1, choices] for r in rows]).argmax(1)
+                           == want).float().mean()))
+
+    before = accuracy()
+    with lora(handle, [1, 2], examples, LoraBudget(rank=4, steps=40, lr=1e-2, batch_size=8), [yes, no]) as report:
+        trained = accuracy()
+    assert before <= 0.75 and trained >= 0.875 and report.losses[-1] < 0.5 * report.losses[0]
+    with pytest.raises(MedinterpError, match="objective 'choice' needs the probe's choice_ids"):
+        with lora(handle, [1], examples, LoraBudget()):
+            pass
+    with pytest.raises(MedinterpError, match="not one of the probe's choices"):
+        next(_choice_batches(handle, [("Question", " maybe")], [yes, no], LoraBudget()))
+    with pytest.raises(MedinterpError, match=r"unknown lora.objective 'both'; valid: choice, tokens"):
+        LoraBudget(objective="both")

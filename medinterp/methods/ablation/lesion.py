@@ -47,7 +47,8 @@ class LesionScorer:
     Built from the intact teacher-forced pass (the model's own forward, via :func:`answer_logprobs`),
     during which it records every block's output and the final norm's output ``h``; the intact logits
     at the answer steps are then ``head`` applied to ``h`` (one vocabulary pass), checked against the
-    model's own logits at the last step. For each block the
+    model's own logits at the last step. ``extra`` are an image prompt's other model inputs
+    (:mod:`~medinterp.methods.ablation.generate`). For each block the
     caller holds :func:`~medinterp.hooks.replace_by_identity` and calls :meth:`lesion`; :meth:`results` then gives every lesion's
     per-prompt (kl, dlogp). In the lesioned passes the blocks below the ablated one replay the recorded
     outputs, and, for a plain linear head ``logit = W h + b`` (``head``, from :func:`lesion_head`), only
@@ -71,9 +72,10 @@ class LesionScorer:
 
     def __init__(self, handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  answer_ids: torch.Tensor, answer_mask: torch.Tensor,
-                 head: tuple[torch.Tensor, torch.Tensor | None] | None = None, fast: bool = True) -> None:
+                 head: tuple[torch.Tensor, torch.Tensor | None] | None = None, fast: bool = True,
+                 extra: dict[str, torch.Tensor] | None = None) -> None:
         self.handle, self.answer_ids, self.answer_mask = handle, answer_ids, answer_mask
-        self.fast = fast
+        self.fast, self.extra = fast, extra
         self.args = (input_ids, attention_mask, answer_ids, answer_mask)
         self.pending: list[torch.Tensor | tuple[np.ndarray, np.ndarray]] = []
         parts, n_answer = handle.parts, answer_ids.shape[1]
@@ -83,7 +85,7 @@ class LesionScorer:
         with forward_hooks([*hooks, (parts.final_norm, record(outputs, "norm"))]):
             # the model's own head: at every answer step for the plain path; at the last step only (the guard
             # below) when the fast path computes the intact logits itself
-            own = answer_logprobs(handle, *self.args, last_only=self.head is not None)  # (B, A or 1, V)
+            own = answer_logprobs(handle, *self.args, last_only=self.head is not None, extra=extra)  # (B, A or 1, V)
         self.block_outputs = [outputs[j] for j in range(handle.n_layers)]
         if self.head is None:
             self.logp_clean = own
@@ -100,7 +102,7 @@ class LesionScorer:
                 log.warning("ablation: the LM head of %s is not logits = W h + b (max |Δ log p| = %.2g); "
                             "using the model's own forward for every block", handle.name, error)
                 self.head = None
-                self.logp_clean = answer_logprobs(handle, *self.args)
+                self.logp_clean = answer_logprobs(handle, *self.args, extra=extra)
                 return
             p = logp.exp_()
             self.p_mass = p.sum(-1).double()                                        # Σ_v p_v, (B, A)
@@ -114,10 +116,10 @@ class LesionScorer:
         replayed = self.block_outputs[:block] if self.fast else []
         with skip_with_outputs(self.handle.parts, replayed):
             if self.head is None:
-                self.pending.append(token_metrics(self.logp_clean, answer_logprobs(self.handle, *self.args),
+                self.pending.append(token_metrics(self.logp_clean, answer_logprobs(self.handle, *self.args, extra=self.extra),
                                                   self.answer_ids, self.answer_mask))
             else:
-                self.pending.append(answer_hidden(self.handle, *self.args))  # (B, A, D), after the final norm
+                self.pending.append(answer_hidden(self.handle, *self.args, extra=self.extra))  # (B, A, D), after the final norm
 
     @torch.inference_mode()
     def results(self) -> tuple[np.ndarray, np.ndarray]:

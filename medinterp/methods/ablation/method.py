@@ -15,15 +15,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medinterp.capture.images import encode_images, image_texts, require_vision
 from medinterp.capture.limits import memory_errors, prompt_batches, prompt_names
 from medinterp.errors import MedinterpError
-from medinterp.hooks import replace_by_identity
+from medinterp.hooks import forward_hooks, identity_at, replace_by_identity
 from medinterp.judges import DeterministicJudge, JudgeItem, Verdict
 from medinterp.methods.ablation.generate import decode_answers, greedy_generate
 from medinterp.models.padding import padding_side
 from medinterp.methods.ablation.judging import JudgeCoverage, constant, spearman, unsent_note
 from medinterp.methods.ablation.lesion import LesionScorer, lesion_head
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
+from medinterp.methods.tokens import MODALITIES as TOKEN_MODALITIES, check_token_setting, token_type
 from medinterp.metrics import Estimate, finite_mean_with_ci
 from medinterp.models import ModelHandle
 from medinterp.prompts import PromptSet
@@ -80,6 +82,7 @@ class AblationWork:
     batches: list[np.ndarray]  # prompt indices per batch, length-sorted
     head: tuple[torch.Tensor, torch.Tensor | None] | None  # the fast scorer's (W, b); None: the model's own head
     limits: tuple[int, int | None]  # the cell's (batch_size, batch_tokens), for the out-of-memory message
+    tokens: str | None = None  # image sets: the positions lesioned (image | text | all); None: a text set
 
     @property
     def n_units(self) -> int:
@@ -96,6 +99,16 @@ class LayerAblation(Method):
     ``judge`` is an object from :func:`medinterp.judges.make_judge` (the runner builds it from
     ``conf/judge/<name>.yaml``); None means the deterministic judge. ``layers`` are block indices
     (0..n_layers-1, negatives count from the end); None ablates every block.
+
+    ``tokens`` (image prompt sets; medinterp/methods/tokens.py) chooses the positions at which a block is
+    lesioned: ``image`` (the image's grid tokens), ``text`` (every other position: the prompt's text and
+    special tokens and the answer, prompt and generated) or ``all`` (null: every position, the plain block
+    ablation). A restricted lesion keeps the block running and sets its output to its input only at those
+    positions (:func:`medinterp.hooks.identity_at`); the other positions still attend to every position's
+    keys/values of the block (computed from the block's input, which is unchanged). ``image`` and ``text``
+    partition the sequence, so ``all`` is exactly the unrestricted ablation. KL, Δlog p and the judge score
+    the answer as for text sets; the intact answer is generated from the image and its prompt (the template's
+    text, the processor's placeholder in place of ``<image>``, no chat template: the prompts umap reads).
     """
 
     max_prompts: int | None = 32
@@ -106,8 +119,12 @@ class LayerAblation(Method):
     judge: Any = None
     fast: bool = True
     min_judge_coverage: float = 0.8  # a block's judge_score is NaN when the judge answered less of what it was sent
+    tokens: str | None = None  # image prompt sets: the positions lesioned, image | text | all (null: all)
+
+    modalities = TOKEN_MODALITIES  # text and image prompt sets (an image set lesioned by token type)
 
     def __post_init__(self) -> None:
+        check_token_setting("ablation", self.tokens)
         for name, low, optional in (("max_prompts", 1, True), ("max_new_tokens", 1, False), ("n_boot", 1, False)):
             value = getattr(self, name)
             if optional and value is None:
@@ -143,18 +160,44 @@ class LayerAblation(Method):
     def prepare(self, cell: Cell) -> AblationWork:
         """The prompts, cut into length-sorted batches, and the LM head the fast scorer reads (every rank)."""
         handle, prompt_set, templates = cell.handle, cell.prompt_set, cell.templates
+        tokens = token_type("ablation", self.tokens, prompt_set)
         blocks = self.blocks(handle.n_layers)
         prompts = select_prompts(prompt_set, templates, self.max_prompts, self.seed)
         if not prompts:
             raise MedinterpError(f"ablation method: no prompts for domain {prompt_set.domain!r} "
                                  f"and templates {list(templates)}")
         texts = [p.text for p in prompts]
-        # similar lengths share a batch (less padding); every prompt plus its answer must fit the context and the
-        # cell's batch limits
-        batches = prompt_batches(handle, texts, cell.batch_size, cell.batch_tokens, prompt_names(prompts),
-                                 extra_tokens=self.max_new_tokens)
+        # similar lengths share a batch (less padding); every prompt plus its answer (and its image's tokens) must fit
+        # the context and the cell's batch limits
+        extra_tokens = self.max_new_tokens
+        if tokens is not None:
+            require_vision(handle, "the prompt set")
+            extra_tokens += handle.parts.vision.grid.n_tokens
+        batches = prompt_batches(handle, texts if tokens is None else image_texts(handle.processor, prompts),
+                                 cell.batch_size, cell.batch_tokens, prompt_names(prompts), extra_tokens=extra_tokens)
         return AblationWork(prompts, texts, blocks, batches, lesion_head(handle) if self.fast else None,
-                            (cell.batch_size, cell.batch_tokens))
+                            (cell.batch_size, cell.batch_tokens), tokens)
+
+    @staticmethod
+    def _inputs(handle: ModelHandle, work: AblationWork, idx: np.ndarray
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """A LEFT-padded batch: input_ids, attention_mask (B, T), the other model inputs (image prompts:
+        pixel_values [, token_type_ids]) and the (B, T) image-token mask (None for text prompts)."""
+        if work.tokens is None:
+            enc = handle.tokenizer([work.texts[j] for j in idx], padding=True, return_tensors="pt").to(handle.device)
+            return enc["input_ids"], enc["attention_mask"], {}, None
+        with padding_side(handle.processor.tokenizer, "left"):
+            batch = encode_images(handle, [work.prompts[j] for j in idx]).to(handle.device, handle.model.dtype)
+        extra = {k: v for k, v in batch.inputs.items() if k not in ("input_ids", "attention_mask")}
+        return batch.inputs["input_ids"], batch.inputs["attention_mask"], extra, batch.token_types == 1
+
+    @staticmethod
+    def _lesioned(handle: ModelHandle, block: int, tokens: str | None, image_mask: torch.Tensor | None):
+        """The context in which ``block`` is lesioned at the positions of ``tokens`` (class docstring)."""
+        if tokens in (None, "all"):
+            return replace_by_identity(handle.parts, block)
+        positions = image_mask if tokens == "image" else ~image_mask  # (B, T): the prompt's positions lesioned
+        return forward_hooks([(handle.parts.layers[block], identity_at(positions, tail=tokens == "text"))])
 
     def run_unit(self, handle: ModelHandle, work: AblationWork, i: int) -> dict[str, Any]:
         """Batch ``i``: its intact answers and, per block, each prompt's KL, Δlog p (and lesioned answer)."""
@@ -164,17 +207,16 @@ class LayerAblation(Method):
         with memory_errors(*work.limits, handle.device, prefix="ablation method: ",
                            detail="; the log-probs are (batch, answer, vocab) float32"), \
                 padding_side(handle.tokenizer, "left"):
-            enc = handle.tokenizer([work.texts[j] for j in idx], padding=True, return_tensors="pt").to(handle.device)
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-            ans, ans_mask = greedy_generate(handle, ids, mask, self.max_new_tokens)
-            scorer = LesionScorer(handle, ids, mask, ans, ans_mask, work.head, self.fast)
+            ids, mask, extra, image_mask = self._inputs(handle, work, idx)
+            ans, ans_mask = greedy_generate(handle, ids, mask, self.max_new_tokens, extra=extra)
+            scorer = LesionScorer(handle, ids, mask, ans, ans_mask, work.head, self.fast, extra)
             bar = tqdm(blocks, desc=f"ablation batch {i + 1}/{work.n_units}", unit="block", leave=False,
                        disable=_not_rank_zero())
             for k, block in enumerate(bar):
-                with replace_by_identity(handle.parts, block):
+                with self._lesioned(handle, block, work.tokens, image_mask):
                     scorer.lesion(block)
                     if needs_text:
-                        a_ids, a_mask = greedy_generate(handle, ids, mask, self.max_new_tokens)
+                        a_ids, a_mask = greedy_generate(handle, ids, mask, self.max_new_tokens, extra=extra)
                         ablated[k] = decode_answers(handle.tokenizer, a_ids, a_mask)
             kl, dlogp = scorer.results()
         return {"idx": np.asarray(idx), "kl": kl, "dlogp": dlogp, "ablated": ablated,
@@ -200,11 +242,14 @@ class LayerAblation(Method):
         assert len(verdicts) == len(items), (len(verdicts), len(items))
         scores = np.array([v.value for v in verdicts]).reshape(len(blocks), n)
         cover = JudgeCoverage.of(verdicts, blocks, n)
+        summary = self._summary(prompts, blocks, kl, scores, verdicts, answer_tokens, cover)
+        if work.tokens is not None:
+            summary["tokens"] = work.tokens
         return MethodResult(self._measurements(blocks, kl, dlogp, scores, cover, bool(self.judge.needs_text)),
-                            artifacts={"summary": self._summary(prompts, blocks, kl, scores, verdicts, answer_tokens,
-                                                                cover),
+                            artifacts={"summary": summary,
                                        "ablation_items": self._item_records(prompts, blocks, items, verdicts)},
-                            items=self._item_values(prompts, blocks, kl, dlogp, scores, verdicts))
+                            items=self._item_values(prompts, blocks, kl, dlogp, scores, verdicts),
+                            tokens=work.tokens or "")
 
     # -- pieces ----------------------------------------------------------------------------------------
     def _judge_score(self, scores: np.ndarray, cover: JudgeCoverage, k: int) -> Measurement:
