@@ -1,17 +1,20 @@
 """The whole loop on a model with a planted domain layer (issue 11, "Done when").
 
 A tiny llama of 8 blocks: every block but ``PLANTED`` has its writes to the residual stream (o_proj, down_proj)
-halved, and block ``PLANTED`` alone is trained (Adam, a few dozen steps) to answer the drugs probe: the
-question's last position must give the item's specialty word the largest logit among the ten choices. So
-the model knows the probe (accuracy ~1) *because of* that block. Then
+halved, and block ``PLANTED`` alone is trained (Adam, 80 full-batch steps on 140 texts) so that the last
+position of each drugs-probe question and of each of the map's prompts gives the item's specialty word (cross
+entropy over the whole vocabulary). So the model knows the probe (accuracy ~0.9, chance 0.1) *because of*
+that block. Then
 
 (a) the ablation method's map (KL per block, method=ablation, run in process; the synthesis' segments rule)
     selects the planted block;
-(b) validity of intervention=ablation on that lane is high: a large drop, beats every random draw, z >> 2;
-(c) the same with the lane replaced by random blocks (not the planted one): z ~ 0, beats ~ half the draws.
+(b) validity of intervention=ablation on that lane is high: a large drop, beats every random draw, z > 3;
+(c) the same with the lane replaced by random blocks (not the planted one): |z| small, beats ~ half the draws;
+(d) the control: the same model with the other blocks halved but block ``PLANTED`` not trained: the probe is
+    near chance, the map does not select the block and validity is not high, so (a) and (b) fail on it.
 
-Without the training (an unplanted model) (a) and (b) fail: checked by hand when the test was written (the map
-then selects other blocks and the probe is at chance, validity n/a or ~0).
+Measured when written (seed 0): (b) effect 0.84, z 4.2, random mean 0.10 +- 0.18; (c) z -0.34, 0.05, -1.44;
+(d) the map selects no block, accuracy 0.16. About 20 s of CPU in all (the training 12 s).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import torch
 from medinterp.maps.curves import layers_of
 from medinterp.maps.synthesis import MapParams, build_map
 from medinterp.methods.ablation import LayerAblation
+from medinterp.methods.ablation.method import select_prompts
 from medinterp.models import ModelSpec
 from medinterp.models.arch import adapter_for
 from medinterp.models.load import ModelHandle, tiny_tokenizer
@@ -34,12 +38,14 @@ from medinterp.validity.probe import build_probe, item_labels, probe_spec
 from medinterp.validity.validate import ValidateSettings, validate
 
 N_LAYERS, PLANTED = 8, 3
+MAP_PROMPTS = 16  # the map's ablation prompts (max_prompts)
 TEMPLATE = "started"  # the drugs template the map's ablation prompts use
-pytestmark = pytest.mark.slow  # trains a block and maps it: ~30 s on a free 2-core CPU, minutes under load
+pytestmark = pytest.mark.slow  # trains a block and maps it: ~20 s of CPU (minutes of wall time under load)
 SETTINGS = ValidateSettings(n_draws=7, n_bands=1, max_items=32, n_boot=100, seed=0)
 
 
-def _planted_model(cache_dir, plant: bool = True) -> ModelHandle:
+def _planted_model(cache_dir, steps: int = 80) -> ModelHandle:
+    """The tiny 8-block llama, its other blocks halved and block PLANTED trained ``steps`` steps (0: not)."""
     from transformers import AutoModelForCausalLM
 
     spec = ModelSpec(name="tiny_llama", source="tiny", family="llama", n_layers=N_LAYERS)
@@ -52,21 +58,23 @@ def _planted_model(cache_dir, plant: bool = True) -> ModelHandle:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     handle = ModelHandle(spec=spec, model=model, tokenizer=tok, parts=adapter_for(model), device=torch.device("cpu"),
                          source="planted")
-    if plant:
-        _plant(handle)
+    _plant(handle, steps)
     return handle
 
 
-def _plant(handle: ModelHandle, steps: int = 80, lr: float = 3e-2) -> None:
-    """Halve every other block's writes, then train block PLANTED alone on every drugs-probe question."""
+def _plant(handle: ModelHandle, steps: int, lr: float = 3e-2) -> None:
+    """Halve every other block's writes, then train block PLANTED alone (``steps`` full-batch Adam steps) on the
+    drugs probe's questions and the map's prompts. (lr 6e-2 collapses the block to one answer: accuracy 0.12.)"""
     layers, tok = handle.parts.layers, handle.tokenizer
     spec, prompt_set = probe_spec("drugs"), load_prompt_set("drugs")
-    probe = build_probe(spec, prompt_set, tok, None, seed=SETTINGS.seed)
+    probe = build_probe(spec, prompt_set, tok, SETTINGS.max_items, seed=SETTINGS.seed)  # validate's test questions
     word = {" " + spec.choices[label]: probe.choice_ids[i] for i, label in enumerate(probe.labels)}
-    # the probe's questions and the map's prompts (its first template), each followed by the item's specialty word
-    texts = [*probe.questions, *(q for q, _ in probe.train), *(p.text for p in prompt_set.prompts(TEMPLATE))]
+    # the probe's questions and the map's prompts, each followed by the item's specialty word
+    prompts = select_prompts(prompt_set, [TEMPLATE], MAP_PROMPTS, seed=0)
+    label_of = dict(zip((item.id for item in prompt_set.items), item_labels(spec, prompt_set)))
+    texts = [*probe.questions, *(q for q, _ in probe.train), *(p.text for p in prompts)]
     targets = [*(probe.choice_ids[a] for a in probe.answers), *(word[w] for _, w in probe.train),
-               *(word[" " + spec.choices[label]] for label in item_labels(spec, prompt_set))]
+               *(word[" " + spec.choices[label_of[p.item_id]]] for p in prompts)]
     with padding_side(tok, "left"):
         enc = tok(texts, padding=True, return_tensors="pt")
     answers = torch.tensor(targets)
@@ -96,26 +104,29 @@ def _plant(handle: ModelHandle, steps: int = 80, lr: float = 3e-2) -> None:
 def _ablation_map(handle: ModelHandle) -> dict:
     """The knowledge map of the ablation method alone on drugs (KL per block, the synthesis' segments rule)."""
     prompt_set = load_prompt_set("drugs")
-    method = LayerAblation(max_prompts=16, max_new_tokens=4, n_boot=20, seed=0)
+    method = LayerAblation(max_prompts=MAP_PROMPTS, max_new_tokens=4, n_boot=20, seed=0)
     result = run_method(method, handle, prompt_set, [TEMPLATE], batch_size=16)
     rows = [(row, "planted") for row in result.rows(handle.name, "drugs", "ablation")]
     return build_map(rows, MapParams(methods=("ablation",), domains=("drugs",), min_methods=1))
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
+def planted():
     from medinterp.models.sources import default_cache_dir
 
     handle = _planted_model(default_cache_dir())
     return handle, _ablation_map(handle)
 
 
+def _map_blocks(kmap: dict) -> list[int]:
+    """The blocks of the map's drugs ablation lane (block b writes read-out b + 1)."""
+    return sorted(l - 1 for l in layers_of(tuple(iv) for iv in kmap["domains"]["drugs"]["ablation"]["intervals"]))
+
+
 def test_the_map_selects_the_planted_block_and_its_validity_is_high(planted):
     handle, kmap = planted
-    entry = kmap["domains"]["drugs"]["ablation"]
-    kl = entry["raw"] if "raw" in entry else None
-    blocks = sorted(l - 1 for l in layers_of(tuple(iv) for iv in entry["intervals"]))
-    assert PLANTED in blocks and len(blocks) <= 3, (blocks, entry.get("raw"))  # (a) read-out PLANTED+1 is written by the block
+    blocks = _map_blocks(kmap)
+    assert PLANTED in blocks and len(blocks) <= 3, (blocks, kmap["domains"]["drugs"]["ablation"].get("raw"))  # (a)
     result = validate(handle, kmap, "drugs", "ablation", SETTINGS, damage_domains=["disease"])
     assert result["probes"]["drugs"]["accuracy"] > 0.75  # the planted block answers the probe (chance 0.1)
     lane = next(e for e in result["lanes"] if e["lane"] == "ablation")
@@ -129,7 +140,7 @@ def test_the_map_selects_the_planted_block_and_its_validity_is_high(planted):
 
 def test_random_blocks_in_place_of_the_map_have_validity_near_zero(planted):
     handle, kmap = planted
-    size = len(layers_of(tuple(iv) for iv in kmap["domains"]["drugs"]["ablation"]["intervals"]))
+    size = len(_map_blocks(kmap))
     rng = np.random.default_rng(1)
     scores, beats = [], []
     for _ in range(3):  # (c) three random lanes of the map's size, none holding the planted block
@@ -141,3 +152,15 @@ def test_random_blocks_in_place_of_the_map_have_validity_near_zero(planted):
         beats.append(lane["validity"]["beats"])
     assert np.isfinite(scores).all() and abs(np.mean(scores)) < 1.5 and max(abs(s) for s in scores) < 2.5, scores
     assert 0.15 < np.mean(beats) < 0.85, beats
+
+
+def test_without_the_training_the_map_misses_the_block_and_validity_is_low():
+    from medinterp.models.sources import default_cache_dir
+
+    handle = _planted_model(default_cache_dir(), steps=0)  # (d) the same halving, block PLANTED left random
+    kmap = _ablation_map(handle)
+    assert PLANTED not in _map_blocks(kmap), _map_blocks(kmap)
+    result = validate(handle, kmap, "drugs", "ablation", SETTINGS, damage_domains=["disease"])
+    assert result["probes"]["drugs"]["accuracy"] < 0.3  # near chance (0.1): nothing answers the probe
+    lane = next(e for e in result["lanes"] if e["lane"] == "ablation")
+    assert lane["blocks"] == [] and lane["note"], lane  # the map selects nothing: no lane to validate
