@@ -80,7 +80,7 @@ def main(cfg: DictConfig) -> None:
     quiet_libraries()
     out_dir = run_validate(cfg, Path(HydraConfig.get().runtime.output_dir))
     publish(out_dir, cfg, name=f"{HydraConfig.get().runtime.choices['model']}-{cfg.domain.prompt_set}-validity-{cfg.intervention}",
-            job_type="validity", group=sweep_group(), report="summary")
+            job_type="validity", group=sweep_group(), report="validity")
     log.info("results: %s", out_dir)
 
 
