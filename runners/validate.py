@@ -20,12 +20,14 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from medinterp.errors import MedinterpError  # noqa: E402
+from medinterp.errors import MedinterpError, unknown_choice  # noqa: E402
 from medinterp.io import save_png, write_json  # noqa: E402
 from medinterp.models import ModelSpec  # noqa: E402
+from medinterp.validity.lanes import domain_entry  # noqa: E402
 from medinterp.validity.lora import LoraBudget  # noqa: E402
 from medinterp.validity.plot import validity_figure  # noqa: E402
-from medinterp.validity.validate import ValidateSettings, validate  # noqa: E402
+from medinterp.validity.probe import probe_spec  # noqa: E402
+from medinterp.validity.validate import INTERVENTIONS, ValidateSettings, validate  # noqa: E402
 
 STRATEGIES = ("single", "device_map")
 
@@ -54,15 +56,19 @@ def settings_of(cfg: DictConfig) -> ValidateSettings:
 
 def run_validate(cfg: DictConfig, out_dir: Path) -> Path:
     """Validate the map ``cfg.map`` for ``cfg.domain`` under ``cfg.intervention`` into ``out_dir``."""
-    settings = settings_of(cfg)  # bad settings cost nothing: checked before the map and the model load
+    settings = settings_of(cfg)  # bad input costs nothing: settings, probe and map are checked before the model loads
+    if cfg.intervention not in INTERVENTIONS:
+        raise unknown_choice("intervention", cfg.intervention, INTERVENTIONS)
+    domain = cfg.domain.prompt_set
+    probe_spec(domain)  # a domain without a probe
     kmap = read_map(cfg.map, cfg.model.name)
+    domain_entry(kmap, domain, cfg.model.name, OmegaConf.select(cfg, "model.n_layers", default=None))
     strategy_cfg = OmegaConf.to_container(cfg.strategy, resolve=True)
     if strategy_cfg.get("name", "single") not in STRATEGIES:
         raise MedinterpError(f"strategy={strategy_cfg.get('name')}: validity runs in one process; use strategy="
                              f"{' or strategy='.join(STRATEGIES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = launched_strategy(json.dumps(strategy_cfg, sort_keys=True), cfg.device)
-    domain = cfg.domain.prompt_set
     log.info("model=%s domain=%s intervention=%s map=%s device=%s out=%s", cfg.model.name, domain,
              cfg.intervention, cfg.map, cfg.device, out_dir)
     handle = cached_model(ModelSpec.from_dict(OmegaConf.to_container(cfg.model, resolve=True)), strategy, cfg.cache_dir)
