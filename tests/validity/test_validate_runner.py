@@ -86,8 +86,10 @@ DEEP = {**KMAP, "domains": {"drugs": {"ablation": {"intervals": [[2, 6]]}}}}  # 
     ({**KMAP, "n_layers": 18}, [], "error: map: has 18 layers, model 'tiny_llama' has 4"),
     (KMAP, ["intervention=lora", "lora.steps=0"], "error: lora budget: steps must be an int >= 1"),
     (KMAP, ["intervention=prune"], "error: unknown intervention 'prune'; valid: ablation, lora, mean, steer"),
-    (KMAP, ["strategy=zero3"], "error: strategy=zero3: validity runs in one process; use strategy=single or "
-                               "strategy=device_map"),
+    (KMAP, ["strategy=ddp"], "error: strategy=ddp: not for validity runs; use strategy=single or "
+                             "strategy=device_map or strategy=zero3"),
+    (KMAP, ["strategy=zero3", "intervention=lora"], "error: strategy=zero3: intervention=lora trains adapters in one "
+                                                    "process; use strategy=single or strategy=device_map"),
 ])
 def test_bad_input_exits_2_with_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys, kmap, overrides,
                                                                    line):
