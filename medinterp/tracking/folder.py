@@ -83,7 +83,7 @@ class ArtifactSpec:
 class Payload:
     """Everything one results folder contributes to a tracked run."""
 
-    kind: str                                                       # run | map | summary
+    kind: str                                                       # run | map | summary | atlas | validity
     steps: list[dict[str, float]] = field(default_factory=list)     # one per layer, each with "layer"
     step_globs: list[str] = field(default_factory=list)             # define_metric(glob, step_metric="layer")
     summary: dict[str, Any] = field(default_factory=dict)
