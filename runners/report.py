@@ -1,6 +1,6 @@
 """Self-contained HTML reports for results folders (seconds; reads only what the folders hold).
 
-    python runners/report.py path=outputs/multirun/2025-01-01_12-00-00    # one report per run / map / summary / atlas / validity
+    python runners/report.py path=outputs/multirun/2025-01-01_12-00-00    # one report per result folder
     python runners/report.py path=outputs/runs/<run> kind=run
 
 Writes <folder>/report.html into each result folder: a method run (per_layer.csv + summary.json), a

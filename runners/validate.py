@@ -95,8 +95,9 @@ def main(cfg: DictConfig) -> None:
     quiet_libraries()
     out_dir = run_validate(cfg, Path(HydraConfig.get().runtime.output_dir))
     if out_dir is not None:  # rank 0
-        publish(out_dir, cfg, job_type="validity", group=sweep_group(), report="validity",
-                name=f"{HydraConfig.get().runtime.choices['model']}-{cfg.domain.prompt_set}-validity-{cfg.intervention}")
+        model = HydraConfig.get().runtime.choices["model"]
+        publish(out_dir, cfg, name=f"{model}-{cfg.domain.prompt_set}-validity-{cfg.intervention}", job_type="validity",
+                group=sweep_group(), report="validity")
         log.info("results: %s", out_dir)
 
 

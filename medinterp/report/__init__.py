@@ -25,5 +25,6 @@ from medinterp.report.run import write_run_report
 from medinterp.report.summary import write_summary_report
 from medinterp.report.validity import write_validity_report
 
-__all__ = ["REPORT_NAME", "write_run_report", "write_map_report", "write_summary_report", "write_validity_report", "write_report", "write_reports",
+__all__ = ["REPORT_NAME", "write_run_report", "write_map_report", "write_summary_report", "write_validity_report",
+           "write_report", "write_reports",
            "find_report_folders"]

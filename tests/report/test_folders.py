@@ -48,7 +48,8 @@ def test_errors_name_the_problem(tmp_path, run_dir):
         write_reports("/no/such")
     with pytest.raises(MedinterpError, match=r"^report: no run, knowledge-map or sweep-summary folder under"):
         write_reports(_empty(tmp_path))
-    with pytest.raises(MedinterpError, match=r"^unknown report kind 'page'; valid: atlas, auto, map, run, summary, validity$"):
+    with pytest.raises(MedinterpError,
+                       match=r"^unknown report kind 'page'; valid: atlas, auto, map, run, summary, validity$"):
         write_report(run_dir, "page")
     with pytest.raises(MedinterpError, match=r"^report: no knowledge_map.json in "):
         write_report(run_dir, "map")

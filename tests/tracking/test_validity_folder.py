@@ -77,7 +77,8 @@ def test_the_runner_logs_it_offline_without_secrets(tmp_path, offline_summary):
     with open_dict(cfg):
         del cfg["hydra"]
         cfg.judge = {"api_key": SECRET}  # a secret that found its way into a config
-    runner("_common").publish(folder, cfg, name="tiny_llama-drugs-validity-steer", job_type="validity", group=None, report="validity")
+    runner("_common").publish(folder, cfg, name="tiny_llama-drugs-validity-steer", job_type="validity", group=None,
+                              report="validity")
     record = json.loads((folder / "wandb_logged.json").read_text())
     assert record["kind"] == "validity" and record["job_type"] == "validity" and record["mode"] == "offline"
     assert record["summary"]["validity/ablation/alpha=1/score"] == 2.83

@@ -21,8 +21,8 @@ def validity_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("validity")
     (tmp / "map").mkdir()
     (tmp / "map" / "knowledge_map.json").write_text(json.dumps(KMAP))
-    cfg = compose_map(["model=tiny_llama", "domain=drugs", f"map={tmp / 'map'}", "logger=none", "device=cpu", "n_draws=4",
-                       "n_bands=1", "max_items=12", "n_boot=50", "damage=[disease]"], "validate")
+    cfg = compose_map(["model=tiny_llama", "domain=drugs", f"map={tmp / 'map'}", "logger=none", "device=cpu",
+                       "n_draws=4", "n_bands=1", "max_items=12", "n_boot=50", "damage=[disease]"], "validate")
     with open_dict(cfg):
         del cfg["hydra"]
     out = runner("validate").run_validate(cfg, tmp / "multirun" / "0_tiny_llama_drugs_ablation")
