@@ -248,8 +248,8 @@ class RunWriter:
 
 def folder_kind(folder: str | Path) -> str | None:
     """What a results folder holds: ``"summary"`` (a sweep summary: stability.* or robustness.*), ``"map"``
-    (knowledge_map.json), ``"atlas"`` (a model comparison: agreement.json + table1.csv), ``"run"``
-    (per_layer.csv + summary.json of one cell), or None."""
+    (knowledge_map.json), ``"atlas"`` (a model comparison: agreement.json + table1.csv), ``"validity"``
+    (validity.json of runners/validate.py), ``"run"`` (per_layer.csv + summary.json of one cell), or None."""
     names = {p.name for p in Path(folder).iterdir() if p.is_file()}
     if any(n.startswith(("stability.", "robustness.")) for n in names):
         return "summary"
@@ -257,6 +257,8 @@ def folder_kind(folder: str | Path) -> str | None:
         return "map"
     if {"agreement.json", "table1.csv"} <= names:
         return "atlas"
+    if "validity.json" in names:
+        return "validity"
     if {"per_layer.csv", "summary.json"} <= names:
         return "run"
     return None

@@ -4,6 +4,7 @@ A folder is
 - a ``summary`` when it holds ``stability.*`` or ``robustness.*`` (runners/summarize.py),
 - else a ``map`` when it holds ``knowledge_map.json`` (runners/synthesize.py's ``<out>/<model>/``),
 - else an ``atlas`` when it holds ``agreement.json`` and ``table1.csv`` (runners/compare.py),
+- else a ``validity`` run when it holds ``validity.json`` (runners/validate.py),
 - else a ``run`` when it holds ``per_layer.csv`` and ``summary.json`` (runners/map.py),
 - else nothing: :func:`write_reports` looks in its sub-folders (hidden ones and W&B's local ``wandb/``
   folders skipped, and never below a folder that got a report).
@@ -22,12 +23,14 @@ from medinterp.report.atlas import write_atlas_report
 from medinterp.report.knowledge_map import write_map_report
 from medinterp.report.run import write_run_report
 from medinterp.report.summary import SKIP_DIRS, write_summary_report
+from medinterp.report.validity import write_validity_report
 from medinterp.results import folder_kind
 
 log = logging.getLogger(__name__)
 
 WRITERS: dict[str, Callable[[str | Path], Path]] = {
-    "run": write_run_report, "map": write_map_report, "summary": write_summary_report, "atlas": write_atlas_report}
+    "run": write_run_report, "map": write_map_report, "summary": write_summary_report, "atlas": write_atlas_report,
+    "validity": write_validity_report}
 
 
 def write_report(folder: str | Path, kind: str = "auto") -> Path:
@@ -39,7 +42,8 @@ def write_report(folder: str | Path, kind: str = "auto") -> Path:
         raise MedinterpError(f"report: no such folder '{folder}'")
     kind = folder_kind(folder) if kind == "auto" else kind
     if kind is None:
-        raise MedinterpError(f"report: '{folder}' is not a run, knowledge-map or sweep-summary folder")
+        raise MedinterpError(f"report: '{folder}' is not a run, knowledge-map, sweep-summary, atlas or validity "
+                             "folder")
     path = WRITERS[kind](folder)
     log.info("%s report: %s", kind, path)
     return path
@@ -67,6 +71,6 @@ def write_reports(path: str | Path) -> list[Path]:
     if not found:
         raise MedinterpError(f"report: no run, knowledge-map or sweep-summary folder under '{path}' (a run holds "
                              "per_layer.csv and summary.json; a map knowledge_map.json; a summary stability.* "
-                             "or robustness.*)")
+                             "or robustness.*; an atlas agreement.json and table1.csv; a validity run validity.json)")
     return [write_report(folder, kind) for folder, kind in tqdm(found, desc="reports", unit="folder",
                                                                  disable=len(found) < 2)]

@@ -6,6 +6,8 @@ the whole mapping from medinterp's files to W&B keys lives here and is testable 
 A folder is (:func:`medinterp.results.folder_kind`, the same rules as ``medinterp.report``)
 - ``summary``: a sweep summary (``stability.*`` / ``robustness.*``) — or any folder of other results;
 - ``map``: a synthesis ``<out>/<model>/`` folder (``knowledge_map.json``);
+- ``validity``: a validity run (``validity.json``, runners/validate.py) — logged like a summary, and its lanes'
+  scores go to the run summary and a ``tables/validity_lanes`` table;
 - ``run``: a method run (``per_layer.csv`` + ``summary.json``).
 
 A VQA folder (``runners/vqa.py``) is logged as a summary; its metrics.json scores also go to the run summary.
@@ -26,6 +28,10 @@ Keys (docs/tracking.md has the full list):
                                                 ``.../ci_high``, ``.../n``
 ``sae/<metric>`` (summary)                      an SAE folder's fvu, explained_variance, l0, dead_fraction,
                                                 ce_loss_recovered, kl, ce_clean/sae/zero, scale
+``validity/<lane>[/<variant>]/<metric>``        a validity run's lane (variant: a steering ``alpha=<a>``): score,
+(summary)                                       score/ci_low, score/ci_high, beats, effect, effect/ci_low,
+                                                effect/ci_high, random_mean, random_sd, n_draws, n_broken,
+                                                damage/<probe>; ``probe/<name>/accuracy``: the intact model's
 ==============================================  ==========================================================
 """
 from __future__ import annotations
@@ -77,7 +83,7 @@ class ArtifactSpec:
 class Payload:
     """Everything one results folder contributes to a tracked run."""
 
-    kind: str                                                       # run | map | summary
+    kind: str                                                       # run | map | summary | atlas | validity
     steps: list[dict[str, float]] = field(default_factory=list)     # one per layer, each with "layer"
     step_globs: list[str] = field(default_factory=list)             # define_metric(glob, step_metric="layer")
     summary: dict[str, Any] = field(default_factory=dict)
@@ -190,6 +196,44 @@ def _sae_summary(payload: Payload, paths: dict[str, Path]) -> None:
         return  # _generic says it was unreadable
     if isinstance(data, Mapping) and "ce_loss_recovered" in data:
         payload.summary.update({f"sae/{k}": data[k] for k in SAE_SUMMARY if _finite(data.get(k))})
+
+
+VALIDITY_COLUMNS = ["lane", "variant", "blocks", "effect", "effect_ci_low", "effect_ci_high", "random_mean",
+                    "random_sd", "validity", "validity_ci_low", "validity_ci_high", "beats", "n_draws", "n_broken",
+                    "first_n", "last_n", "complement", "note"]
+
+
+def _validity_summary(payload: Payload, paths: dict[str, Path]) -> None:
+    """A validity run's lanes (validity.json, medinterp/validity/validate.py) in the run summary, under
+    ``validity/<lane>[/<variant>]/...`` (module docstring; NaN left out: a broken lane has no score), the intact
+    probes' accuracies under ``probe/<name>/accuracy``, and one row per lane in ``tables/validity_lanes``."""
+    path = paths.get("validity.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path else None
+    except (ValueError, OSError, UnicodeDecodeError):
+        return  # _generic says it was unreadable
+    if not isinstance(data, Mapping) or not isinstance(data.get("lanes"), list):
+        return
+    payload.provenance.update({k: data[k] for k in ("model", "domain", "intervention") if isinstance(data.get(k), str)})
+    for name, probe in (data.get("probes") or {}).items():
+        if _finite(probe.get("accuracy")):
+            payload.summary[f"probe/{name}/accuracy"] = probe["accuracy"]
+    rows = []
+    for lane in data["lanes"]:
+        key = f"validity/{lane['lane']}" + (f"/{lane['variant']}" if lane.get("variant") else "")
+        eff, v, base = lane.get("effect") or {}, lane.get("validity") or {}, lane.get("baselines") or {}
+        values = {"score": v.get("score"), "score/ci_low": v.get("ci_low"), "score/ci_high": v.get("ci_high"),
+                  "beats": v.get("beats"), "effect": eff.get("value"), "effect/ci_low": eff.get("ci_low"),
+                  "effect/ci_high": eff.get("ci_high"), "random_mean": v.get("random_mean"),
+                  "random_sd": v.get("random_sd"), "n_draws": v.get("n_draws"), "n_broken": v.get("n_broken"),
+                  **{f"damage/{p}": d for p, d in (lane.get("damage") or {}).items()}}
+        payload.summary.update({f"{key}/{k}": x for k, x in values.items() if _finite(x)})
+        numbers = (eff.get("value"), eff.get("ci_low"), eff.get("ci_high"), v.get("random_mean"), v.get("random_sd"),
+                   v.get("score"), v.get("ci_low"), v.get("ci_high"), v.get("beats"), v.get("n_draws"),
+                   v.get("n_broken"), *((base.get(b) or {}).get("effect") for b in ("first_n", "last_n", "complement")))
+        rows.append([lane["lane"], lane.get("variant", ""), json.dumps(lane.get("blocks", [])),
+                     *(x if _finite(x) else None for x in numbers), lane.get("note", "")])
+    payload.tables["tables/validity_lanes"] = Table(list(VALIDITY_COLUMNS), rows)
 
 
 # --------------------------------------------------------------------------- run folders
@@ -342,6 +386,7 @@ def read_folder(folder: str | Path, results_name: str, extra_files: Iterable[str
         _generic(payload, paths, set())
         _vqa_summary(payload, paths)
         _sae_summary(payload, paths)
+        _validity_summary(payload, paths)
     payload.provenance = redact({"kind": kind, "folder": str(folder.resolve()), **payload.provenance}, secrets)
     if paths:
         payload.artifacts.append(ArtifactSpec(

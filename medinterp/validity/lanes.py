@@ -24,25 +24,44 @@ class Lane:
     note: str = ""
 
 
-def map_lanes(kmap: Mapping[str, Any], domain: str, model: str, n_layers: int) -> list[Lane]:
-    """The lanes of ``domain`` in a knowledge map made for ``model`` (``n_layers`` blocks), in map order.
-
-    One line (MedinterpError) when the map is another model's, has another depth, or lacks the domain. A
-    lane that selects no block (an empty or missing method) is kept with no blocks and a note.
-    """
+def domain_entry(kmap: Mapping[str, Any], domain: str, model: str, n_layers: int | None = None) -> Mapping[str, Any]:
+    """The map's entry for ``domain``, or one line (MedinterpError) when the map is another model's, has another
+    depth than ``n_layers`` (None: not checked), lacks the domain, or a lane selects read-outs the map's model
+    does not have (above its ``n_layers``). Needs no model: runners/validate.py calls it before loading one."""
     got = kmap.get("model")
     if got != model:
         raise MedinterpError(f"map: made for model {got!r}, not {model!r}; map the model first or pass its own map")
-    if kmap.get("n_layers") not in (None, n_layers):
-        raise MedinterpError(f"map: has {kmap.get('n_layers')} layers, model {model!r} has {n_layers}")
+    depth = kmap.get("n_layers")
+    if n_layers is not None and depth not in (None, n_layers):
+        raise MedinterpError(f"map: has {depth} layers, model {model!r} has {n_layers}")
     domains = kmap.get("domains", {})
     if domain not in domains:
         raise MedinterpError(f"map: has no domain {domain!r}; valid: {sorted(domains)}")
-    lanes = []
+    top = depth if n_layers is None else n_layers
     for name, entry in domains[domain].items():
-        intervals = entry if name == "consensus" else entry.get("intervals", [])
-        readouts = sorted(layers_of(tuple(iv) for iv in intervals))
-        blocks = tuple(l - 1 for l in readouts if 1 <= l <= n_layers)
+        readouts = layers_of(tuple(iv) for iv in _intervals(name, entry))
+        bad = sorted(l for l in readouts if l < 0 or (top is not None and l > top))
+        if bad:
+            valid = f"0..{top}" if top is not None else "0 and up"
+            raise MedinterpError(f"map: lane {name!r} of {domain!r} selects read-outs {bad}, more than model "
+                                 f"{model!r} has; valid: {valid}")
+    return domains[domain]
+
+
+def _intervals(name: str, entry: Any) -> list:
+    return entry if name == "consensus" else entry.get("intervals", [])
+
+
+def map_lanes(kmap: Mapping[str, Any], domain: str, model: str, n_layers: int) -> list[Lane]:
+    """The lanes of ``domain`` in a knowledge map made for ``model`` (``n_layers`` blocks), in map order.
+
+    One line (MedinterpError) for a bad map (:func:`domain_entry`). A lane that selects no block (an empty or
+    missing method) is kept with no blocks and a note.
+    """
+    lanes = []
+    for name, entry in domain_entry(kmap, domain, model, n_layers).items():
+        readouts = sorted(layers_of(tuple(iv) for iv in _intervals(name, entry)))
+        blocks = tuple(l - 1 for l in readouts if l >= 1)
         notes = []
         if 0 in readouts:
             notes.append("read-out 0 (the embeddings) has no block: left out")

@@ -48,7 +48,8 @@ def test_errors_name_the_problem(tmp_path, run_dir):
         write_reports("/no/such")
     with pytest.raises(MedinterpError, match=r"^report: no run, knowledge-map or sweep-summary folder under"):
         write_reports(_empty(tmp_path))
-    with pytest.raises(MedinterpError, match=r"^unknown report kind 'page'; valid: atlas, auto, map, run, summary$"):
+    with pytest.raises(MedinterpError,
+                       match=r"^unknown report kind 'page'; valid: atlas, auto, map, run, summary, validity$"):
         write_report(run_dir, "page")
     with pytest.raises(MedinterpError, match=r"^report: no knowledge_map.json in "):
         write_report(run_dir, "map")
@@ -80,7 +81,7 @@ def test_runner_writes_a_report_per_folder_and_nothing_else(multirun):
 @pytest.mark.parametrize("args, message", [
     ([], "error: path= is required"),
     (["path=/no/such/folder"], "error: report: no such folder '/no/such/folder'"),
-    (["path={tmp}", "kind=page"], "error: unknown report kind 'page'; valid: atlas, auto, map, run, summary"),
+    (["path={tmp}", "kind=page"], "error: unknown report kind 'page'; valid: atlas, auto, map, run, summary, validity"),
     (["path={tmp}/tiny-drugs-umap", "kind=summary"], None),   # any folder can be shown as a summary
 ])
 @pytest.mark.slow

@@ -73,6 +73,39 @@ def test_bad_input_is_one_line(tmp_path, overrides, message):
         _run(tmp_path, *overrides)
 
 
+DEEP = {**KMAP, "domains": {"drugs": {"ablation": {"intervals": [[2, 6]]}}}}  # read-outs 5, 6 of a 4-block model
+
+
+@pytest.mark.parametrize("kmap, overrides, line", [
+    (KMAP, ["model=tiny_qwen2"], "error: map: made for model 'tiny_llama', not 'tiny_qwen2'; map the model first "
+                                 "or pass its own map"),
+    (KMAP, ["domain=age"], "error: map: has no domain 'age'; valid: ['drugs']"),
+    (KMAP, ["domain=synthetic_xray"], "error: no behavioural probe for domain 'synthetic_xray'; domains with one: "),
+    (DEEP, [], "error: map: lane 'ablation' of 'drugs' selects read-outs [5, 6], more than model 'tiny_llama' has; "
+               "valid: 0..4"),
+    ({**KMAP, "n_layers": 18}, [], "error: map: has 18 layers, model 'tiny_llama' has 4"),
+    (KMAP, ["intervention=lora", "lora.steps=0"], "error: lora budget: steps must be an int >= 1"),
+    (KMAP, ["intervention=prune"], "error: unknown intervention 'prune'; valid: ablation, lora, mean, steer"),
+    (KMAP, ["strategy=ddp"], "error: strategy=ddp: not for validity runs; use strategy=single or "
+                             "strategy=device_map or strategy=zero3"),
+    (KMAP, ["strategy=zero3", "intervention=lora"], "error: strategy=zero3: intervention=lora trains adapters in one "
+                                                    "process; use strategy=single or strategy=device_map"),
+])
+def test_bad_input_exits_2_with_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys, kmap, overrides,
+                                                                   line):
+    validate = runner("validate")
+    monkeypatch.setattr(validate, "cached_model", lambda *a, **k: pytest.fail("the model loaded"))
+    (tmp_path / "knowledge_map.json").write_text(json.dumps(kmap))
+    cfg = compose_map(["model=tiny_llama", "domain=drugs", f"map={tmp_path}", "logger=none", *overrides], "validate")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    with pytest.raises(SystemExit) as exit_:
+        runner("_common").user_errors(validate.run_validate)(cfg, tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(line), err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_domain_without_a_probe_and_a_missing_map(tmp_path):
     from medinterp.validity.probe import probe_spec
 
@@ -86,3 +119,21 @@ def test_a_domain_without_a_probe_and_a_missing_map(tmp_path):
 def test_cli_exit_2_on_a_missing_map(tmp_path):
     proc = run_runner("validate.py", f"map={tmp_path}", "model=tiny_llama", "logger=none", check=False)
     assert proc.returncode == 2 and "no knowledge_map.json there" in proc.stderr + proc.stdout
+
+
+def test_a_steer_that_makes_the_logits_non_finite_is_reported_broken_never_averaged(tmp_path):
+    """alpha 1e39 overflows float32 at the steered blocks: inf in the residual stream, NaN logits after the next
+    norm (a real broken model, no mock). Every set under it is broken; alpha 1 beside it is scored as usual."""
+    result, out = _run(tmp_path, "intervention=steer", "alphas=[1.0,1e39]", "lanes=[ablation]")
+    fine, broken = result["lanes"]
+    assert (fine["variant"], broken["variant"]) == ("alpha=1", "alpha=1e+39")
+    assert math.isfinite(fine["effect"]["value"]) and fine["effect"]["broken"] == 0
+    assert all(math.isfinite(r["effect"]) and r["broken"] == 0 for r in fine["random"])
+    eff, v = broken["effect"], broken["validity"]
+    assert math.isnan(eff["value"]) and eff["broken"] == eff["n"] == 12  # every item of the map's blocks NaN
+    assert all(math.isnan(r["effect"]) and r["broken"] == 12 for r in broken["random"])
+    assert math.isnan(v["score"]) and v["n_broken"] == 3 and v["n_draws"] == 0
+    assert "broke the model" in v["note"] and "3 random draws broke the model" in v["note"]
+    assert all(math.isnan(b["effect"]) for b in broken["baselines"].values())
+    assert math.isnan(broken["damage"]["disease"])
+    assert "broke the model" in broken["note"]
