@@ -11,9 +11,10 @@ lr 0); the decay reaches 0 after the last step (s = total).
 Sparsity (dictionary_learning's ``k_anneal_steps``, its BatchTopK and Matryoshka trainers): k falls linearly
 from the activation width d to the target k over the first ``k_anneal_steps`` steps,
 
-    k(s) = int(d (1 - r) + k r),   r = min(s, k_anneal_steps) / k_anneal_steps,
+    k(s) = floor(d (1 - r) + k r) = k + floor((d - k)(K - s) / K),   r = s / K for s < K = k_anneal_steps,
 
-so early steps keep many latents per token: every latent gets reconstruction gradient while the dictionary is
+computed in integers (dictionary_learning's float ``int(...)`` gives one less where rounding falls just below an
+integer, e.g. 4 for 5 at s = 9 of 10, d = 32, k = 2), so early steps keep many latents per token: every latent gets reconstruction gradient while the dictionary is
 still unorganised, before the top-k competition sets in (docs/sae.md, "Planted hierarchy", for what it fixes).
 """
 from __future__ import annotations
@@ -30,11 +31,10 @@ def lr_multiplier(step: int, warmup_steps: int, decay_start: int | None = None,
 
 def annealed_k(step: int, k: int, d: int, k_anneal_steps: int | None) -> int:
     """The sparsity k at optimizer step ``step`` (0-based): the target ``k`` without annealing or from step
-    ``k_anneal_steps`` on, before that int(d (1 - r) + k r) with r = step / k_anneal_steps (d at step 0)."""
+    ``k_anneal_steps`` on, before that k + floor((d - k)(K - step) / K) (d at step 0)."""
     if not k_anneal_steps or step >= k_anneal_steps:
         return k
-    r = step / k_anneal_steps
-    return int(d * (1 - r) + k * r)
+    return k + (d - k) * (k_anneal_steps - step) // k_anneal_steps
 
 
 __all__ = ["annealed_k", "lr_multiplier"]
