@@ -13,9 +13,10 @@ from the activation width d to the target k over the first ``k_anneal_steps`` st
 
     k(s) = floor(d (1 - r) + k r) = k + floor((d - k)(K - s) / K),   r = s / K for s < K = k_anneal_steps,
 
-computed in integers (dictionary_learning's float ``int(...)`` gives one less where rounding falls just below an
-integer, e.g. 4 for 5 at s = 9 of 10, d = 32, k = 2), so early steps keep many latents per token: every latent gets reconstruction gradient while the dictionary is
-still unorganised, before the top-k competition sets in (docs/sae.md, "Planted hierarchy", for what it fixes).
+computed in integers (dictionary_learning's float ``int(...)`` gives one less where rounding falls just below
+an integer, e.g. 4 for 5 at s = 9 of 10, d = 32, k = 2). Early steps keep many latents per token, so every
+latent gets reconstruction gradient while the dictionary is still unorganised, before the top-k competition
+sets in (docs/sae.md, "Planted hierarchy", for what it fixes).
 """
 from __future__ import annotations
 
