@@ -6,10 +6,12 @@ model             SparseAutoencoder: encode (inference rule), select_train, deco
 sparsity          topk_per_token, batch_topk, jumprelu
 geometric_median  Weiszfeld's geometric median (the decoder bias's start)
 decoder_norm      remove_parallel_gradient, normalise_rows_ (unit-norm decoder rows)
-train_config      TrainConfig (lr, warm-up, clipping, AuxK, threshold EMA, group weights)
+train_config      TrainConfig (lr, warm-up, k annealing, clipping, AuxK, threshold EMA, group weights)
 objective         sae_objective: sum_g w_g MSE_g + alpha AuxK
 training_state    dead-latent counters, the inference threshold's EMA
-schedule          lr_multiplier (linear warm-up, optional linear decay)
+schedule          lr_multiplier (linear warm-up, optional linear decay), annealed_k (k from d down to k)
+master_weights    set_parameter_: in-place writes that also reach DeepSpeed ZeRO's fp32 master copy
+trainer_strategy  sae_strategy: DeepSpeed ZeRO-1/2 also on the CPU, ZeRO-3 refused
 lightning_module  SAELightningModule (needs lightning)
 trainer           train_sae(sae, batches, cfg, max_steps=...) (needs lightning)
 metrics           fvu (about the mean), explained_variance, l0, dead_fraction, ReconstructionStats (streaming)

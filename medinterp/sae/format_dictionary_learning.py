@@ -86,7 +86,8 @@ def config_json(sae: SparseAutoencoder, cls: str, train: TrainConfig | None, met
         trainer.update(lr=train.lr_for(c.n_latents), warmup_steps=t["warmup_steps"], decay_start=t["decay_start"],
                        auxk_alpha=t["auxk_alpha"], threshold_beta=t["threshold_beta"],
                        threshold_start_step=t["threshold_start_step"], top_k_aux=t["top_k_aux"] or c.d // 2,
-                       group_weights=t["group_weights"], dead_feature_threshold=t["dead_tokens"])
+                       group_weights=t["group_weights"], dead_feature_threshold=t["dead_tokens"],
+                       k_anneal_steps=t["k_anneal_steps"])
     trainer.update({"layer": None, "lm_name": None, "submodule_name": None, **meta})
     return {"trainer": trainer}
 

@@ -39,7 +39,7 @@ class SparseAutoencoder(nn.Module):
         W_dec = torch.rand(m, d, generator=gen) * 2 - 1
         W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)
-        self.W_enc = nn.Parameter(W_dec.T.clone())
+        self.W_enc = nn.Parameter(W_dec.T.contiguous())  # (d, m) row-major: DeepSpeed broadcasts flat views
         self.b_enc = nn.Parameter(torch.zeros(m))
         self.b_dec = nn.Parameter(torch.zeros(d))
         self.register_buffer("threshold", torch.full((m,), -1.0))
@@ -71,12 +71,14 @@ class SparseAutoencoder(nn.Module):
         """(n, d) -> (n, m): (x - b_dec) W_enc + b_enc."""
         return (x.to(self.W_enc.dtype) - self.b_dec) @ self.W_enc + self.b_enc
 
-    def select_train(self, pre: torch.Tensor) -> torch.Tensor:
-        """The training sparsity rule on pre-activations (n, m): per-token top-k or batch top-k."""
+    def select_train(self, pre: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """The training sparsity rule on pre-activations (n, m): per-token top-k or batch top-k, with ``k``
+        latents per token (default the config's; the trainer passes the annealed k, schedule.py)."""
         self.require_trainable()
+        k = self.config.k if k is None else min(k, self.config.n_latents)
         if self.config.activation == "topk":
-            return topk_per_token(pre, self.config.k)
-        return batch_topk(pre, self.config.k)
+            return topk_per_token(pre, k)
+        return batch_topk(pre, k)
 
     def require_trainable(self) -> None:
         """One line unless the SAE has a training rule (topk, batchtopk); a jumprelu SAE is inference only."""

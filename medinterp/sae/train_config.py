@@ -12,6 +12,8 @@ G^2 times larger relative to the reconstruction than here (methods.md pitfall 10
 
 - lr: Adam's step size; None = 2e-4 / sqrt(m / 2^14) (Gao et al. 2024's 1/sqrt(m) scaling, as dictionary_learning).
 - warmup_steps: linear warm-up from 0 to lr; decay_start: linear decay to 0 at the last step (None: none).
+- k_anneal_steps: k falls linearly from d to the SAE's k over this many first steps (dictionary_learning's
+  ``k_anneal_steps``; schedule.py); None: the target k from the first step (dictionary_learning's default).
 - grad_clip: the total gradient norm is clipped to this (after the parallel-component removal).
 - auxk_alpha: weight of the auxiliary loss (1/32, Gao et al. 2024); top_k_aux: dead latents used per token
   (None = d // 2, their appendix B.1); dead_tokens: a latent is dead after this many training tokens without
@@ -34,6 +36,7 @@ class TrainConfig:
     lr: float | None = None
     warmup_steps: int = 1000
     decay_start: int | None = None
+    k_anneal_steps: int | None = None
     grad_clip: float = 1.0
     auxk_alpha: float = 1 / 32
     top_k_aux: int | None = None
@@ -56,6 +59,8 @@ class TrainConfig:
             raise bad("dead_tokens", "a positive integer")
         if self.decay_start is not None and (not is_int(self.decay_start) or self.decay_start < 0):
             raise bad("decay_start", "an integer >= 0 or null")
+        if self.k_anneal_steps is not None and (not is_int(self.k_anneal_steps) or self.k_anneal_steps < 0):
+            raise bad("k_anneal_steps", "an integer >= 0 or null")
         if self.top_k_aux is not None and (not is_int(self.top_k_aux) or self.top_k_aux < 1):
             raise bad("top_k_aux", "a positive integer or null")
         for name in ("grad_clip", "auxk_alpha"):

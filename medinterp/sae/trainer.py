@@ -23,6 +23,7 @@ from medinterp.errors import MedinterpError
 from medinterp.sae.lightning_module import SAELightningModule
 from medinterp.sae.model import SparseAutoencoder
 from medinterp.sae.train_config import TrainConfig
+from medinterp.sae.trainer_strategy import sae_strategy
 from medinterp.validation import check_positive_int
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,14 @@ def train_sae(sae: SparseAutoencoder, batches: Iterable, cfg: TrainConfig | None
     if sae.config.activation == "batchtopk" and max_steps is not None and max_steps <= cfg.threshold_start_step:
         raise MedinterpError(f"The SAE training setting 'threshold_start_step' ({cfg.threshold_start_step}) must be "
                              f"below max_steps ({max_steps}): the inference threshold would never be estimated.")
+    if cfg.k_anneal_steps:
+        if sae.config.k >= sae.config.d:
+            raise MedinterpError(f"The SAE training setting 'k_anneal_steps' anneals k from d = {sae.config.d} down "
+                                 f"to k = {sae.config.k}: it needs k < d (or k_anneal_steps: null).")
+        if sae.config.activation == "batchtopk" and cfg.k_anneal_steps > cfg.threshold_start_step:
+            raise MedinterpError(f"The SAE training setting 'k_anneal_steps' ({cfg.k_anneal_steps}) must be at most "
+                                 f"threshold_start_step ({cfg.threshold_start_step}): the inference threshold "
+                                 f"must estimate the final k's cut-off.")
     if cfg.decay_start is not None and max_steps is None:
         raise MedinterpError("The SAE training setting 'decay_start' needs max_steps (the decay ends at the last "
                              "step).")
@@ -66,6 +75,7 @@ def train_sae(sae: SparseAutoencoder, batches: Iterable, cfg: TrainConfig | None
         check_positive_int("checkpoint_every", checkpoint_every)
         callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), every_n_train_steps=checkpoint_every,
                                          save_last=True, save_top_k=0))
+    strategy = sae_strategy(strategy, accelerator)
     trainer = L.Trainer(max_steps=-1 if max_steps is None else max_steps,
                         max_epochs=1 if once or max_steps is None else -1,
                         accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,

@@ -4,7 +4,7 @@ The runners log a finished results folder to W&B afterwards (medinterp/tracking:
 summary); an SAE's training curves are step series, so they go to W&B while training runs, in a run of their
 own (job_type ``sae-train``, same group and project as the results run, name ``<name>-train``). Every key that
 lightning_module.py logs per step is a curve over ``trainer/global_step``: ``train/loss``,
-``train/mse_g{i}`` (one per Matryoshka prefix), ``train/auxk``, ``train/l0``, ``train/dead_fraction``,
+``train/mse_g{i}`` (one per Matryoshka prefix), ``train/auxk``, ``train/k``, ``train/l0``, ``train/dead_fraction``,
 ``train/fvu``, ``train/threshold`` (BatchTopK).
 
 The mode follows the other runners (tracking/settings.py ``resolve_mode``): ``$WANDB_MODE``, else online with

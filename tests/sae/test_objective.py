@@ -11,7 +11,7 @@ from medinterp.sae.decoder_norm import normalise_rows_, remove_parallel_gradient
 from medinterp.sae.geometric_median import geometric_median
 from medinterp.sae.model import SparseAutoencoder
 from medinterp.sae.objective import auxk_loss, matryoshka_mse, sae_objective
-from medinterp.sae.schedule import lr_multiplier
+from medinterp.sae.schedule import annealed_k, lr_multiplier
 from medinterp.sae.train_config import TrainConfig
 from medinterp.sae.training_state import smallest_kept, update_threshold_, update_tokens_since_fired_
 
@@ -118,3 +118,6 @@ def test_dead_counter_threshold_ema_and_schedule():
     assert [lr_multiplier(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert lr_multiplier(8, 0, decay_start=6, total_steps=10) == 0.5
     assert lr_multiplier(0, 0) == 1.0
+    # k annealed from d = 32 to 2 over 10 steps: int(32 (1 - s/10) + 2 s/10), then 2 (dictionary_learning's rule)
+    assert [annealed_k(s, 2, 32, 10) for s in (0, 1, 5, 9, 10, 50)] == [32, 29, 17, 5, 2, 2]
+    assert annealed_k(0, 2, 32, None) == annealed_k(0, 2, 32, 0) == 2

@@ -3,8 +3,9 @@
 Per-token TopK and no geometric-median init make the step a function of the union batch alone: the MSE is a
 mean over tokens (DDP averages the ranks' gradients), the dead-latent counters are reduced over ranks. (BatchTopK
 selects per rank, k x its own tokens, and the geometric median is rank 0's half batch: such runs differ from the
-single-process run by design, not by a bug; docs/sae.md.) DeepSpeed needs CUDA under Lightning (its
-DeepSpeedStrategy refuses other accelerators), so it is not run here."""
+single-process run by design, not by a bug; docs/sae.md.) DeepSpeed ZeRO-2 runs the same harness on the CPU
+(medinterp/sae/trainer_strategy.py): its fp32 master copy must see the decoder renormalisation, or the rows drift
+off unit norm and the weights part from the single run."""
 from __future__ import annotations
 
 import os
@@ -20,16 +21,33 @@ pytest.importorskip("lightning")
 HERE = Path(__file__).parent
 
 
+def _two_processes(tmp_path, strategy: str) -> dict:
+    out = tmp_path / f"{strategy}.pt"
+    subprocess.run([sys.executable, str(HERE / "ddp_train.py"), str(out), strategy, "2"], check=True, timeout=300,
+                   cwd=HERE.parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return torch.load(out)
+
+
 @pytest.mark.slow  # two processes (Lightning's ddp launcher)
-def test_ddp_on_two_processes_equals_one_process(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "deepspeed"])
+def test_two_processes_equal_one_process(tmp_path, strategy):
+    if strategy == "deepspeed":
+        pytest.importorskip("deepspeed")
     sys.path.insert(0, str(HERE))
     from ddp_train import fresh, train
 
     single = train()
-    out = tmp_path / "ddp.pt"
-    subprocess.run([sys.executable, str(HERE / "ddp_train.py"), str(out), "ddp", "2"], check=True, timeout=300,
-                   cwd=HERE.parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    ddp = torch.load(out)
+    two = _two_processes(tmp_path, strategy)
     assert (single.W_dec - fresh().W_dec).abs().max() > 1e-3  # training moved the weights: equality is not trivial
+    assert torch.allclose(two["W_dec"].norm(dim=1), torch.ones(len(two["W_dec"])), atol=1e-5)
     for name, value in single.state_dict().items():
-        assert torch.allclose(ddp[name], value, atol=1e-5), name
+        assert torch.allclose(two[name], value, atol=1e-5), name
+
+
+def test_zero3_is_refused_in_one_line():
+    from medinterp.errors import MedinterpError
+    from medinterp.sae import SAEConfig, SparseAutoencoder, TrainConfig, train_sae
+
+    with pytest.raises(MedinterpError, match=r"cannot use 'deepspeed_stage_3'.*valid: auto, ddp, deepspeed,"):
+        train_sae(SparseAutoencoder(SAEConfig(4, 8, 2, "topk")), [torch.zeros(4, 4)], TrainConfig(warmup_steps=0),
+                  max_steps=1, strategy="deepspeed_stage_3", accelerator="cpu", progress=False)

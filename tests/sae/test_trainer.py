@@ -46,19 +46,36 @@ def recovered(feats: torch.Tensor, sae: SparseAutoencoder, cos: float = 0.9) -> 
     return float((sims >= cos).float().mean())
 
 
+# The planted recipe: the issue's training loop with dictionary_learning's k annealing over the first 200 steps
+# (k from d = 32 down to 2). Without it recovery plateaus at 86-93 % (docs/sae.md, "Planted hierarchy").
+PLANTED = TrainConfig(lr=3e-3, warmup_steps=50, k_anneal_steps=200, threshold_start_step=800, threshold_beta=0.99,
+                      dead_tokens=50_000)
+
+
+def train_planted(seed: int) -> tuple[torch.Tensor, list[torch.Tensor], SparseAutoencoder]:
+    """Planted features, their batches and a Matryoshka BatchTopK SAE (64 latents, default fractions) trained on
+    them for 2000 steps of 512 tokens; ``seed`` draws the data (the SAE's init and the loop are fixed)."""
+    feats, batches = planted_hierarchy(2000, 512, seed=seed)
+    config = SAEConfig(D, 64, 2, "batchtopk", group_sizes_from_fractions(64, [1 / 16, 1 / 16, 1 / 8, 1 / 4, 1 / 2]))
+    sae = train_sae(SparseAutoencoder(config, seed=0), batches, PLANTED, max_steps=2000, progress=False, seed=0)
+    return feats, batches, sae
+
+
 @pytest.fixture(scope="module")
 def trained():
-    feats, batches = planted_hierarchy(2000, 512, seed=2)
-    config = SAEConfig(D, 64, 2, "batchtopk", group_sizes_from_fractions(64, [1 / 16, 1 / 16, 1 / 8, 1 / 4, 1 / 2]))
-    cfg = TrainConfig(lr=3e-3, warmup_steps=50, threshold_start_step=800, threshold_beta=0.99, dead_tokens=50_000)
-    sae = train_sae(SparseAutoencoder(config, seed=0), batches, cfg, max_steps=2000, progress=False, seed=0)
-    return feats, batches, sae
+    return train_planted(seed=0)
 
 
 def test_planted_hierarchy_is_recovered(trained):
     feats, _, sae = trained
-    assert recovered(feats, sae) >= 0.9  # 26 of 28 (seed 2; seeds 0-3 give 0.89, 0.86, 0.93, 0.89: docs/sae.md)
+    assert recovered(feats, sae) >= 0.9  # 28 of 28 at seed 0
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
+
+
+@pytest.mark.slow  # five trainings, ~8 s each on an idle core
+def test_planted_hierarchy_is_recovered_at_every_seed():
+    got = [recovered(feats, sae) for feats, _, sae in (train_planted(seed) for seed in range(5))]
+    assert min(got) >= 0.9, got  # 2026-12-06: 1.0, 0.96, 0.96, 0.93, 0.96 (seeds 5-9: 0.93-0.96)
 
 
 def test_threshold_reproduces_the_batch_topk_sparsity(trained):
@@ -75,6 +92,11 @@ def test_bad_settings_stop_in_one_line():
         train_sae(sae, [torch.zeros(4, 4)], TrainConfig(), max_steps=10)
     with pytest.raises(MedinterpError, match=r"\(tokens, 4\) tensor.*shape \(3, 5\)"):
         train_sae(sae, [torch.zeros(3, 5)], TrainConfig(threshold_start_step=0), max_steps=2, progress=False)
+    with pytest.raises(MedinterpError, match=r"'k_anneal_steps' \(900\) must be at most threshold_start_step \(100\)"):
+        train_sae(sae, [torch.zeros(4, 4)], TrainConfig(k_anneal_steps=900, threshold_start_step=100), max_steps=2000)
+    with pytest.raises(MedinterpError, match="needs k < d"):
+        train_sae(SparseAutoencoder(SAEConfig(4, 8, 4, "topk")), [torch.zeros(4, 4)], TrainConfig(k_anneal_steps=5),
+                  max_steps=10)
     with pytest.raises(MedinterpError, match="cannot be trained"):
         train_sae(SparseAutoencoder(SAEConfig(4, 8, None, "jumprelu")), [torch.zeros(4, 4)], max_steps=2)
 
