@@ -24,14 +24,13 @@ import torch
 
 from medinterp.capture.tokens import TokenBatch
 from medinterp.models import BoundModel, ModelHandle
+from medinterp.models.head import head_logits
 
 
 def lens_logits(parts: BoundModel, hidden: torch.Tensor) -> torch.Tensor:
     """Logit-lens logits (n, V) float32 of residual-stream read-outs ``hidden`` (n, D), in the model's dtype until
     the head's output: ``final_norm``, then ``lm_head``, then the soft cap ``parts.logit_softcap`` if any."""
-    logits = parts.lm_head(parts.final_norm(hidden)).float()
-    cap = parts.logit_softcap
-    return torch.tanh(logits / cap) * cap if cap else logits
+    return head_logits(parts, parts.final_norm(hidden))
 
 
 def output_logits(handle: ModelHandle, batch: TokenBatch) -> torch.Tensor:

@@ -197,12 +197,5 @@ def forward(handle: ModelHandle, batch: AnswerBatch, **kwargs: Any) -> Any:
         return backbone(**batch.inputs, use_cache=False, **kwargs)
 
 
-def head_logits(handle: ModelHandle, normed: torch.Tensor) -> torch.Tensor:
-    """Logits (..., V) float32 of final-normed hidden states: ``lm_head``, then the soft cap if any."""
-    logits = handle.parts.lm_head(normed).float()
-    cap = handle.parts.logit_softcap
-    return torch.tanh(logits / cap) * cap if cap else logits
-
-
 __all__ = ["AnswerBatch", "AnswerExample", "TOKEN_SETS", "answer_lengths", "cell_examples", "encode", "forward",
-           "head_logits", "label_words", "token_hits"]
+           "label_words", "token_hits"]

@@ -30,7 +30,8 @@ from torch import nn
 
 from medinterp.errors import unknown_choice
 from medinterp.hooks import forward_hooks
-from medinterp.methods.answer_inputs import AnswerBatch, forward, head_logits
+from medinterp.methods.answer_inputs import AnswerBatch, forward
+from medinterp.models.head import head_logits
 from medinterp.models import ModelHandle
 
 TARGETS = ("answer", "question")
@@ -73,7 +74,7 @@ def _targets(handle: ModelHandle, batch: AnswerBatch, hidden: torch.Tensor, targ
     if target == "question":
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         with torch.no_grad():
-            ids = head_logits(handle, hidden[rows, batch.question]).argmax(-1)
+            ids = head_logits(handle.parts, hidden[rows, batch.question]).argmax(-1)
         return [(rows, batch.question, ids)]
     out = []
     for j in range(max_answer_tokens):
@@ -102,7 +103,7 @@ def gradcam_tokens(handle: ModelHandle, batch: AnswerBatch, target: str = "answe
         total = torch.zeros(B, len(attentions), n, device=pos_img.device)
         count = torch.zeros(B, device=pos_img.device)
         for k, (rows, pos, ids) in enumerate(passes):
-            logit = head_logits(handle, out.last_hidden_state[rows, pos])[torch.arange(len(rows)), ids]  # (N,)
+            logit = head_logits(handle.parts, out.last_hidden_state[rows, pos])[torch.arange(len(rows)), ids]  # (N,)
             grads = torch.autograd.grad(logit.sum(), attentions, retain_graph=k + 1 < len(passes))
             for l, (a, g) in enumerate(zip(attentions, grads)):
                 cam = (a[rows, :, pos] * g[rows, :, pos].clamp(min=0)).float().mean(1)  # (N, T)

@@ -30,7 +30,8 @@ from torch import nn
 
 from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_pre_hooks
-from medinterp.methods.answer_inputs import AnswerBatch, forward, head_logits
+from medinterp.methods.answer_inputs import AnswerBatch, forward
+from medinterp.models.head import head_logits
 from medinterp.models import ModelHandle
 from medinterp.models.weights import full_weights
 
@@ -54,7 +55,7 @@ def target_logit(handle: ModelHandle, batch: AnswerBatch, target: torch.Tensor) 
     """(B,) float32: the logit of ``target[b]`` at row b's question position (one forward of ``batch``)."""
     hidden = forward(handle, batch).last_hidden_state  # (B, T, D), final-normed
     rows = torch.arange(len(target), device=hidden.device)
-    return head_logits(handle, hidden[rows, batch.question])[rows, target]  # (B,)
+    return head_logits(handle.parts, hidden[rows, batch.question])[rows, target]  # (B,)
 
 
 def _scaled(mask_BT: torch.Tensor, scale: torch.Tensor | float, store: list, index: torch.Tensor | None = None):
@@ -119,7 +120,7 @@ def intervened_prob(handle: ModelHandle, batch: AnswerBatch, mask_BT: torch.Tens
     with forward_pre_hooks(pairs):
         hidden = forward(handle, batch).last_hidden_state
     rows = torch.arange(len(target), device=hidden.device)
-    return torch.softmax(head_logits(handle, hidden[rows, batch.question]), -1)[rows, target]
+    return torch.softmax(head_logits(handle.parts, hidden[rows, batch.question]), -1)[rows, target]
 
 
 def decode_rows(handle: ModelHandle, layer: int, neurons: Sequence[int], k: int) -> list[list[str]]:

@@ -49,9 +49,9 @@ import torch
 from torch import nn
 
 from medinterp.capture import TokenBatch
-from medinterp.models.weights import full_weights
 from medinterp.hooks import forward_hooks, output_tensor, patch, record, skip_with_outputs
 from medinterp.models import ModelHandle
+from medinterp.models.head import answer_logits
 
 RESID_SITES = ("resid_diff", "resid_last", "resid_all")
 SITES = (*RESID_SITES, "attn", "mlp")
@@ -113,33 +113,8 @@ def _position_mask(site: str, batch: PairBatch) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# Logits at the last position, for the two answer tokens only
+# The logit difference at the last position (the two answer tokens only: medinterp/models/head.py)
 # --------------------------------------------------------------------------------------------------
-def answer_logits(handle: ModelHandle, hidden_BD: torch.Tensor, answer_ids_BK: torch.Tensor) -> torch.Tensor:
-    """Logits (B, K) of the tokens ``answer_ids_BK`` from final-normed hidden states ``hidden_BD``.
-
-    Equals the model's own logits at those tokens: the LM head restricted to K rows (a full head when it
-    is not a plain ``nn.Linear``), then the final logit soft-capping some families apply (Gemma 2:
-    ``cap * tanh(logit / cap)``, ``handle.parts.logit_softcap``). Computing only K of the vocabulary's rows keeps the unembedding from
-    costing more than a few decoder blocks per forward on large-vocabulary models (Gemma: 262k).
-    """
-    head = handle.parts.lm_head
-    if isinstance(head, nn.Linear):
-        with full_weights(head):  # a no-op unless ZeRO-3 partitions or accelerate offloads the head
-            weight_BKD = head.weight[answer_ids_BK].float()  # float32 even for bf16 models: LDs are small differences
-            bias_BK = head.bias[answer_ids_BK].float() if head.bias is not None else None
-        logits = torch.einsum("bd,bkd->bk", hidden_BD.float(), weight_BKD.to(hidden_BD.device))
-        if bias_BK is not None:
-            logits = logits + bias_BK.to(logits.device)
-    else:
-        logits = head(hidden_BD).gather(-1, answer_ids_BK)
-    logits = logits.float()
-    cap = handle.parts.logit_softcap
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
 def _logit_diff(handle: ModelHandle, tokens: TokenBatch, answer_ids: torch.Tensor) -> torch.Tensor:
     """Run the backbone (embed → blocks → final norm) on ``tokens``; LD at each row's last position, (B,)."""
     out = handle.parts.backbone(**tokens.model_inputs(), use_cache=False)

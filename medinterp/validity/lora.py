@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from medinterp.capture.tokens import position_ids
 from medinterp.errors import MedinterpError, unknown_choice
 from medinterp.hooks import output_tensor
-from medinterp.methods.patching_engine import answer_logits
+from medinterp.models.head import answer_logits, head_logits
 from medinterp.models import ModelHandle
 from medinterp.validation import is_int, is_number
 from medinterp.validity.draws import check_blocks
@@ -158,10 +158,7 @@ def answer_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targ
     k = targets.shape[1]
     out = handle.parts.backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
     hidden = output_tensor(out.last_hidden_state)[:, -k - 1:-1]  # (B, K, D)
-    logits = handle.parts.lm_head(hidden.reshape(-1, hidden.shape[-1])).float()  # (B·K, V)
-    cap = handle.parts.logit_softcap
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    logits = head_logits(handle.parts, hidden.reshape(-1, hidden.shape[-1]))  # (B·K, V)
     return nn.functional.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
 

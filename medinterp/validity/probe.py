@@ -25,7 +25,7 @@ import yaml
 
 from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_hooks, output_tensor, record, skip_with_outputs
-from medinterp.methods.patching_engine import answer_logits
+from medinterp.models.head import answer_logits
 from medinterp.metrics import Estimate, mean_with_ci
 from medinterp.models import ModelHandle
 from medinterp.models.padding import padding_side
@@ -182,7 +182,7 @@ def choice_logits(handle: ModelHandle, probe: Probe, batch_size: int = 32, start
                   prefix: Prefix | None = None) -> torch.Tensor:
     """(n_test, n_choices) next-token logits of the choices' first tokens after each question (float32): the final
     normed hidden state at the last position times the LM head's rows of the choices only (soft-capped where the
-    model caps; :func:`medinterp.methods.patching_engine.answer_logits`), the model's own logits at those tokens
+    model caps; :func:`medinterp.models.head.answer_logits`), the model's own logits at those tokens
     without reading the whole vocabulary's head (Gemma: 262k rows, most of a probe forward's time on a CPU).
 
     With ``start_block = s > 0`` and ``prefix`` (:func:`block_outputs` of the intact model, same batch size), blocks

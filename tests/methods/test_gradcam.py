@@ -156,11 +156,12 @@ def test_question_target_uses_the_predicted_token(planted, tmp_path):
     grid = handle.parts.vision.grid
     image = picture(tmp_path, side, grid.cols, (r, c), "plain")
     batch = encode(handle, [example(image, "")], teacher_force=False)
-    from medinterp.methods.answer_inputs import forward, head_logits
+    from medinterp.methods.answer_inputs import forward
+    from medinterp.models.head import head_logits
 
     with torch.no_grad():
         hidden = forward(handle, batch).last_hidden_state
-    assert int(head_logits(handle, hidden[0, batch.question[0]]).argmax()) == answer
+    assert int(head_logits(handle.parts, hidden[0, batch.question[0]]).argmax()) == answer
     assert argmax_cell(cams(handle, image, "question")[block], grid) == (r, c)
 
 

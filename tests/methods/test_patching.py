@@ -11,7 +11,8 @@ import torch
 from medinterp.errors import MedinterpError
 from medinterp.methods.base import method_class
 from medinterp.methods.patching import ActivationPatching, check_pairs, pair_batches, patching_score, sample_pairs
-from medinterp.methods.patching_engine import SITES, _logit_diff, answer_logits, patch_pairs, site_layers
+from medinterp.methods.patching_engine import SITES, _logit_diff, patch_pairs, site_layers
+from medinterp.models.head import answer_logits
 from medinterp.prompts import ContrastPair, load_prompt_set
 from medinterp.run import run_method
 
