@@ -71,10 +71,12 @@ def _registered(register: Callable[[nn.Module, Any], Any], pairs: Sequence[tuple
             handle.remove()
 
 
-def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]]) -> AbstractContextManager[None]:
+def forward_hooks(pairs: Sequence[tuple[nn.Module, Hook]], prepend: bool = False) -> AbstractContextManager[None]:
     """Register ``(module, hook)`` pairs for the duration of the block; a :class:`StopForward` ends it quietly.
-    A hook with a true ``with_kwargs`` attribute gets ``(module, args, kwargs, output)``."""
-    return _registered(lambda m, h: m.register_forward_hook(h, with_kwargs=getattr(h, "with_kwargs", False)), pairs)
+    A hook with a true ``with_kwargs`` attribute gets ``(module, args, kwargs, output)``. ``prepend``: the hooks run
+    before the module's other forward hooks (ZeRO-3's, which re-wrap the output: medinterp/models/weights.py)."""
+    return _registered(lambda m, h: m.register_forward_hook(h, with_kwargs=getattr(h, "with_kwargs", False),
+                                                            prepend=prepend), pairs)
 
 
 def forward_pre_hooks(pairs: Sequence[tuple[nn.Module, Callable[..., Any]]], with_kwargs: bool = False

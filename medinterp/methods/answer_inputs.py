@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from medinterp.errors import MedinterpError, unknown_choice
+from medinterp.hooks import forward_pre_hooks
 from medinterp.methods.targets import saliency_examples, select_examples
 from medinterp.models import ModelHandle
 from medinterp.models.padding import padding_side
@@ -121,15 +122,14 @@ def _n_ids(tokenizer: Any, text: str, add_special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
 
-def encode(handle: ModelHandle, examples: Sequence[AnswerExample], teacher_force: bool = True) -> AnswerBatch:
-    """The batch of ``examples`` for ``handle`` (image prompts through the processor path); ``teacher_force``
-    appends each answer (module docstring)."""
-    from medinterp.models.processor import image_prompts, render_prompt
+def _texts(handle: ModelHandle, examples: Sequence[AnswerExample], teacher_force: bool
+           ) -> tuple[list[str], list[int], bool]:
+    """Each example's rendered text (prompt + separator + answer), its answer-token count and whether the tokenizer
+    adds special tokens (module docstring); no image is read."""
+    from medinterp.models.processor import render_prompt
 
     tok = handle.tokenizer
-    vision = handle.parts.vision
-    images = [ex.image for ex in examples]
-    if any(images) and vision is None:
+    if any(ex.image for ex in examples) and handle.parts.vision is None:
         raise MedinterpError(f"model {handle.name!r} has no vision tower; image prompt sets need a vision-language "
                              f"model (tiny_llava, tiny_gemma3_vlm, llava15_7b, llava_med_v15_mistral_7b, medgemma_4b)")
     prompts = [render_prompt(handle.processor, ex.question) if ex.image else ex.question for ex in examples]
@@ -143,6 +143,24 @@ def encode(handle: ModelHandle, examples: Sequence[AnswerExample], teacher_force
         ok = whole[:len(head)] == head
         texts.append(full if ok else prompt)
         n_answer.append(len(whole) - len(head) if ok else 0)
+    return texts, n_answer, add_special
+
+
+def answer_lengths(handle: ModelHandle, examples: Sequence[AnswerExample]) -> list[int]:
+    """Each example's number of teacher-forced answer tokens (``AnswerBatch.n_answer`` of :func:`encode`), from the
+    text alone: a method that must run the same number of passes on every batch (ZeRO-3's lockstep) reads it
+    before any batch is encoded."""
+    return _texts(handle, examples, True)[1]
+
+
+def encode(handle: ModelHandle, examples: Sequence[AnswerExample], teacher_force: bool = True) -> AnswerBatch:
+    """The batch of ``examples`` for ``handle`` (image prompts through the processor path); ``teacher_force``
+    appends each answer (module docstring)."""
+    from medinterp.models.processor import image_prompts
+
+    tok, vision = handle.tokenizer, handle.parts.vision
+    images = [ex.image for ex in examples]
+    texts, n_answer, add_special = _texts(handle, examples, teacher_force)
     with padding_side(tok, "right"):
         if any(images):
             batch = image_prompts(handle.processor, vision, [load_image(p) for p in images], texts)
@@ -156,12 +174,28 @@ def encode(handle: ModelHandle, examples: Sequence[AnswerExample], teacher_force
     return AnswerBatch(inputs, types, positions, length - answers - 1, answers)
 
 
+def _as_leaf(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """A forward pre-hook on block 0: its input hidden states made a leaf that requires grad when nothing before
+    them does (no parameter requires grad: ZeRO-3 turns them off), so the blocks' activations have a graph."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    if hidden.requires_grad:
+        return None
+    leaf = hidden.detach().requires_grad_(True)
+    return ((leaf, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": leaf})
+
+
 def forward(handle: ModelHandle, batch: AnswerBatch, **kwargs: Any) -> Any:
     """The model without its head on ``batch`` (the multimodal backbone for image prompts): an output with
-    ``last_hidden_state`` (after the final norm) and, when asked, ``attentions``."""
+    ``last_hidden_state`` (after the final norm) and, when asked, ``attentions``.
+
+    Under ``torch.enable_grad`` every block's activations are in the autograd graph even when no weight requires
+    grad (ZeRO-3 and a frozen model): block 0's input is then made the leaf (:func:`_as_leaf`). Gradients with
+    respect to activations (``neurons``, ``gradcam``) are the same either way."""
     backbone = handle.parts.vision.backbone if batch.image_positions is not None else handle.parts.backbone
-    return backbone(**batch.inputs, use_cache=False, **kwargs)
+    hooks = [(handle.parts.layers[0], _as_leaf)] if torch.is_grad_enabled() else []
+    with forward_pre_hooks(hooks, with_kwargs=True):
+        return backbone(**batch.inputs, use_cache=False, **kwargs)
 
 
-__all__ = ["AnswerBatch", "AnswerExample", "TOKEN_SETS", "cell_examples", "encode", "forward", "label_words",
-           "token_hits"]
+__all__ = ["AnswerBatch", "AnswerExample", "TOKEN_SETS", "answer_lengths", "cell_examples", "encode", "forward",
+           "label_words", "token_hits"]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from medinterp.errors import MedinterpError, unknown_choice
-from medinterp.methods.answer_inputs import AnswerExample, cell_examples, encode
+from medinterp.methods.answer_inputs import AnswerExample, answer_lengths, cell_examples, encode
 from medinterp.methods.base import ItemValue, Measurement, Method, MethodResult, register_method
 from medinterp.methods.gradcam_maps import TARGETS, gradcam_tokens
 from medinterp.metrics import finite_mean_with_ci
@@ -44,6 +44,7 @@ class CamWork:
     examples: list[AnswerExample]
     batch_size: int
     dropped: int
+    passes: int  # backward passes per batch, the same for every batch (gradcam_maps.gradcam_tokens)
 
     @property
     def n_units(self) -> int:
@@ -86,13 +87,15 @@ class GradCam(Method):
             raise MedinterpError(f"gradcam: no prompt of {cell.prompt_set.domain!r} has a reference answer "
                                  f"(target=answer); use target=question")
         usable = usable if self.max_prompts is None else usable[:self.max_prompts]
+        longest = max(answer_lengths(cell.handle, usable)) if self.target == "answer" else 1
+        passes = min(self.max_answer_tokens, longest)
         return CamWork(usable, cell.batch_size, len(chosen) - len([ex for ex in chosen if ex.answer or
-                                                                    self.target == "question"]))
+                                                                    self.target == "question"]), passes)
 
     def run_unit(self, handle: ModelHandle, work: CamWork, i: int) -> np.ndarray:
         """Batch ``i``: maps (B, L, rows, cols) float32."""
         batch = encode(handle, work.batch(i), teacher_force=self.target == "answer").to(handle.device, handle.model.dtype)
-        cams = gradcam_tokens(handle, batch, self.target, self.max_answer_tokens)
+        cams = gradcam_tokens(handle, batch, self.target, work.passes)
         return handle.parts.vision.grid.to_grid(cams.cpu()).numpy()
 
     def finish(self, handle: ModelHandle, work: CamWork, results: Sequence[np.ndarray]) -> MethodResult:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from medinterp.errors import unknown_choice
+from medinterp.hooks import forward_hooks
 from medinterp.methods.answer_inputs import AnswerBatch, forward
 from medinterp.models.head import head_logits
 from medinterp.models import ModelHandle
@@ -50,6 +51,23 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
         model.set_attn_implementation(saved)
 
 
+@contextmanager
+def attention_probs(handle: ModelHandle) -> Iterator[list[torch.Tensor]]:
+    """A list filled, block by block, with the attention probabilities (B, H, T, T) the blocks' forward used.
+
+    Taken in a forward hook on each block's attention module placed *before* every other hook: ZeRO-3's own hook
+    (registered when the engine is built) hands each module output on through an autograd function, so the copy
+    in the model's ``attentions`` output is not the tensor the attention output was computed from, and its
+    gradient would be undefined. Without ZeRO-3 the two are the same tensor."""
+    probs: list[torch.Tensor] = []
+
+    def keep(_module, _args, output):
+        probs.append(output[1])
+
+    with forward_hooks([(handle.parts.attn(l), keep) for l in range(handle.n_layers)], prepend=True):
+        yield probs
+
+
 def _targets(handle: ModelHandle, batch: AnswerBatch, hidden: torch.Tensor, target: str,
              max_answer_tokens: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per backward pass, ``(rows, pos, ids)``: the rows scored, their query positions and target token ids."""
@@ -59,7 +77,7 @@ def _targets(handle: ModelHandle, batch: AnswerBatch, hidden: torch.Tensor, targ
             ids = head_logits(handle.parts, hidden[rows, batch.question]).argmax(-1)
         return [(rows, batch.question, ids)]
     out = []
-    for j in range(min(int(batch.n_answer.max()), max_answer_tokens)):
+    for j in range(max_answer_tokens):
         rows = torch.nonzero(batch.n_answer > j)[:, 0]
         pos = batch.question[rows] + j
         out.append((rows, pos, batch.inputs["input_ids"][rows, pos + 1]))
@@ -69,14 +87,18 @@ def _targets(handle: ModelHandle, batch: AnswerBatch, hidden: torch.Tensor, targ
 def gradcam_tokens(handle: ModelHandle, batch: AnswerBatch, target: str = "answer",
                    max_answer_tokens: int = 8) -> torch.Tensor:
     """(B, L, n_tokens) float32 Grad-CAM over each row's image tokens (grid order, prefix included) per block;
-    a row without targets (no answer tokens under ``target=answer``) is NaN."""
+    a row without targets (no answer tokens under ``target=answer``) is NaN.
+
+    ``target=answer`` runs exactly ``max_answer_tokens`` backward passes whatever the batch's answers (a pass
+    whose rows all have fewer answer tokens scores no row and adds nothing): under ZeRO-3 every backward pass
+    gathers each block's weights from all ranks, so every rank must run as many passes on its batch. The method
+    passes the longest answer of the whole cell (capped), so no pass is wasted on short-answer cells."""
     if target not in TARGETS:
         raise unknown_choice("gradcam target", target, TARGETS)
     pos_img = batch.image_positions  # (B, n)
     B, n = pos_img.shape
-    with eager_attention(handle.model), torch.enable_grad():
-        out = forward(handle, batch, output_attentions=True)
-        attentions = out.attentions  # L x (B, H, T, T)
+    with eager_attention(handle.model), torch.enable_grad(), attention_probs(handle) as attentions:
+        out = forward(handle, batch, output_attentions=True)  # fills attentions: L x (B, H, T, T)
         passes = _targets(handle, batch, out.last_hidden_state, target, max_answer_tokens)
         total = torch.zeros(B, len(attentions), n, device=pos_img.device)
         count = torch.zeros(B, device=pos_img.device)

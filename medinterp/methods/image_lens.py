@@ -80,12 +80,23 @@ def image_readouts(handle: ModelHandle, batch) -> torch.Tensor:
     return torch.stack([seen[l] for l in range(parts.n_layers + 1)], 1)
 
 
+def n_chunks(rows: int) -> int:
+    """The lens calls that decode ``rows`` read-outs, :data:`ROW_CHUNK` at a time."""
+    return -(-rows // ROW_CHUNK)
+
+
 @torch.no_grad()
-def decode_readouts(handle: ModelHandle, readouts: torch.Tensor, k: int = TOP) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entropy (..., ) float32 and top-``k`` ids (..., k) of the lens distributions of ``readouts`` (..., D)."""
+def decode_readouts(handle: ModelHandle, readouts: torch.Tensor, k: int = TOP,
+                    chunks: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy (..., ) float32 and top-``k`` ids (..., k) of the lens distributions of ``readouts`` (..., D).
+
+    The rows are decoded :data:`ROW_CHUNK` at a time, in at least ``chunks`` calls of the final norm and head (empty
+    ones after the last row): under ZeRO-3 each call gathers those modules' weights from every rank, so every
+    rank makes as many calls per batch as the largest batch needs, whatever the size of its own."""
     flat = readouts.reshape(-1, readouts.shape[-1])
+    pieces = list(flat.split(ROW_CHUNK))
     ent, top = [], []
-    for chunk in flat.split(ROW_CHUNK):
+    for chunk in pieces + [flat[:0]] * (chunks - len(pieces)):
         logp = torch.log_softmax(lens_logits(handle.parts, chunk), -1)  # (n, V) float32
         ent.append(-(logp.exp() * logp).sum(-1))
         top.append(logp.topk(k, -1).indices)
@@ -123,7 +134,8 @@ class ImageLens(Method):
     def run_unit(self, handle: ModelHandle, work: LensWork, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``i``: entropy (B, L + 1, n_tokens) and top-5 ids (B, L + 1, n_tokens, 5)."""
         batch = encode(handle, work.batch(i), teacher_force=False).to(handle.device, handle.model.dtype)
-        ent, top = decode_readouts(handle, image_readouts(handle, batch))
+        rows = min(work.batch_size, len(work.examples)) * (handle.n_layers + 1) * handle.parts.vision.grid.n_tokens
+        ent, top = decode_readouts(handle, image_readouts(handle, batch), chunks=n_chunks(rows))
         return ent.cpu().numpy(), top.cpu().numpy().astype(np.int64)
 
     def finish(self, handle: ModelHandle, work: LensWork, results: Sequence[tuple[np.ndarray, np.ndarray]]) -> MethodResult:

@@ -33,6 +33,7 @@ from medinterp.hooks import forward_pre_hooks
 from medinterp.methods.answer_inputs import AnswerBatch, forward
 from medinterp.models.head import head_logits
 from medinterp.models import ModelHandle
+from medinterp.models.weights import full_weights
 
 ATTRIBUTIONS = ("grad_x_act", "integrated_gradients")
 DOWN = "down_proj"  # the down projection inside a block's MLP (llama, gemma, qwen, mistral)
@@ -124,8 +125,12 @@ def intervened_prob(handle: ModelHandle, batch: AnswerBatch, mask_BT: torch.Tens
 
 def decode_rows(handle: ModelHandle, layer: int, neurons: Sequence[int], k: int) -> list[list[str]]:
     """Each neuron's output row ``down.weight[:, i]`` through the unembedding (``lm_head``, no final norm: a
-    direction, not a read-out): its ``k`` top tokens, decoded."""
+    direction, not a read-out): its ``k`` top tokens, decoded. The down projection's weight is read through
+    :func:`~medinterp.models.weights.full_weights` (loaded when ``device_map`` offloaded it); the head is called,
+    so its own hooks place it."""
+    down, head = down_projections(handle)[layer], handle.parts.lm_head
     with torch.no_grad():
-        rows = down_projections(handle)[layer].weight[:, list(neurons)].T  # (n, D)
-        top = handle.parts.lm_head(rows.to(handle.parts.lm_head.weight.dtype)).topk(k, -1).indices  # (n, k)
+        with full_weights(down):
+            rows = down.weight[:, list(neurons)].T.clone()  # (n, D)
+        top = head(rows.to(head.weight.dtype)).topk(k, -1).indices  # (n, k)
     return [[handle.tokenizer.decode([int(t)]) for t in row] for row in top.tolist()]
