@@ -103,3 +103,12 @@ def prompt_set_error(path: Path) -> str:
     assert "\n" not in message
     assert message.startswith(f"{path}: ")
     return message
+
+
+def json_numbers(obj, path=""):
+    """Every number in a JSON-like value, by its path."""
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in json_numbers(value, f"{path}/{key}").items()}
+    if isinstance(obj, (list, tuple)):
+        return {k: v for i, value in enumerate(obj) for k, v in json_numbers(value, f"{path}[{i}]").items()}
+    return {path: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}

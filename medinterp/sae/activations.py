@@ -35,6 +35,7 @@ SAE hyperparameters then transfer across layers and models. Reconstructions go b
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -50,9 +51,18 @@ from medinterp.capture.tokens import TokenBatch, position_ids
 from medinterp.errors import MedinterpError
 from medinterp.sae.packing import token_mask
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-row token types (token_types.npy, meta rows_per_type); bump when a store's layout changes
 TEXT, IMAGE = 0, 1  # token types
 DEFAULT_SHARD_TOKENS = 65_536
+log = logging.getLogger(__name__)
+
+
+def _stored_format(folder: Path) -> object:
+    """The ``format`` of a complete store's meta.json (None when unreadable: captured again like an old format)."""
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def token_batch(input_ids: torch.Tensor, mask: torch.Tensor) -> TokenBatch:
@@ -245,7 +255,11 @@ def cache_activations(handle, input_ids: torch.Tensor, mask: torch.Tensor, layer
     complete), keeping the token types ``tokens`` (image | text | all), and return the store."""
     folder = Path(folder)
     if (folder / "meta.json").is_file():
-        return ActivationStore(folder)
+        found = _stored_format(folder)
+        if found == FORMAT_VERSION:
+            return ActivationStore(folder)
+        log.warning("SAE activation cache %s has format %s, this code writes %s: capturing it again", folder, found,
+                    FORMAT_VERSION)
     check_tokens(tokens)
     layers = sorted({int(layer) for layer in layers})
     bad = [layer for layer in layers if not 0 <= layer <= handle.n_layers]

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from helpers import ROOT
 
@@ -73,3 +76,9 @@ def max_rel_diff(a: dict, b: dict, skip=lambda key: False) -> float:
                 continue
             worst = max(worst, abs(x - y) / max(abs(x), 1e-12))
     return worst
+
+
+def activations(run_dir: Path) -> dict[str, np.ndarray]:
+    """The run's captured activations (its cache_dir's .npy files) by path relative to the cache's activations/."""
+    cache = Path(json.loads((run_dir / "config.json").read_text())["cache_dir"])
+    return {str(p.relative_to(cache / "activations")): np.load(p) for p in sorted((cache / "activations").rglob("*.npy"))}

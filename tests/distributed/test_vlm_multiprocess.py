@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launch_helpers import make_cache, map_cmd, max_rel_diff, read_rows, run, torchrun_cmd
+from launch_helpers import activations, make_cache, map_cmd, max_rel_diff, read_rows, run, torchrun_cmd
 from medinterp.results import read_item_rows
 
 pytestmark = pytest.mark.slow  # torchrun subprocesses
@@ -78,11 +78,6 @@ def reference(tmp_path_factory, cache_dir):
         return done[name]
 
     return get
-
-
-def activations(run_dir: Path) -> dict[str, np.ndarray]:
-    cache = Path(json.loads((run_dir / "config.json").read_text())["cache_dir"])
-    return {str(p.relative_to(cache / "activations")): np.load(p) for p in sorted((cache / "activations").rglob("*.npy"))}
 
 
 @pytest.mark.parametrize(("model", "method", "strategy"), CELLS, ids=["-".join(cell) for cell in CELLS])

@@ -156,6 +156,19 @@ def test_a_killed_capture_leaves_no_complete_cache_and_a_finished_one_is_reused(
         cache_activations(tiny, ids, mask, [7], tmp_path / "d", progress=False)
 
 
+def test_a_store_of_an_older_format_is_captured_again(tiny, tmp_path, monkeypatch, caplog):
+    """A complete store written by older code (format 1: no per-row token types) is not reused as if current."""
+    ids, mask = contexts(tiny)
+    store = cache_activations(tiny, ids, mask, [2], tmp_path / "c", batch_contexts=2, progress=False)
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    assert meta["format"] == act.FORMAT_VERSION == 2
+    old = {k: v for k, v in meta.items() if k != "rows_per_type"} | {"format": 1}
+    (tmp_path / "c" / "meta.json").write_text(json.dumps(old))
+    again = cache_activations(tiny, ids, mask, [2], tmp_path / "c", batch_contexts=2, progress=False)
+    assert again.meta["rows_per_type"] == meta["rows_per_type"] and "has format 1, this code writes 2" in caplog.text
+    torch.testing.assert_close(again.rows(2, np.arange(again.n_tokens)), store.rows(2, np.arange(store.n_tokens)))
+
+
 def test_the_stream_is_a_function_of_the_batch_index_and_each_epoch_reads_every_row_once(tiny, tmp_path):
     ids, mask = contexts(tiny)
     store = cache_activations(tiny, ids, mask, [2], tmp_path / "c", shard_tokens=16, progress=False)

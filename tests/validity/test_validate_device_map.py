@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from helpers import json_numbers
 from medinterp.models import ModelSpec, Placement, load_model
 from medinterp.validity.validate import ValidateSettings, validate
 
@@ -22,20 +23,11 @@ def models(tmp_path_factory, cache_dir):
     return load_model(SPEC, "cpu", cache_dir), offloaded
 
 
-def _numbers(obj, path=""):
-    """Every number in a JSON-like value, by its path."""
-    if isinstance(obj, dict):
-        return {k: v for key, value in obj.items() for k, v in _numbers(value, f"{path}/{key}").items()}
-    if isinstance(obj, (list, tuple)):
-        return {k: v for i, value in enumerate(obj) for k, v in _numbers(value, f"{path}[{i}]").items()}
-    return {path: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
-
-
 @pytest.mark.parametrize("intervention", ["ablation", "steer"])
 def test_device_map_offload_gives_the_numbers_of_single(models, intervention):
     single, offloaded = (validate(m, KMAP, "drugs", intervention, SETTINGS, damage_domains=["disease"])
                          for m in models)
-    a, b = _numbers(single), _numbers(offloaded)
+    a, b = json_numbers(single), json_numbers(offloaded)
     assert a.keys() == b.keys() and len(a) > 40
     assert single["lanes"][0]["blocks"] == [1, 2] and len(single["lanes"][0]["random"]) == 3
     for key in a:  # accuracies of 12 items: any flipped answer moves a value by >= 1/12

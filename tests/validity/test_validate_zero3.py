@@ -11,7 +11,7 @@ import sys
 import pytest
 from omegaconf import open_dict
 
-from helpers import ROOT, compose_map, runner
+from helpers import ROOT, compose_map, json_numbers, runner
 from medinterp.judges.local_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -19,15 +19,6 @@ pytest.importorskip("deepspeed", reason="the zero3 strategy needs deepspeed (doc
 pytest.importorskip("lightning", reason="zero3 runs on Lightning Fabric")
 
 KMAP = {"model": "tiny_llama", "n_layers": 4, "domains": {"drugs": {"ablation": {"intervals": [[2, 2]]}}}}
-
-
-def _numbers(obj, path=""):
-    """Every number in a JSON-like value, by its path."""
-    if isinstance(obj, dict):
-        return {k: v for key, value in obj.items() for k, v in _numbers(value, f"{path}/{key}").items()}
-    if isinstance(obj, (list, tuple)):
-        return {k: v for i, value in enumerate(obj) for k, v in _numbers(value, f"{path}[{i}]").items()}
-    return {path: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
 
 
 @pytest.mark.parametrize("intervention", ["ablation", "steer"])
@@ -48,7 +39,7 @@ def test_zero3_gives_the_numbers_of_single(tmp_path, intervention):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ZeRO-3 partitioned" in proc.stdout + proc.stderr
     zero3 = json.loads((tmp_path / "zero3" / "validity.json").read_text())
-    a, b = _numbers(single), _numbers(zero3)
+    a, b = json_numbers(single), json_numbers(zero3)
     assert a.keys() == b.keys() and len(a) > 40
     assert [k for k in a if not (a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])))] == []
     lane = single["lanes"][0]  # not vacuous: the block sets differ in effect
