@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from _common import (cached_model, check_group_choices, exit_cleanly_on_sigterm, launched_strategy, log,
-                     prompt_file_choices, publish, quiet_libraries, sweep_group, user_errors)
+                     private_run_dir_for_other_ranks, prompt_file_choices, publish, quiet_libraries, sweep_group,
+                     user_errors)
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -32,7 +33,7 @@ from medinterp.vqa import generate  # noqa: E402  (the module: tests replace gen
 from medinterp.vqa.results import ANSWERS_FILE, QUESTIONS_FILE, write_scores  # noqa: E402
 from medinterp.vqa.score import CLOSED_RULES  # noqa: E402
 
-STRATEGIES = ("single", "device_map")  # one process generates; ddp / zero3 would need every rank in generate()
+STRATEGIES = ("single", "device_map", "zero3")  # zero3: every rank generates every answer (lockstep), rank 0 writes
 
 
 def vqa_config(cfg: DictConfig) -> dict:
@@ -47,8 +48,9 @@ def vqa_config(cfg: DictConfig) -> dict:
         raise unknown_choice("closed_rule", plain["closed_rule"], CLOSED_RULES)
     strategy = (plain.get("strategy") or {}).get("name", "single")
     if strategy not in STRATEGIES:
-        raise MedinterpError(f"strategy={strategy}: VQA generation runs in one process; use strategy="
-                             f"{' or strategy='.join(STRATEGIES)} (device_map spreads a large model over the GPUs)")
+        raise MedinterpError(f"strategy={strategy}: not for VQA generation; use strategy="
+                             f"{' or strategy='.join(STRATEGIES)} (device_map spreads a large model over the GPUs, "
+                             "zero3 shards it over ranks)")
     return plain
 
 
@@ -62,8 +64,9 @@ def question_file(cfg: DictConfig, out_dir: Path) -> tuple[Path, Path]:
     return path, out_dir
 
 
-def run_vqa(cfg: DictConfig, out_dir: Path) -> Path:
-    """Answer, write and score the questions ``cfg`` names into ``out_dir``."""
+def run_vqa(cfg: DictConfig, out_dir: Path) -> Path | None:
+    """Answer, write and score the questions ``cfg`` names into ``out_dir`` (rank 0 writes and returns it; under
+    zero3 the other ranks run the same generation, which gathers the weights, and return None)."""
     plain = vqa_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     path, image_folder = question_file(cfg, out_dir)
@@ -74,6 +77,9 @@ def run_vqa(cfg: DictConfig, out_dir: Path) -> Path:
     handle = cached_model(ModelSpec.from_dict(plain["model"]), strategy, cfg.cache_dir)
     generate.require_vlm(handle)
     texts = generate.answer_texts(handle, questions, image_folder, cfg.batch_size, cfg.max_new_tokens)
+    strategy.barrier()
+    if not strategy.is_rank_zero:
+        return None
     answers_path = write_answers(out_dir / ANSWERS_FILE, [Answer.of(q, t, handle.name) for q, t in zip(questions, texts)])
     scores = score_answers(questions, read_answers(answers_path), cfg.closed_rule, cfg.n_boot, cfg.seed)
     write_scores(out_dir, scores, model=handle.name, questions=str(path), image_folder=str(image_folder),
@@ -90,14 +96,16 @@ def run_vqa(cfg: DictConfig, out_dir: Path) -> Path:
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     out_dir = run_vqa(cfg, Path(HydraConfig.get().runtime.output_dir))
-    publish(out_dir, cfg, name=f"{HydraConfig.get().runtime.choices['model']}-vqa", job_type="vqa",
-            group=sweep_group(), report="summary")  # report.html: the generic report (metrics, per-question table)
-    log.info("results: %s", out_dir)
+    if out_dir is not None:  # rank 0
+        publish(out_dir, cfg, name=f"{HydraConfig.get().runtime.choices['model']}-vqa", job_type="vqa",
+                group=sweep_group(), report="summary")  # report.html: the generic report (metrics, per-question table)
+        log.info("results: %s", out_dir)
 
 
 if __name__ == "__main__":
     exit_cleanly_on_sigterm()
     user_errors(check_group_choices)(sys.argv[1:], ("model", "domain", "strategy", "logger"))
+    sys.argv[1:] = private_run_dir_for_other_ranks(sys.argv[1:])
     sys.argv[1:] = prompt_file_choices(sys.argv[1:])  # domain=<image set .yaml>: a choice as in runners/map.py
     logging.getLogger("medinterp").setLevel(logging.INFO)
     main()

@@ -41,14 +41,17 @@ def require_vlm(handle: Any) -> None:
 
 def generate_batch(handle: Any, images: Sequence[Any], texts: Sequence[str], max_new_tokens: int) -> list[str]:
     """Greedy answers (one string each) to ``texts[i]`` about ``images[i]`` (PIL images or (H, W, 3) arrays),
-    in one padded forward per decoding step."""
+    in one padded forward per decoding step. Under several ranks (ZeRO-3: every forward gathers the sharded
+    weights from all ranks) the ranks decode in lockstep (``synced_gpus``) until the last one is done."""
     with padding_side(handle.processor.tokenizer, "left"):
         batch = image_prompts(handle.processor, handle.parts.vision, images, texts)
     batch = batch.to(handle.device, handle.model.dtype)
     tokenizer = handle.processor.tokenizer
     with torch.inference_mode():
         out = handle.model.generate(**batch.inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                                    pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+                                    pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None,
+                                    synced_gpus=torch.distributed.is_initialized()
+                                    and torch.distributed.get_world_size() > 1)
     new = out[:, batch.inputs["input_ids"].shape[1]:]  # (B, <= max_new_tokens): the generated tokens only
     return [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
