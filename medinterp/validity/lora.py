@@ -11,7 +11,7 @@ next intervention sees the intact model.
 
 Speed: the budget's seed fixes the batches, so every block set trains on the same ``steps`` batches
 (:class:`LoraSteps`, built once per validity run). Blocks below a set's lowest block carry no adapter, so their
-outputs are the intact model's: they are recorded once per lowest block and replayed
+outputs are the intact model's: every block's output at every step is recorded in one pass and replayed
 (:func:`medinterp.hooks.start_at`) — the same losses (tested), at (n - s)/n of the forward for lowest block s.
 """
 from __future__ import annotations
