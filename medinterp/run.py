@@ -11,7 +11,8 @@ local units). :func:`drive` runs it the same way under every strategy:
    0, which hands each to ``sink`` and checkpoints it, unless the method stored it itself (``sink`` returned
    ``PERSISTED``: activation batches go once, into the cache's partial entry);
 3. rank 0: local units (no model; e.g. UMAP's per-layer statistics), in the worker pool, each checkpointed;
-4. rank 0: ``finish`` with every result, in unit order.
+4. rank 0: ``finish`` with every result, in unit order (every rank, with rank 0's results broadcast, when the
+   method's ``finish`` runs the model and the weights are partitioned: ``Method.finish_runs_model``).
 
 Every finished unit is checkpointed (medinterp/resume.py) or stored by its method (``persisted``), so a killed
 run started again with the same cell recomputes only the units that had not reached rank 0. :func:`run_cell`
@@ -32,6 +33,7 @@ from medinterp.capture.limits import DEFAULT_BATCH_TOKENS
 from medinterp.cell import Cell
 from medinterp.methods import PERSISTED, MethodResult
 from medinterp.models import ModelHandle
+from medinterp.models.weights import is_partitioned
 from medinterp.plots import cell_figures
 from medinterp.prompts import PromptSet
 from medinterp.resume import Checkpoints
@@ -91,6 +93,14 @@ def drive(cell: Cell, checkpoints: Checkpoints | None = None) -> tuple[MethodRes
         if rank0:
             method.close(handle, work, ok)
     info = {"units": n_model + n_local, "resumed": len(done), "timings": {"units_s": time.perf_counter() - t0}}
+    if method.finish_runs_model and is_partitioned(handle.model):  # finish's forwards are collectives: all join
+        if n_local:
+            raise ValueError(f"{method.name}: a method whose finish runs the model has no local units")
+        t0 = time.perf_counter()
+        shared = strategy.broadcast(results if rank0 else None)
+        result = method.finish(handle, work, shared)
+        info["timings"]["finish_s"] = time.perf_counter() - t0
+        return (result if rank0 else None), info
     if not rank0:
         return None, info
     t0 = time.perf_counter()

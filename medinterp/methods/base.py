@@ -14,7 +14,10 @@ A method is a :class:`Method`: the driver (:func:`medinterp.run.run_cell`) calls
   (activation capture writes its batches into the cache's partial entry) and names the units it already holds
   from an earlier run in ``persisted(handle, work)`` (rank 0, after ``open``), so each is stored once;
 - ``finish(handle, work, results)`` on rank 0 with every unit's result in unit order (model units, then local
-  units): the :class:`MethodResult`.
+  units): the :class:`MethodResult`. A method whose ``finish`` runs the model (``finish_runs_model = True``;
+  neurons' interventions follow the ranking over all prompts) gets it called on every rank when the weights are
+  partitioned (ZeRO-3: every forward is a collective), with rank 0's results broadcast; only rank 0's result is
+  kept. Such a method has no local units.
 
 The ``layer`` column (docs/results-format.md) is a read-out index shared by all methods: ``l`` is the
 residual stream after ``l`` blocks (0 = embedding output). Quantities that belong to a module are
@@ -104,6 +107,7 @@ class Method:
     needs_items: bool = True  # False: the method reads only contrast pairs (patching)
     modalities: tuple[str, ...] = ("text",)  # the prompt-set modalities it reads (medinterp.prompts: text, image)
     n_jobs: int = 1  # worker processes for local units
+    finish_runs_model: bool = False  # True: finish runs forwards, so every rank joins it on partitioned weights
 
     def prepare(self, cell: Cell) -> Any:
         raise NotImplementedError

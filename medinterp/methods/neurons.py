@@ -16,9 +16,10 @@ term, medinterp/methods/answer_inputs.py) every neuron of every block is scored 
   (Dai et al. 2022 report both), mean over prompts with a bootstrap CI;
 - ``answer_prob`` (layer -1): the intact model's probability of the answer token.
 
-The interventions need the ranking over all prompts, so they run in ``finish`` on rank 0 (with ``strategy=ddp``
-the scores' batches are split over the ranks, the interventions are rank 0's alone). ``strategy=zero3`` is refused
-in one line: rank 0 alone cannot run a forward on partitioned weights (every forward is a collective).
+The interventions need the ranking over all prompts, so they run in ``finish`` (``finish_runs_model``): with
+``strategy=ddp`` the scores' batches are split over the ranks and the interventions are rank 0's alone; under
+``strategy=zero3`` every forward is a collective, so every rank runs ``finish`` on the same broadcast scores and
+rank 0 keeps the result (medinterp/run.py).
 """
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ from medinterp.methods.neuron_attribution import (ATTRIBUTIONS, decode_rows, dow
                                                   integrated_gradients, intervened_prob)
 from medinterp.metrics import Estimate, finite_mean_with_ci
 from medinterp.models import ModelHandle
-from medinterp.models.weights import is_partitioned
 from medinterp.validation import is_int
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class NeuronWork:
 class Neurons(Method):
     """MLP neurons scored for the answer token (module docstring)."""
 
+    finish_runs_model = True  # the interventions (class attribute, not a setting)
     attribution: str = "grad_x_act"
     steps: int = 20  # integrated gradients: Gauss-Legendre nodes
     tokens: str = "all"
@@ -88,9 +89,6 @@ class Neurons(Method):
             raise MedinterpError(f"neurons method: max_prompts must be an integer >= 1 or null; got {self.max_prompts!r}")
 
     def prepare(self, cell: Cell) -> NeuronWork:
-        if is_partitioned(cell.handle.model):
-            raise MedinterpError("method=neurons cannot run on ZeRO-3 partitioned weights (its interventions follow the "
-                                 "ranking over all prompts, on rank 0 alone); use strategy=ddp, single or device_map")
         if self.tokens == "image" and cell.prompt_set.modality != "image":
             raise MedinterpError(f"neurons: tokens=image needs an image prompt set; {cell.prompt_set.domain!r} is text "
                                  f"(valid here: text, all)")
