@@ -15,6 +15,14 @@ TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss")
 TINY_VLM_FAMILIES = ("llava", "gemma3_vlm")  # tiny_llava, tiny_gemma3_vlm (conf/model/)
 
 
+def torchrun_runner(nproc: int, script: str, *args: str) -> list[str]:
+    """The command ``torchrun --nproc_per_node=<nproc> runners/<script> *args`` on a free local port (slow tests)."""
+    from medinterp.judges.local_server import free_port
+
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", str(ROOT / "runners" / script), *args]
+
+
 def run_runner(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = True,
                timeout: float = 600) -> subprocess.CompletedProcess:
     """``python runners/<script> *args`` in a subprocess (one-line Hydra errors, unbuffered); with ``check``,

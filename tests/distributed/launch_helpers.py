@@ -5,20 +5,13 @@ import csv
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from helpers import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import ROOT, torchrun_runner
 
 
 def make_cache(out: Path, cache_dir: Path) -> Path:
@@ -49,8 +42,7 @@ def map_cmd(*args: str) -> list[str]:
 
 
 def torchrun_cmd(nproc: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", str(ROOT / "runners" / "map.py"), *args]
+    return torchrun_runner(nproc, "map.py", *args)
 
 
 def read_rows(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:

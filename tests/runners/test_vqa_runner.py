@@ -126,17 +126,14 @@ def test_zero3_on_two_ranks_writes_the_answers_of_single(tmp_path):
     """Two ranks, every weight sharded (threshold 0): each rank generates every answer in lockstep (synced_gpus),
     rank 0 writes the same answer file as one process; rank 1 writes nothing."""
     import subprocess
-    import sys
 
-    from helpers import ROOT
-    from medinterp.judges.local_server import free_port
+    from helpers import ROOT, torchrun_runner
 
     args = ["model=tiny_llava", "domain=synthetic_xray", "max_questions=6", "batch_size=3", "max_new_tokens=5",
             "logger=none", "n_boot=50", "device=cpu"]
     single = run_vqa(args, tmp_path / "single")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(ROOT / "runners" / "vqa.py"), *args, "strategy=zero3",
-           "strategy.param_persistence_threshold=0", f"hydra.run.dir={tmp_path / 'zero3'}"]
+    cmd = torchrun_runner(2, "vqa.py", *args, "strategy=zero3", "strategy.param_persistence_threshold=0",
+                          f"hydra.run.dir={tmp_path / 'zero3'}")
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ZeRO-3 partitioned" in proc.stdout + proc.stderr

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 
 import pytest
 from omegaconf import open_dict
 
-from helpers import ROOT, compose_map, json_numbers, runner
-from medinterp.judges.local_server import free_port
+from helpers import ROOT, compose_map, json_numbers, runner, torchrun_runner
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("deepspeed", reason="the zero3 strategy needs deepspeed (docs/distributed.md)")
@@ -32,9 +30,8 @@ def test_zero3_gives_the_numbers_of_single(tmp_path, intervention):
     with open_dict(cfg):
         del cfg["hydra"]
     single = json.loads((runner("validate").run_validate(cfg, tmp_path / "single") / "validity.json").read_text())
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(ROOT / "runners" / "validate.py"), *args, "strategy=zero3",
-           "strategy.param_persistence_threshold=0", f"hydra.run.dir={tmp_path / 'zero3'}"]
+    cmd = torchrun_runner(2, "validate.py", *args, "strategy=zero3", "strategy.param_persistence_threshold=0",
+                          f"hydra.run.dir={tmp_path / 'zero3'}")
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ZeRO-3 partitioned" in proc.stdout + proc.stderr
