@@ -47,7 +47,7 @@ def main() -> None:
         seconds, losses = {}, {}
         for replay in (False, True):
             t0 = time.perf_counter()
-            with lora(handle, blocks, probe.train, budget, probe.choice_ids, shared[replay]) as report:
+            with lora(handle, blocks, shared[replay]) as report:
                 pass
             seconds[replay], losses[replay] = time.perf_counter() - t0, report.losses
             total[replay] += seconds[replay]

@@ -213,20 +213,14 @@ def answer_loss(handle: ModelHandle, ids: torch.Tensor, mask: torch.Tensor, targ
 
 
 @contextmanager
-def lora(handle: ModelHandle, blocks: Sequence[int], examples: Sequence[tuple[str, str]],
-         budget: LoraBudget = LoraBudget(), choice_ids: Sequence[int] | None = None,
-         steps: LoraSteps | None = None) -> Iterator[LoraReport]:
-    """Train LoRA adapters on every Linear of ``blocks`` for ``budget.steps`` steps on ``examples``
-    ((prompt, answer) pairs; ``choice_ids``: the probe's choices, needed by the ``choice`` objective); inside the
-    ``with`` block the model carries them; on exit they are removed. ``steps``: the run's shared
-    :class:`LoraSteps` of these examples and budget (built here when None)."""
+def lora(handle: ModelHandle, blocks: Sequence[int], steps: LoraSteps) -> Iterator[LoraReport]:
+    """Train LoRA adapters on every Linear of ``blocks`` with ``steps``' budget on its batches (a
+    :class:`LoraSteps` of the training examples, shared by every block set of a run); inside the ``with`` block
+    the model carries them; on exit they are removed."""
     from peft import LoraConfig, get_peft_model
 
     chosen = check_blocks(blocks, handle.n_layers)
-    if steps is None:
-        steps = LoraSteps(handle, examples, budget, choice_ids)
-    elif steps.budget != budget:
-        raise ValueError("lora: the shared LoraSteps were built for another budget")
+    budget = steps.budget
     start = min(chosen)
     entering = steps.entering(start)  # while the model is intact
     model = handle.model

@@ -152,8 +152,7 @@ def validate(handle: ModelHandle, kmap: Mapping[str, Any], domain: str, interven
 
         @contextmanager
         def trained(blocks):
-            with lora(handle, blocks, probes[domain].train, settings.lora, probes[domain].choice_ids,
-                      steps) as report:
+            with lora(handle, blocks, steps) as report:
                 training.append({"blocks": list(report.blocks), "n_params": report.n_params, "steps": len(report.losses),
                                  "first_loss": report.losses[0], "last_loss": report.losses[-1],
                                  "tokens": report.tokens, "tokens_per_s": report.tokens_per_s})

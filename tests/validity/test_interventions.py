@@ -9,7 +9,7 @@ from helpers import without_block
 from medinterp.errors import MedinterpError
 from medinterp.hooks import forward_hooks, record
 from medinterp.validity.interventions import class_mean_direction, identity, mean_update, mean_updates, steer
-from medinterp.validity.lora import LoraBudget, lora
+from medinterp.validity.lora import LoraBudget, LoraSteps, lora
 
 TEXTS = ["The patient was given aspirin for", "A child of six presented with a fever and", "Dose: two tablets"]
 
@@ -97,7 +97,8 @@ def test_lora_on_chosen_blocks_learns_and_leaves_the_model_intact(tiny_handles):
         return float(out.mean())
 
     before = logp_yes()
-    with lora(handle, [1, 2], examples, LoraBudget(rank=2, steps=15, lr=5e-2, batch_size=4, objective="tokens")) as report:
+    budget = LoraBudget(rank=2, steps=15, lr=5e-2, batch_size=4, objective="tokens")
+    with lora(handle, [1, 2], LoraSteps(handle, examples, budget)) as report:
         after = logp_yes()
         adapted = _logits(handle)
     assert report.blocks == (1, 2) and len(report.losses) == 15 and report.tokens > 0
@@ -190,12 +191,12 @@ def test_the_choice_objective_learns_the_probed_task_and_equals_a_hand_cross_ent
                            == want).float().mean()))
 
     before = accuracy()
-    with lora(handle, [1, 2], examples, LoraBudget(rank=4, steps=40, lr=1e-2, batch_size=8), [yes, no]) as report:
+    budget = LoraBudget(rank=4, steps=40, lr=1e-2, batch_size=8)
+    with lora(handle, [1, 2], LoraSteps(handle, examples, budget, [yes, no])) as report:
         trained = accuracy()
     assert before <= 0.75 and trained >= 0.875 and report.losses[-1] < 0.5 * report.losses[0]
     with pytest.raises(MedinterpError, match="objective 'choice' needs the probe's choice_ids"):
-        with lora(handle, [1], examples, LoraBudget()):
-            pass
+        LoraSteps(handle, examples, LoraBudget())
     with pytest.raises(MedinterpError, match="not one of the probe's choices"):
         next(_choice_batches(handle, [("Question", " maybe")], [yes, no], LoraBudget()))
     with pytest.raises(MedinterpError, match=r"unknown lora.objective 'both'; valid: choice, tokens"):
@@ -206,8 +207,6 @@ def test_the_choice_objective_learns_the_probed_task_and_equals_a_hand_cross_ent
 def test_lora_replaying_the_intact_blocks_below_gives_the_same_training(tiny_handles, family, objective):
     """A set whose lowest block is s trains on the recorded residual stream entering s: the same losses step by
     step as the full forward, and blocks below s are not run."""
-    from medinterp.validity.lora import LoraBudget, LoraSteps, lora
-
     handle = tiny_handles[family]
     tok = handle.tokenizer
     yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in (" yes", " no"))
@@ -221,7 +220,7 @@ def test_lora_replaying_the_intact_blocks_below_gives_the_same_training(tiny_han
         count = []
         hook = handle.parts.mlp(0).register_forward_hook(lambda *_: count.append(1))  # block 0 computing
         try:
-            with lora(handle, [2, 3], examples, budget, [yes, no], steps) as report:
+            with lora(handle, [2, 3], steps) as report:
                 pass
         finally:
             hook.remove()
