@@ -205,7 +205,7 @@ def train_stage(run: SAERun) -> None:
     """Train with Lightning (checkpoints every ``checkpoint_every`` steps; resume from <run>/checkpoints/last.ckpt)."""
     from lightning.pytorch.loggers import CSVLogger
 
-    from medinterp.sae import train_sae
+    from medinterp.sae import checkpoint_step, train_sae
 
     s = run.cfg["sae"]
     if s["pretrained"]:
@@ -215,9 +215,8 @@ def train_stage(run: SAERun) -> None:
         return
     run.sae = build_sae(run)
     ckpt = run.out_dir / CHECKPOINTS / "last.ckpt"
-    start = 0
-    if ckpt.is_file():
-        start = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    start = checkpoint_step(ckpt) or 0  # a file, or a folder under DeepSpeed
+    if ckpt.exists():
         log.info("resuming from %s (step %d of %d)", ckpt, start, s["steps"])
         curves = run.out_dir / CURVES_DIR / "metrics.csv"
         if curves.is_file():  # Lightning's CSV logger starts its file afresh: keep the steps before the resume

@@ -13,7 +13,7 @@ schedule          lr_multiplier (linear warm-up, optional linear decay), anneale
 master_weights    set_parameter_: in-place writes that also reach DeepSpeed ZeRO's fp32 master copy
 trainer_strategy  sae_strategy: DeepSpeed ZeRO-1/2 also on the CPU, ZeRO-3 refused
 lightning_module  SAELightningModule (needs lightning)
-trainer           train_sae(sae, batches, cfg, max_steps=...) (needs lightning)
+trainer           train_sae(sae, batches, cfg, max_steps=...), checkpoint_step (needs lightning)
 metrics           fvu (about the mean), explained_variance, l0, dead_fraction, ReconstructionStats (streaming)
 evaluate          evaluate_sae(sae, batches) with the inference encoder
 files             save_sae / load_sae in the dictionary_learning (ae.pt + config.json) and SAELens
@@ -43,7 +43,8 @@ from medinterp.sae.metrics import ReconstructionMetrics, ReconstructionStats, de
 from medinterp.sae.model import SparseAutoencoder
 from medinterp.sae.train_config import TrainConfig
 
-_LAZY = {"train_sae": "medinterp.sae.trainer", "SAELightningModule": "medinterp.sae.lightning_module"}
+_LAZY = {"train_sae": "medinterp.sae.trainer", "checkpoint_step": "medinterp.sae.trainer",
+         "SAELightningModule": "medinterp.sae.lightning_module"}
 
 
 def __getattr__(name: str):
@@ -55,6 +56,6 @@ def __getattr__(name: str):
 
 
 __all__ = ["DEFAULT_GROUP_FRACTIONS", "LAYOUTS", "ReconstructionMetrics", "ReconstructionStats", "SAEConfig",
-           "SAELightningModule", "SparseAutoencoder", "TrainConfig", "dead_fraction", "detect_layout",
+           "SAELightningModule", "SparseAutoencoder", "TrainConfig", "checkpoint_step", "dead_fraction", "detect_layout",
            "evaluate_sae", "explained_variance", "fvu", "group_sizes_from_fractions", "l0", "load_sae", "save_sae",
            "train_sae"]

@@ -8,7 +8,8 @@ or when it runs out, whichever comes first; ``max_steps=None`` is one pass over 
 Lightning runs the loop (lightning_module.py), so the same call runs on one CPU, one GPU, or under
 ``strategy="ddp"`` / ``"deepspeed"`` with ``devices=N``; ``logger`` takes any Lightning logger (W&B: the runner
 builds it), ``checkpoint_dir`` keeps the last checkpoint every ``checkpoint_every`` steps, and ``ckpt_path``
-resumes from one (weights, Adam state, step, dead-latent counters and threshold).
+resumes from one (weights, Adam state, step, dead-latent counters and threshold). Under DeepSpeed a checkpoint is a
+folder, not a file; :func:`checkpoint_step` reads the step of either.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from medinterp.errors import MedinterpError
@@ -27,6 +29,24 @@ from medinterp.sae.trainer_strategy import sae_strategy
 from medinterp.validation import check_positive_int
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The global step of the Lightning checkpoint at ``path``; None when there is none.
+
+    A file (one process, DDP) holds Lightning's whole state; a DeepSpeed checkpoint is a folder whose
+    ``<tag>/mp_rank_00_model_states.pt`` holds it beside the partitioned weights and optimizer states.
+    A folder without that file (a save killed midway) is one line, never a silent fresh start."""
+    path = Path(path)
+    if path.is_dir():
+        states = sorted(path.glob("*/mp_rank_00_model_states.pt"))
+        if not states:
+            raise MedinterpError(f"SAE checkpoint folder {path} holds no DeepSpeed model states "
+                                 f"(<tag>/mp_rank_00_model_states.pt): remove it to train from the start")
+        path = states[0]
+    elif not path.is_file():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 class _Batches:
@@ -92,4 +112,4 @@ def train_sae(sae: SparseAutoencoder, batches: Iterable, cfg: TrainConfig | None
     return sae
 
 
-__all__ = ["train_sae"]
+__all__ = ["checkpoint_step", "train_sae"]

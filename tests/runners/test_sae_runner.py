@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,10 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from helpers import compose_map, run_runner, runner
+if __name__ == "__main__":  # run as a script (the DeepSpeed resume test): tests/ and the repository importable
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
+
+from helpers import ROOT, compose_map, run_runner, runner
 from medinterp.errors import MedinterpError
 
 pytest.importorskip("lightning")
@@ -81,11 +86,11 @@ def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(tmp_pa
     assert not (out / "checkpoints").exists() and json.loads((out / "config.json").read_text())["sae"]["k"] == 8
 
 
-def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_path, monkeypatch):
-    from medinterp.sae import load_sae
-
+def kill_and_resume(tmp_path: Path, overrides: list[str], monkeypatch) -> tuple[Path, Path, list[int]]:
+    """An uninterrupted run, and one killed after the checkpoint at step 8 then started again in its folder:
+    (whole run folder, resumed run folder, the batch each training start read first)."""
     cache = tmp_path / "cache"
-    whole = run_sae([], tmp_path / "whole", cache)
+    whole = run_sae(overrides, tmp_path / "whole", cache)
     sae_runner = runner("sae")
     real = sae_runner.TokenStream
 
@@ -97,9 +102,9 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_p
 
     monkeypatch.setattr(sae_runner, "TokenStream", Killed)
     with pytest.raises((KeyboardInterrupt, SystemExit)):
-        run_sae([], tmp_path / "resumed", cache)
+        run_sae(overrides, tmp_path / "resumed", cache)
     killed = tmp_path / "resumed"
-    assert (killed / "checkpoints" / "last.ckpt").is_file() and not (killed / "metrics.json").exists()
+    assert (killed / "checkpoints" / "last.ckpt").exists() and not (killed / "metrics.json").exists()
     starts = []
 
     class Counted(real):
@@ -108,8 +113,12 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_p
             starts.append(self.next_batch)
 
     monkeypatch.setattr(sae_runner, "TokenStream", Counted)
-    out = run_sae([], killed, cache)
-    assert starts == [8]  # resumed at the checkpoint's step, not started afresh
+    return whole, run_sae(overrides, killed, cache), starts
+
+
+def assert_same_sae(whole: Path, out: Path) -> None:
+    from medinterp.sae import load_sae
+
     a, _, _ = load_sae(whole / "sae" / "saelens")
     b, _, _ = load_sae(out / "sae" / "saelens")
     for name, tensor in a.state_dict().items():
@@ -117,6 +126,24 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_p
     assert [int(r["step"]) for r in rows(out / "train_curves.csv")] == list(range(24))
     assert json.loads((out / "metrics.json").read_text())["fvu"] == pytest.approx(
         json.loads((whole / "metrics.json").read_text())["fvu"], rel=1e-5)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_path, monkeypatch):
+    whole, out, starts = kill_and_resume(tmp_path, [], monkeypatch)
+    assert starts == [8]  # resumed at the checkpoint's step, not started afresh
+    assert_same_sae(whole, out)
+
+
+@pytest.mark.slow  # DeepSpeed's process group: in a process of its own
+def test_a_killed_deepspeed_run_resumes_from_its_checkpoint_folder(tmp_path):
+    """Under DeepSpeed ``last.ckpt`` is a folder; the runner once looked for a file and started a killed run over."""
+    pytest.importorskip("deepspeed")
+    done = subprocess.run([sys.executable, __file__, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (tmp_path / "resumed" / "checkpoints").exists()  # removed once the run completed
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [8]
+    assert_same_sae(tmp_path / "whole", tmp_path / "resumed")
 
 
 def test_interpretation_and_steering_fill_the_tables_and_metrics(tmp_path):
@@ -277,3 +304,10 @@ def test_a_tiny_vlm_run_on_image_prompts_labels_each_latent_s_token_type(tmp_pat
     domains = {r["domain"] for r in catalogue}
     assert domains == ({"synthetic_xray"} if tokens == "image" else {"dosage", "synthetic_xray"})
     assert m.get("catalogue_skipped") == (["dosage"] if tokens == "image" else None)
+
+
+if __name__ == "__main__":  # the DeepSpeed resume test's own process: python test_sae_runner.py <tmp>
+    with pytest.MonkeyPatch.context() as patch:
+        _, _, first = kill_and_resume(Path(sys.argv[1]), ["sae.trainer.strategy=deepspeed", "sae.trainer.devices=1",
+                                                          "sae.trainer.accelerator=cpu"], patch)
+    print(json.dumps(first))

@@ -21,10 +21,11 @@ pytest.importorskip("lightning")
 HERE = Path(__file__).parent
 
 
-def _two_processes(tmp_path, strategy: str) -> dict:
-    out = tmp_path / f"{strategy}.pt"
-    subprocess.run([sys.executable, str(HERE / "ddp_train.py"), str(out), strategy, "2"], check=True, timeout=300,
-                   cwd=HERE.parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+def _two_processes(tmp_path, strategy: str, *checkpoint: str, name: str | None = None) -> dict:
+    """ddp_train.py on two ranks (``checkpoint``: its optional <checkpoint_dir> <steps>); rank 0's weights."""
+    out = tmp_path / f"{name or strategy}.pt"
+    subprocess.run([sys.executable, str(HERE / "ddp_train.py"), str(out), strategy, "2", *checkpoint], check=True,
+                   timeout=300, cwd=HERE.parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
     return torch.load(out)
 
 
@@ -42,6 +43,27 @@ def test_two_processes_equal_one_process(tmp_path, strategy):
     assert torch.allclose(two["W_dec"].norm(dim=1), torch.ones(len(two["W_dec"])), atol=1e-5)
     for name, value in single.state_dict().items():
         assert torch.allclose(two[name], value, atol=1e-5), name
+
+
+@pytest.mark.slow  # two runs of two processes
+def test_a_deepspeed_run_resumes_from_its_checkpoint_folder(tmp_path):
+    """Under DeepSpeed a checkpoint is a folder (the runner once read only files, so a killed DeepSpeed run started
+    over): its step is read, and a 2-rank ZeRO-2 run stopped at step 8 and resumed from the folder ends where the
+    uninterrupted single-process run ends (weights and Adam state restored, partitioned)."""
+    pytest.importorskip("deepspeed")
+    sys.path.insert(0, str(HERE))
+    from ddp_train import STEPS, train
+
+    from medinterp.sae import checkpoint_step
+
+    ckpt = tmp_path / "checkpoints"
+    first = _two_processes(tmp_path, "deepspeed", str(ckpt), "8", name="first")
+    assert (ckpt / "last.ckpt").is_dir() and checkpoint_step(ckpt / "last.ckpt") == 8 < STEPS
+    resumed = _two_processes(tmp_path, "deepspeed", str(ckpt), "8", name="resumed")
+    single = train()
+    assert (first["W_dec"] - single.W_dec).abs().max() > 1e-3  # the first run stopped early: equality is not trivial
+    for name, value in single.state_dict().items():
+        assert torch.allclose(resumed[name], value, atol=1e-5), name
 
 
 def test_zero3_is_refused_in_one_line():

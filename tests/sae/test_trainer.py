@@ -12,7 +12,7 @@ from medinterp.sae.config import SAEConfig, group_sizes_from_fractions  # noqa: 
 from medinterp.sae.evaluate import evaluate_sae  # noqa: E402
 from medinterp.sae.model import SparseAutoencoder  # noqa: E402
 from medinterp.sae.train_config import TrainConfig  # noqa: E402
-from medinterp.sae.trainer import train_sae  # noqa: E402
+from medinterp.sae.trainer import checkpoint_step, train_sae  # noqa: E402
 
 D, PARENTS, CHILDREN = 32, 4, 6
 
@@ -109,10 +109,17 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
     first = train_sae(SparseAutoencoder(config, seed=1), [x], cfg, max_steps=7, progress=False,
                       checkpoint_dir=tmp_path, checkpoint_every=7)
     assert not torch.equal(first.W_dec, straight.W_dec)
+    assert checkpoint_step(tmp_path / "last.ckpt") == 7 and checkpoint_step(tmp_path / "none.ckpt") is None
     resumed = train_sae(SparseAutoencoder(config, seed=99), [x], cfg, max_steps=12, progress=False,
                         ckpt_path=tmp_path / "last.ckpt")
     for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
         assert torch.allclose(getattr(resumed, name), getattr(straight, name), atol=1e-6), name
+
+
+def test_a_checkpoint_folder_without_model_states_is_one_line(tmp_path):
+    (tmp_path / "last.ckpt" / "checkpoint").mkdir(parents=True)  # a DeepSpeed save killed before its states
+    with pytest.raises(MedinterpError, match=r"holds no DeepSpeed model states .*remove it to train from the start"):
+        checkpoint_step(tmp_path / "last.ckpt")
 
 
 def test_a_generator_is_read_once_and_a_dataloader_is_cycled():
