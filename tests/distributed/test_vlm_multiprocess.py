@@ -17,12 +17,14 @@ otherwise: saliency <= 1e-6 relative (as for text models); gradcam <= 1e-5 (meas
 <= 1e-5 (its scores are activation x gradient too; under ZeRO-3 every rank runs its interventions in ``finish``,
 ``Method.finish_runs_model``). All tests launch torchrun: ``slow``.
 
-CI keeps 6 of the 18 (model, method, strategy) cells (:data:`CELLS`; with their 5 reference runs and the
-refusal test: 225 CPU-seconds, docs/distributed.md): each family's image capture (``umap``) under ``zero3``, tiny Gemma 3's under ``ddp`` too, the
+CI keeps 10 (model, method, strategy) cells (:data:`CELLS`; the first 7 with their 5 reference runs and the
+refusal test: 225 CPU-seconds, docs/distributed.md; the last 3 about 135 s): each family's image capture (``umap``) under ``zero3``, tiny Gemma 3's under ``ddp`` too, the
 gradient method with its own ZeRO-3 code (``gradcam``: attention probabilities read before ZeRO-3's hook, the
 same backward passes on every batch) on tiny Gemma 3 (``token_type_ids``, the loosest tolerance), ``image_lens``
 (the same lens calls per batch) under ``zero3`` and ``neurons`` under ``ddp`` and ``zero3`` (every rank joins
-the interventions of ``finish``) on tiny LLaVA. The other 12 (each
+the interventions of ``finish``) on tiny LLaVA, and the text methods' image-token paths under ``zero3`` on tiny
+LLaVA: ablation lesioning image positions (<= 1e-5; 2.1e-6 when checked by hand), patching image pairs and geometry
+on image tokens (exact). The other 12 (each
 passed when run on 2026-12-06, docs/distributed.md) repeat code paths these cover: ``ddp`` holds whole replicas,
 so a second method under it adds only its own batching, which ``single`` tests already check; ``saliency``
 under ``zero3`` is the text models' path (test_multiprocess.py) with image inputs that umap's cells already shard.
@@ -51,13 +53,20 @@ METHODS = {
     "gradcam": ["method=gradcam", *ANSWERED],
     "image_lens": ["method=image_lens", *ANSWERED],
     "neurons": ["method=neurons", *ANSWERED],
+    # the text methods' image-token paths (docs/multimodal.md "Token types"): lesion, patch, measure image tokens
+    "ablation": ["method=ablation", "method.tokens=image", *ANSWERED, "method.max_new_tokens=4"],
+    "patching": ["method=patching", "method.tokens=image", "method.n_boot=20", "method.min_gap=0", "batch_size=2"],
+    "geometry": ["method=geometry", "method.tokens=image", "templates=1", "batch_size=24", "method.n_boot=20",
+                 "method.max_rows=1500", "method.lens_max_prompts=16", "method.n_jobs=1"],
 }
-ZERO3_TOLERANCE = {"umap": 0.0, "image_lens": 0.0, "gradcam": 1e-5, "neurons": 1e-5}
+ZERO3_TOLERANCE = {"umap": 0.0, "image_lens": 0.0, "gradcam": 1e-5, "neurons": 1e-5, "ablation": 1e-5, "patching": 0.0,
+                   "geometry": 0.0}
 STRATEGIES = {"zero3": ["strategy=zero3", "strategy.param_persistence_threshold=0"], "ddp": ["strategy=ddp"]}
 # (model, method, strategy): the cells CI runs (module docstring says why these)
 CELLS = [("tiny_llava", "umap", "zero3"), ("tiny_gemma3_vlm", "umap", "zero3"), ("tiny_gemma3_vlm", "umap", "ddp"),
          ("tiny_gemma3_vlm", "gradcam", "zero3"), ("tiny_llava", "image_lens", "zero3"),
-         ("tiny_llava", "neurons", "ddp"), ("tiny_llava", "neurons", "zero3")]
+         ("tiny_llava", "neurons", "ddp"), ("tiny_llava", "neurons", "zero3"),
+         ("tiny_llava", "ablation", "zero3"), ("tiny_llava", "patching", "zero3"), ("tiny_llava", "geometry", "zero3")]
 
 
 def tolerance(method: str, strategy: str) -> float:
