@@ -10,7 +10,7 @@ got 'abc'.`` instead of a traceback deep inside a method.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from medinterp.errors import MedinterpError
@@ -33,6 +33,20 @@ def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
     if not is_int(value) or value < 1:
         extra = " or null" if allow_none else ""
         raise MedinterpError(f"The {name!r} setting must be a positive integer{extra}; got {value!r}.")
+
+
+def check_int_settings(owner: str, settings: Any, lows: Mapping[str, int],
+                       nullable: Mapping[str, str] | None = None) -> None:
+    """Each attribute ``name`` of ``settings`` named in ``lows`` is an integer >= ``lows[name]``, or None where
+    ``nullable`` says what null means; otherwise one line, e.g. ``gradcam method: n_boot must be an integer >= 1;
+    got 0`` or ``saliency method: max_prompts must be an integer >= 1 or null (all); got 'x'``."""
+    for name, low in lows.items():
+        value, meaning = getattr(settings, name), (nullable or {}).get(name)
+        if value is None and meaning is not None:
+            continue
+        if not is_int(value) or value < low:
+            extra = f" or null ({meaning})" if meaning is not None else ""
+            raise MedinterpError(f"{owner}: {name} must be an integer >= {low}{extra}; got {value!r}")
 
 
 def check_seed(value: Any, name: str = "seed") -> None:

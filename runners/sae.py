@@ -46,7 +46,7 @@ from medinterp.models import ModelSpec  # noqa: E402
 from medinterp.sae import (SAEConfig, SparseAutoencoder, TrainConfig, evaluate_sae, group_sizes_from_fractions,  # noqa: E402
                            load_sae, save_sae)
 from medinterp.sae.autointerp import InterpConfig, interpret  # noqa: E402
-from medinterp.sae.activations import ActivationStore, TokenStream, cache_activations  # noqa: E402
+from medinterp.sae.activations import TokenStream, cache_activations  # noqa: E402
 from medinterp.sae.catalogue import (CATALOGUE_KINDS, TOKEN_TYPE_THRESHOLD, catalogue_rows, latent_table,  # noqa: E402
                                     top_tokens)
 from medinterp.sae.corpus import check_corpus_sources, load_corpus  # noqa: E402

@@ -6,7 +6,7 @@ import pytest
 from medinterp.capture.cache import cached_activations
 from medinterp.cell import Cell
 from medinterp.errors import MedinterpError
-from medinterp.methods import select_templates
+from medinterp.methods import method_class, select_templates
 from medinterp.prompts import load_prompt_set
 
 
@@ -81,3 +81,27 @@ def test_one_integer_and_number_test_for_every_check():
     assert [is_int(v) for v in (3, np.int64(3), True, 3.0, "3", None)] == [True, True, False, False, False, False]
     assert [is_number(v) for v in (3, 0.5, np.float32(0.5), np.int8(2), False, "1", None)] == \
         [True, True, True, True, False, False, False]
+
+
+@pytest.mark.parametrize("name, settings, message", [
+    ("saliency", dict(n_boot=0), "saliency method: n_boot must be an integer >= 1; got 0"),
+    ("saliency", dict(max_prompts="all"), "saliency method: max_prompts must be an integer >= 1 or null (all); got 'all'"),
+    ("geometry", dict(n_folds=1), "geometry method: n_folds must be an integer >= 2; got 1"),
+    ("geometry", dict(max_rows=True), "geometry method: max_rows must be an integer >= 2 or null (no cap); got True"),
+    ("neurons", dict(top_k=1.5), "neurons method: top_k must be an integer >= 1; got 1.5"),
+    ("gradcam", dict(n_figures=-1), "gradcam method: n_figures must be an integer >= 0; got -1"),
+    ("image_lens", dict(max_prompts=0), "image_lens method: max_prompts must be an integer >= 1 or null (all); got 0"),
+])
+def test_a_bad_method_setting_is_one_line_naming_it(name, settings, message):
+    """Every method's integer settings go through validation.check_int_settings (bools and floats refused)."""
+    with pytest.raises(MedinterpError) as err:
+        method_class(name)(**settings)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(("name", "nulls"), [("saliency", ["max_prompts"]), ("geometry", ["max_rows", "lens_max_prompts"]),
+                                             ("neurons", ["max_prompts"]), ("gradcam", ["max_prompts"]),
+                                             ("image_lens", ["max_prompts"])])
+def test_null_counts_and_the_defaults_pass(name, nulls):
+    method = method_class(name)(**dict.fromkeys(nulls))
+    assert all(getattr(method, key) is None for key in nulls)

@@ -66,7 +66,7 @@ from medinterp.metrics.intrinsic_dim import intrinsic_dims
 from medinterp.metrics.isotropy import anisotropy_cosine, anisotropy_spectral
 from medinterp.metrics.lens import lens_stats
 from medinterp.metrics.linearity import linearity_scores
-from medinterp.validation import is_int
+from medinterp.validation import check_int_settings
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -167,14 +167,9 @@ class Geometry(Method):
 
     def __post_init__(self) -> None:
         check_token_setting("geometry", self.tokens)
-        for name, low in (("k_mle", 2), ("n_folds", 2), ("n_pairs", 1), ("n_boot", 1), ("n_jobs", 1)):
-            value = getattr(self, name)
-            if not is_int(value) or value < low:
-                raise MedinterpError(f"geometry method: {name} must be an integer >= {low}; got {value!r}")
-        for name in ("max_rows", "lens_max_prompts"):
-            value = getattr(self, name)
-            if value is not None and (not is_int(value) or value < 2):
-                raise MedinterpError(f"geometry method: {name} must be an integer >= 2 or null (no cap); got {value!r}")
+        check_int_settings("geometry method", self, {"k_mle": 2, "n_folds": 2, "n_pairs": 1, "n_boot": 1, "n_jobs": 1,
+                                                     "max_rows": 2, "lens_max_prompts": 2},
+                           nullable={"max_rows": "no cap", "lens_max_prompts": "no cap"})
         if not 0.0 <= self.discard_fraction < 1.0:
             raise MedinterpError(f"geometry method: discard_fraction must be in [0, 1); got {self.discard_fraction}")
 

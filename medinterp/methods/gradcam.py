@@ -31,7 +31,7 @@ from medinterp.metrics import finite_mean_with_ci
 from medinterp.metrics.localization import energy_in_box, pointing_hit, upsample
 from medinterp.models import ModelHandle
 from medinterp.prompts import load_image
-from medinterp.validation import is_int
+from medinterp.validation import check_int_settings
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -70,12 +70,8 @@ class GradCam(Method):
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise unknown_choice("gradcam target", self.target, TARGETS)
-        for key, low in (("max_answer_tokens", 1), ("n_figures", 0), ("n_boot", 1)):
-            value = getattr(self, key)
-            if not is_int(value) or value < low:
-                raise MedinterpError(f"gradcam method: {key} must be an integer >= {low}; got {value!r}")
-        if self.max_prompts is not None and (not is_int(self.max_prompts) or self.max_prompts < 1):
-            raise MedinterpError(f"gradcam method: max_prompts must be an integer >= 1 or null; got {self.max_prompts!r}")
+        check_int_settings("gradcam method", self, {"max_answer_tokens": 1, "n_figures": 0, "n_boot": 1, "max_prompts": 1},
+                           nullable={"max_prompts": "all"})
 
     def prepare(self, cell: Cell) -> CamWork:
         if cell.handle.parts.vision is None:

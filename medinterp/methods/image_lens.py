@@ -36,7 +36,7 @@ from medinterp.metrics import finite_mean_with_ci
 from medinterp.metrics.localization import patches_in_box
 from medinterp.models import ModelHandle
 from medinterp.prompts import load_image
-from medinterp.validation import is_int
+from medinterp.validation import check_int_settings
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -117,13 +117,8 @@ class ImageLens(Method):
     modalities = ("image",)
 
     def __post_init__(self) -> None:
-        for key in ("n_figures", "n_top_tokens", "n_boot"):
-            value = getattr(self, key)
-            if not is_int(value) or value < (0 if key == "n_figures" else 1):
-                raise MedinterpError(f"image_lens method: {key} must be an integer >= {0 if key == 'n_figures' else 1}; "
-                                     f"got {value!r}")
-        if self.max_prompts is not None and (not is_int(self.max_prompts) or self.max_prompts < 1):
-            raise MedinterpError(f"image_lens method: max_prompts must be an integer >= 1 or null; got {self.max_prompts!r}")
+        check_int_settings("image_lens method", self, {"n_figures": 0, "n_top_tokens": 1, "n_boot": 1, "max_prompts": 1},
+                           nullable={"max_prompts": "all"})
 
     def prepare(self, cell: Cell) -> LensWork:
         if cell.handle.parts.vision is None:

@@ -37,7 +37,7 @@ from medinterp.methods.neuron_attribution import (ATTRIBUTIONS, decode_rows, dow
                                                   integrated_gradients, intervened_prob)
 from medinterp.metrics import Estimate, finite_mean_with_ci
 from medinterp.models import ModelHandle
-from medinterp.validation import is_int
+from medinterp.validation import check_int_settings
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -81,12 +81,8 @@ class Neurons(Method):
             raise unknown_choice("neurons attribution", self.attribution, ATTRIBUTIONS)
         if self.tokens not in TOKEN_SETS:
             raise unknown_choice("neurons tokens", self.tokens, TOKEN_SETS)
-        for key in ("steps", "top_k", "decode_k", "n_boot"):
-            value = getattr(self, key)
-            if not is_int(value) or value < 1:
-                raise MedinterpError(f"neurons method: {key} must be an integer >= 1; got {value!r}")
-        if self.max_prompts is not None and (not is_int(self.max_prompts) or self.max_prompts < 1):
-            raise MedinterpError(f"neurons method: max_prompts must be an integer >= 1 or null; got {self.max_prompts!r}")
+        check_int_settings("neurons method", self, {"steps": 1, "top_k": 1, "decode_k": 1, "n_boot": 1, "max_prompts": 1},
+                           nullable={"max_prompts": "all"})
 
     def prepare(self, cell: Cell) -> NeuronWork:
         if self.tokens == "image" and cell.prompt_set.modality != "image":

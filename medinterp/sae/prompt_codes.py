@@ -31,7 +31,6 @@ def prompt_codes(handle, sae: SparseAutoencoder, texts: Sequence[str], layer: in
     """(len(texts), m) float32: per prompt, the max over its SAE tokens of each latent's activation (0 for a
     prompt of one token)."""
     out = np.zeros((len(texts), sae.config.n_latents), dtype=np.float32)
-    device = sae.W_enc.device
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress):
         batch = encode(handle.tokenizer, list(texts[start:start + batch_size]))
         hidden = capture_batch(handle, batch, [layer], None)[0]  # (B, T, d)

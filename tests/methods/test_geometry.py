@@ -3,7 +3,6 @@ sample, planted cases through the layer measurement, bad input, resume."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

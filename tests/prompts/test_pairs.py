@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -21,7 +21,7 @@ from medinterp.methods.targets import encode_targets, saliency_examples, select_
 from medinterp.methods.tokens import MODALITIES as TOKEN_MODALITIES, check_token_setting, token_type
 from medinterp.metrics import finite_mean_with_ci
 from medinterp.models import ModelHandle
-from medinterp.validation import is_int
+from medinterp.validation import check_int_settings
 
 if TYPE_CHECKING:
     from medinterp.cell import Cell
@@ -71,12 +71,8 @@ class WeightSaliency(Method):
             raise unknown_choice("saliency reduction", self.reduction, REDUCTIONS)
         if self.mode not in MODES:
             raise unknown_choice("saliency mode", self.mode, MODES)
-        if not is_int(self.n_boot) or self.n_boot < 1:
-            raise MedinterpError(f"saliency method: n_boot must be an integer >= 1; got {self.n_boot!r}")
+        check_int_settings("saliency method", self, {"n_boot": 1, "max_prompts": 1}, nullable={"max_prompts": "all"})
         check_positive_int("method.batch_tokens", self.batch_tokens, allow_none=True)
-        m = self.max_prompts
-        if m is not None and (not is_int(m) or m < 1):
-            raise MedinterpError(f"saliency method: max_prompts must be an integer >= 1 or null (all); got {m!r}")
 
     def prepare(self, cell: Cell) -> SaliencyWork:
         """The chosen prompts, cut into batches (deterministic: the same on every rank)."""
