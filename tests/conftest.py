@@ -11,6 +11,16 @@ from helpers import ROOT, TINY_FAMILIES, TINY_VLM_FAMILIES, load_tiny, run_cell_
 import pytest
 
 
+def pytest_report_header(config) -> str:
+    """Which comparison the golden tiny-model map gets on this host (tests/golden_map.py ``tolerance``)."""
+    import torch
+    from golden_map import has_amx, tolerance
+
+    rtol, skipped = tolerance()
+    return (f"golden map: rtol {rtol:g}{', UMAP-layout metrics not compared' if skipped else ''} (torch kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}, AMX {'yes' if has_amx() else 'no'})")
+
+
 @pytest.fixture(params=[pytest.param("cli", marks=pytest.mark.slow), "in_process"])
 def map_cell(request):
     """``map_cell(overrides, out_dir) -> out_dir``: one cell of runners/map.py, run twice over: by the CLI in a
