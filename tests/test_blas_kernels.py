@@ -1,4 +1,6 @@
-"""medinterp pins OpenBLAS's kernels (medinterp/__init__.py): UMAP's numbers must not depend on which x86 host runs."""
+"""medinterp pins its BLAS libraries (medinterp/__init__.py): OpenBLAS's kernels, so that UMAP's numbers do not depend
+on which x86 host runs, and MKL's reproducible mode with a fixed thread count, so that two runs on one host agree
+to the bit."""
 import json
 import subprocess
 import sys
@@ -24,3 +26,28 @@ def test_a_coretype_the_user_set_is_kept():
 
     env = {**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}
     assert _openblas_architecture("import medinterp", env) == "Sandybridge"
+
+
+def _mkl_modes(code: str, env: dict[str, str]) -> tuple[str, str]:
+    """(CNR, Dyn) of MKL's first SGEMM after ``code``, as MKL_VERBOSE reports them."""
+    probe = f"{code}; import torch; a = torch.ones(8, 8); a @ a"
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "MKL_VERBOSE": "1"}, capture_output=True,
+                         text=True, check=True).stdout
+    line = next(row for row in out.splitlines() if "SGEMM" in row)
+    fields = dict(word.split(":", 1) for word in line.split() if word.startswith(("CNR:", "Dyn:")))
+    return fields["CNR"], fields["Dyn"]
+
+
+def test_importing_medinterp_first_makes_mkl_reproducible():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "MKL_DYNAMIC")}
+    assert _mkl_modes("pass", env) == ("OFF", "1")  # torch's defaults: the probe can tell
+    assert _mkl_modes("import medinterp", env) == ("AUTO", "0")
+
+
+def test_mkl_settings_the_user_set_are_kept():
+    import os
+
+    env = {**os.environ, "MKL_CBWR": "COMPATIBLE", "MKL_DYNAMIC": "TRUE"}
+    assert _mkl_modes("import medinterp", env) == ("COMPATIBLE", "1")

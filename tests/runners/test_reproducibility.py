@@ -33,7 +33,29 @@ def test_same_seed_runs_are_byte_identical(method, map_cell, tmp_path):
     with open(outs[0] / "per_layer.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) > 3, method  # the run measured something
-    assert first == second, method
+    assert first == second, f"{method}: {_largest_difference(outs)}"
     if method == "umap":  # read-out 0 is one row per template: no fit, NaN with the reason
         layer0 = [r for r in rows if r["layer"] == "0"]
         assert layer0 and all(r["value"] == "" and r["note"].startswith("degenerate: ") for r in layer0)
+
+
+def _largest_difference(outs) -> str:
+    """Where the two runs' per_layer.csv differ most (a readable failure instead of a byte diff)."""
+    tables = []
+    for out in outs:
+        with open(out / "per_layer.csv", newline="") as f:
+            tables.append({(r["domain"], r["metric"], r["layer"]): r for r in csv.DictReader(f)})
+    if tables[0].keys() != tables[1].keys():
+        return f"different rows: {sorted(tables[0].keys() ^ tables[1].keys())[:5]}"
+    worst, where = 0.0, None
+    for key, row in tables[0].items():
+        for column in ("value", "ci_low", "ci_high"):
+            a, b = row[column], tables[1][key][column]
+            if a != b:
+                try:
+                    rel = abs(float(a) - float(b)) / max(abs(float(a)), abs(float(b)), 1e-300)
+                except ValueError:
+                    return f"{key} {column}: {a!r} vs {b!r}"
+                if rel >= worst:
+                    worst, where = rel, (key, column)
+    return f"largest relative difference {worst:.2e} at {where}" if where else "only the note/id columns differ"
