@@ -10,8 +10,9 @@ matrix product (linear layers, the LM head, attention, their backward passes). T
 measured on the shapes these cells multiply (the vocabulary slice of ablation's log-sum-exp, a decoder block's
 projections). ``floor = FLOPs / rate`` is the time the cell's matrix products alone need at that rate, whatever
 the code around them does; the printed ratio ``floor / time`` is the share of the cell's wall time that is
-unavoidable arithmetic for the cell's experiment (its prompts, answers, lesions and pairs). UMAP's cells multiply no matrices in torch (numba's
-SGD layout and LAPACK), so they have no floor here. ``--count-only`` skips the timed runs (a busy machine).
+unavoidable arithmetic for the cell's experiment (its prompts, answers, lesions and pairs). UMAP's cells
+multiply no matrices in torch (numba's SGD layout and LAPACK), so they have no floor here. ``--count-only``
+skips the timed runs (a busy machine).
 """
 from __future__ import annotations
 
@@ -86,6 +87,13 @@ def gemm_rate(rows: int, inner: int, cols: int, repeats: int = 5) -> float:
     return 2 * rows * inner * cols / best / 1e9
 
 
+def _line(label: str, seconds: float, flops: float, rate: float) -> str:
+    """One printed row: wall time, matmul FLOPs, the floor at ``rate`` GFLOP/s and floor / time."""
+    floor = flops / rate / 1e9
+    return (f"{label:22s} {seconds:7.1f} s  {flops / 1e12:7.2f} TFLOP  floor {floor:6.1f} s  "
+            f"floor/time {floor / seconds:5.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma3_270m")
@@ -95,7 +103,8 @@ def main() -> None:
     args = parser.parse_args()
     rates = {name: gemm_rate(*shape) for name, shape in GEMM_SHAPES.items()}
     rate = max(rates.values())
-    print(f"threads={torch.get_num_threads()} fp32 GEMM: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+    print(f"threads={torch.get_num_threads()} fp32 GEMM: "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
@@ -110,17 +119,12 @@ def main() -> None:
                     run_cell_in_process(overrides, Path(tmp) / f"{method}-{domain}-counted")
                 flops = counter.total
                 rows.append((method, domain, cell_s, flops))
-                print(f"{method:9s} {domain:12s} {cell_s:7.1f} s  {flops / 1e12:7.2f} TFLOP  floor {flops / rate / 1e9:6.1f} s"
-                      f"  floor/time {flops / rate / 1e9 / cell_s:5.2f}", flush=True)
+                print(_line(f"{method} {domain}", cell_s, flops, rate), flush=True)
     print("\nper method (sum over domains):")
-    for method in args.methods.split(","):
-        sel = [r for r in rows if r[0] == method]
-        cell_s, flops = sum(r[2] for r in sel), sum(r[3] for r in sel)
-        print(f"{method:9s} {cell_s:7.1f} s  {flops / 1e12:7.2f} TFLOP  floor {flops / rate / 1e9:6.1f} s  "
-              f"floor/time {flops / rate / 1e9 / cell_s:5.2f}")
-    cell_s, flops = sum(r[2] for r in rows), sum(r[3] for r in rows)
-    print(f"{'all':9s} {cell_s:7.1f} s  {flops / 1e12:7.2f} TFLOP  floor {flops / rate / 1e9:6.1f} s  "
-          f"floor/time {flops / rate / 1e9 / cell_s:5.2f}  (at {rate:.0f} GFLOP/s)")
+    for method in [*args.methods.split(","), "all"]:
+        sel = [r for r in rows if method in (r[0], "all")]
+        print(_line(method, sum(r[2] for r in sel), sum(r[3] for r in sel), rate))
+    print(f"(at {rate:.0f} GFLOP/s)")
 
 
 if __name__ == "__main__":
