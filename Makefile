@@ -107,8 +107,11 @@ atlas: setup
 
 # `slow`: subprocesses of the runners, torchrun, the llama.cpp judge server, Chromium, the real SmolLM2/Gemma
 # models; each behaviour they prove also has a fast in-process test (tests/conftest.py `map_cell`).
+# make test spreads the fast tier over every core (pytest-xdist, one worker per core, each with its share of the
+# threads: tests/conftest.py); make test-full runs in one process, as CI does.
+TEST_WORKERS ?= auto
 test: $(VENV)/.stamp-test
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-full: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

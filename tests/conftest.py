@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from helpers import share_cores_with_xdist_workers
+
+share_cores_with_xdist_workers()  # before torch, numpy or numba load (make test runs pytest-xdist)
+
 import medinterp  # noqa: F401  (first: pins OpenBLAS's kernels before numpy loads; medinterp/__init__.py)
 
 from helpers import ROOT, TINY_FAMILIES, TINY_VLM_FAMILIES, load_tiny, run_cell_in_process, run_runner  # noqa: F401

@@ -15,6 +15,28 @@ TINY_FAMILIES = ("llama", "gemma3", "qwen2", "qwen3", "gpt_oss")
 TINY_VLM_FAMILIES = ("llava", "gemma3_vlm")  # tiny_llava, tiny_gemma3_vlm (conf/model/)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+XDIST_THREADS: dict[str, str] = {}  # what share_cores_with_xdist_workers set in this process
+
+
+def share_cores_with_xdist_workers() -> dict[str, str]:
+    """In a pytest-xdist worker (`make test` runs ``-n auto``), give torch/MKL, OpenBLAS and numba this worker's
+    share of the cores (cores // workers, at least 1) unless the user set a count; returns what it set.
+
+    Without it every worker's OpenMP pool spans all cores: on the 2-core machine the fast tier took 465 s with two
+    workers against 311 s in one process (docs/benchmarks.md). Call before torch, numpy or numba load.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = str(max(1, cores // int(workers)))
+    for name in THREAD_VARIABLES:
+        if name not in os.environ:
+            os.environ[name] = XDIST_THREADS[name] = share
+    return dict(XDIST_THREADS)
+
+
 def torchrun_runner(nproc: int, script: str, *args: str) -> list[str]:
     """The command ``torchrun --nproc_per_node=<nproc> runners/<script> *args`` on a free local port (slow tests)."""
     from medinterp.judges.local_server import free_port

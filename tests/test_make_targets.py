@@ -13,8 +13,29 @@ def recipe(target: str) -> list[str]:
 
 
 def test_test_is_the_fast_tier_and_test_full_runs_everything():
-    assert recipe("test") == ['$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)']
+    assert recipe("test") == ['$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)']
     assert recipe("test-full") == ["$(BIN)/python -m pytest $(PYTEST_ARGS)"]
+    assert "TEST_WORKERS ?= auto" in (ROOT / "Makefile").read_text()
+
+
+def test_a_pytest_xdist_worker_takes_its_share_of_the_cores():
+    """Under ``pytest -n N`` (make test) each worker's torch, MKL, OpenBLAS and numba get cores // N threads
+    (tests/conftest.py), so N workers do not run N x cores OpenMP threads; in one process nothing is set."""
+    import os
+
+    import pytest
+    import torch
+    from helpers import THREAD_VARIABLES, XDIST_THREADS
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        assert XDIST_THREADS == {}
+        pytest.skip("not a pytest-xdist worker (make test-full runs in one process)")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = str(max(1, cores // int(workers)))
+    assert XDIST_THREADS == {n: share for n in THREAD_VARIABLES if n in XDIST_THREADS}  # a user's counts are kept
+    if "OMP_NUM_THREADS" in XDIST_THREADS:
+        assert torch.get_num_threads() == int(share)
 
 
 def test_ci_runs_the_command_the_readme_names_for_ci():

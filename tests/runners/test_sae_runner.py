@@ -41,17 +41,30 @@ def run_sae(overrides, out_dir: Path, cache: Path) -> Path:
     return runner("sae").run_sae(cfg, Path(out_dir))
 
 
+@pytest.fixture(scope="module")
+def sae_cache(tmp_path_factory) -> Path:
+    """One medinterp cache for this module's in-process runs: the tiny model is built, and the corpus captured,
+    once (each test's own run folder stays its own)."""
+    return tmp_path_factory.mktemp("sae_cache")
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory, sae_cache) -> Path:
+    """The folder of one uninterrupted run with the QUICK settings (read, never written, by the tests)."""
+    return run_sae([], tmp_path_factory.mktemp("plain") / "run", sae_cache)
+
+
 def rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(tmp_path):
+def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(plain_run):
     from medinterp.sae import evaluate_sae, load_sae
     from medinterp.sae.activations import ActivationStore
     from medinterp.sae.outliers import KeptRows
 
-    out = run_sae([], tmp_path / "run", tmp_path / "cache")
+    out = plain_run
     m = json.loads((out / "metrics.json").read_text())
     for key in ("fvu", "explained_variance", "l0", "dead_fraction", "ce_loss_recovered", "kl"):
         assert math.isfinite(m[key]), key
@@ -86,11 +99,13 @@ def test_the_run_folder_holds_metrics_that_re_evaluate_from_the_saved_sae(tmp_pa
     assert not (out / "checkpoints").exists() and json.loads((out / "config.json").read_text())["sae"]["k"] == 8
 
 
-def kill_and_resume(tmp_path: Path, overrides: list[str], monkeypatch) -> tuple[Path, Path, list[int]]:
-    """An uninterrupted run, and one killed after the checkpoint at step 8 then started again in its folder:
-    (whole run folder, resumed run folder, the batch each training start read first)."""
-    cache = tmp_path / "cache"
-    whole = run_sae(overrides, tmp_path / "whole", cache)
+def kill_and_resume(tmp_path: Path, overrides: list[str], monkeypatch, whole: Path | None = None,
+                    cache: Path | None = None) -> tuple[Path, Path, list[int]]:
+    """An uninterrupted run (``whole``: one made before with ``overrides`` and ``cache``), and one killed after the
+    checkpoint at step 8 then started again in its folder: (whole run folder, resumed run folder, the batch each
+    training start read first)."""
+    cache = cache or tmp_path / "cache"
+    whole = whole or run_sae(overrides, tmp_path / "whole", cache)
     sae_runner = runner("sae")
     real = sae_runner.TokenStream
 
@@ -128,8 +143,8 @@ def assert_same_sae(whole: Path, out: Path) -> None:
         json.loads((whole / "metrics.json").read_text())["fvu"], rel=1e-5)
 
 
-def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_path, monkeypatch):
-    whole, out, starts = kill_and_resume(tmp_path, [], monkeypatch)
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_sae(tmp_path, monkeypatch, plain_run, sae_cache):
+    whole, out, starts = kill_and_resume(tmp_path, [], monkeypatch, plain_run, sae_cache)
     assert starts == [8]  # resumed at the checkpoint's step, not started afresh
     assert_same_sae(whole, out)
 
@@ -146,7 +161,7 @@ def test_a_killed_deepspeed_run_resumes_from_its_checkpoint_folder(tmp_path):
     assert_same_sae(tmp_path / "whole", tmp_path / "resumed")
 
 
-def test_interpretation_and_steering_fill_the_tables_and_metrics(tmp_path):
+def test_interpretation_and_steering_fill_the_tables_and_metrics(tmp_path, sae_cache):
     """Both stages on: the interpreted latents' activity equals an independent encoding of transformers'
     hidden states (layer, scale, windows, masks wired right), each keyword explanation is a token the latent fires
     on, the explanation/score/status reach latents.csv and catalogue.csv, and steering at alpha = 0 changes
@@ -156,10 +171,10 @@ def test_interpretation_and_steering_fill_the_tables_and_metrics(tmp_path):
     from medinterp.sae.activations import ActivationStore
     from medinterp.sae.interpreters import normalise_token
 
-    out = run_sae(STAGES, tmp_path / "run", tmp_path / "cache")
+    out = run_sae(STAGES, tmp_path / "run", sae_cache)
     m = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    handle = load_model(ModelSpec.from_dict(config["model"]), "cpu", tmp_path / "cache")
+    handle = load_model(ModelSpec.from_dict(config["model"]), "cpu", sae_cache)
     tok, layer, scale = handle.tokenizer, m["layer"], m["scale"]
     store = ActivationStore(json.loads((out / "corpus.json").read_text())["activation_cache"]["eval"])
     index, token_ids = store.array("index"), store.array("token_ids")
@@ -237,7 +252,7 @@ def test_interpretation_and_steering_fill_the_tables_and_metrics(tmp_path):
     (["sae.images=[synthetic_xray]", "sae.image_templates=[nope]"], "template for domain 'synthetic_xray'"),
     (["sae.images=[synthetic_xray]"], "sae.images holds images, but model 'tiny_gemma3' is a text-only model"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing_complete(tmp_path, override, message):
+def test_bad_input_is_one_line_and_writes_nothing_complete(tmp_path, sae_cache, override, message):
     from medinterp.sae import SAEConfig, SparseAutoencoder, save_sae
 
     (tmp_path / "empty.txt").write_text("\n\n")
@@ -245,7 +260,7 @@ def test_bad_input_is_one_line_and_writes_nothing_complete(tmp_path, override, m
     (tmp_path / "neither" / "weights.bin").write_bytes(b"x")
     save_sae(SparseAutoencoder(SAEConfig(32, 64, 4, "topk")), tmp_path / "wide", "saelens")
     with pytest.raises(MedinterpError, match=message) as err:
-        run_sae([o.format(tmp=tmp_path) for o in override], tmp_path / "run", tmp_path / "cache")
+        run_sae([o.format(tmp=tmp_path) for o in override], tmp_path / "run", sae_cache)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
