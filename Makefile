@@ -107,11 +107,12 @@ atlas: setup
 
 # `slow`: subprocesses of the runners, torchrun, the llama.cpp judge server, Chromium, the real SmolLM2/Gemma
 # models; each behaviour they prove also has a fast in-process test (tests/conftest.py `map_cell`).
-# make test spreads the fast tier over every core (pytest-xdist, one worker per core, each with its share of the
-# threads: tests/conftest.py); make test-full runs in one process, as CI does.
+# make test spreads the fast tier over the cores (pytest-xdist: one worker per core, at most 4, since a worker holds
+# up to ~1.6 GB; each with its share of the threads: tests/conftest.py). TEST_WORKERS=0: one process, as
+# make test-full (and CI) run.
 TEST_WORKERS ?= auto
 test: $(VENV)/.stamp-test
-	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 test-full: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -13,7 +13,8 @@ def recipe(target: str) -> list[str]:
 
 
 def test_test_is_the_fast_tier_and_test_full_runs_everything():
-    assert recipe("test") == ['$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)']
+    assert recipe("test") == ['$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --maxprocesses 4 '
+                             '--dist loadfile $(PYTEST_ARGS)']
     assert recipe("test-full") == ["$(BIN)/python -m pytest $(PYTEST_ARGS)"]
     assert "TEST_WORKERS ?= auto" in (ROOT / "Makefile").read_text()
 
