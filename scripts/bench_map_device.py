@@ -1,13 +1,13 @@
 """The default map on random weights in a model's real shapes: what issue 15's GPU target (<= 45 s on one H200) is
 measured with, on a machine that cannot hold or download the real weights.
 
-    # here, where the model's package is installed: its config and tokenizer, no weights (Gemma-3-270M: ~35 MB)
+    # here, where the model's package is installed: its config and tokenizer, no weights (Gemma-3-270M: 31.8 MiB)
     python scripts/bench_map_device.py export --model gemma3_270m --to .device/gemma3_270m
-    # here: wheels of what a bare GPU image lacks, in the versions installed here (Python 3.12, manylinux; ~15 MB)
+    # here: wheels of what a bare GPU image lacks, in the versions installed here (Python 3.12, manylinux; 13.5 MiB)
     python scripts/bench_map_device.py wheels --to .device/wheels
     # there (a GPU machine; .device/ is git-ignored, so it is carried): random weights in those shapes, then the map
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .device/wheels/*.whl
-    export PYTHONPATH=/tmp/site
+    python3 -m pip install -q --no-index --no-deps --target .device/site .device/wheels/*.whl
+    export PYTHONPATH=$PWD/.device/site
     python3 scripts/bench_map_device.py run --shape .device/gemma3_270m --device cuda --out <dir>
 
 ``run`` builds a seeded random-weight model from the exported config (the same layers, widths, vocabulary and
@@ -17,7 +17,7 @@ in one process, as ``make map`` does (one Hydra multirun; reports and plots on),
 every pair's logit difference is below its ``min_gap`` (1), so its cells run in a second multirun with
 ``method.min_gap=0`` (every pair patched: the most patching work the real map does). It prints the wall time and, per
 method, the sum of the cells' ``timings.total_s``, and writes both to ``<out>/device_map.json``. The numbers of a
-random-weight map mean nothing; its time is the real model's (same shapes, same kernels). Dry-run it on the CPU
+random-weight map mean nothing; its time is the real map's (same shapes, same kernels; patching at most). Dry-run it on the CPU
 with ``--device cpu --domains dosage`` first (docs/benchmarks.md).
 
 ``wheels`` fetches what such an image lacks (Hydra, OmegaConf, its ANTLR runtime, UMAP, pynndescent, and this
