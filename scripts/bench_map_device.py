@@ -17,8 +17,8 @@ in one process, as ``make map`` does (one Hydra multirun; reports and plots on),
 every pair's logit difference is below its ``min_gap`` (1), so its cells run in a second multirun with
 ``method.min_gap=0`` (every pair patched: the most patching work the real map does). It prints the wall time and, per
 method, the sum of the cells' ``timings.total_s``, and writes both to ``<out>/device_map.json``. The numbers of a
-random-weight map mean nothing; its time is the real map's (same shapes, same kernels; patching at most). Dry-run it on the CPU
-with ``--device cpu --domains dosage`` first (docs/benchmarks.md).
+random-weight map mean nothing; its time is the real map's (same shapes, same kernels; patching at most). Dry-run
+it on the CPU with ``--device cpu --domains dosage`` first (docs/benchmarks.md).
 
 ``wheels`` fetches what such an image lacks (Hydra, OmegaConf, its ANTLR runtime, UMAP, pynndescent, and this
 project's transformers: its adapters follow the blocks' cache keyword of 5.24); nothing else is needed with
