@@ -64,8 +64,7 @@ def export(model: str, to: Path) -> None:
     copied = [name for name in ("config.json", *TOKENIZER_FILES) if (folder / name).is_file()]
     for name in copied:
         shutil.copy2(folder / name, to / name)
-    (to / "medinterp_shape.json").write_text(json.dumps({"model": model, "n_layers": spec.n_layers,
-                                                         "from": str(folder.name)}, indent=2) + "\n")
+    (to / "medinterp_shape.json").write_text(json.dumps({"model": model, "from": folder.name}, indent=2) + "\n")
     size = sum((to / n).stat().st_size for n in copied) / 2**20
     print(f"exported {', '.join(copied)} of {model} ({size:.1f} MiB, no weights) to {to}")
 
@@ -111,7 +110,8 @@ def random_model(shape: Path, out: Path, seed: int) -> Path:
 
 
 def run(shape: Path, device: str, methods: str, domains: str, out: Path, seed: int, extra: list[str]) -> dict:
-    """Map the random-weight model in one Hydra multirun and return the timings (also in ``out/device_map.json``)."""
+    """Map the random-weight model (one Hydra multirun, patching in a second) and return the timings (also in
+    ``out/device_map.json``)."""
     meta_file = shape / "medinterp_shape.json"
     if not (shape / "config.json").is_file() or not meta_file.is_file():
         raise SystemExit(f"error: {shape} holds no exported shape (config.json, medinterp_shape.json); "
@@ -129,12 +129,11 @@ def run(shape: Path, device: str, methods: str, domains: str, out: Path, seed: i
     # Random weights give logit differences below patching's min_gap (1) on every pair, so it would patch nothing:
     # its cells run in a second multirun with min_gap=0, every pair patched (the most work the real model's map does).
     chosen = methods.split(",")
-    runs = [(",".join(m for m in chosen if m != "patching"), [], out / "map"),
-            ("patching" if "patching" in chosen else "", ["method.min_gap=0"], out / "map_patching")]
+    runs = [(ms, more, sweep_dir) for ms, more, sweep_dir in (
+        (",".join(m for m in chosen if m != "patching"), [], out / "map"),
+        ("patching" if "patching" in chosen else "", ["method.min_gap=0"], out / "map_patching")) if ms]
     wall = 0.0
     for run_methods, more, sweep_dir in runs:
-        if not run_methods:
-            continue
         cmd = [*base, f"method={run_methods}", *more, f"hydra.sweep.dir={sweep_dir}"]
         print("running:", " ".join(cmd), flush=True)
         t1 = time.perf_counter()
@@ -142,7 +141,7 @@ def run(shape: Path, device: str, methods: str, domains: str, out: Path, seed: i
         wall += time.perf_counter() - t1
     per_method: dict[str, float] = {}
     cells = []
-    for summary_file in sorted([*(out / "map").glob("*/summary.json"), *(out / "map_patching").glob("*/summary.json")]):
+    for summary_file in sorted(f for _, _, sweep_dir in runs for f in sweep_dir.glob("*/summary.json")):
         summary = json.loads(summary_file.read_text())
         method, total = summary["method"], float(summary["timings"]["total_s"])
         per_method[method] = per_method.get(method, 0.0) + total

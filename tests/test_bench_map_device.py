@@ -25,7 +25,7 @@ def shape(tiny_handles, tmp_path) -> Path:
     handle, folder = tiny_handles["llama"], tmp_path / "shape"
     handle.model.config.save_pretrained(folder)
     handle.tokenizer.save_pretrained(folder)
-    (folder / "medinterp_shape.json").write_text(json.dumps({"model": "tiny_llama", "n_layers": 4}))
+    (folder / "medinterp_shape.json").write_text(json.dumps({"model": "tiny_llama", "from": "tiny-llama-seed0"}))
     return folder
 
 
